@@ -1,0 +1,688 @@
+//! Whole-graph checks: inputs that exist, no cycles, streams of the right kind, no output left
+//! dangling (an unconsumed late or invalid output would lose events silently), and settings that
+//! only make sense together.
+
+use super::{ConfigError, OperatorConfig, PipelineConfig, SinkConfig, SourceConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// Which table a node lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// `[sources.*]`.
+    Source,
+    /// `[operators.*]`.
+    Operator,
+    /// `[sinks.*]`.
+    Sink,
+}
+
+/// The output of a node that an input names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Port {
+    /// The bare node name: everything valid it emits.
+    All,
+    /// `.on_time`.
+    OnTime,
+    /// `.late`.
+    Late,
+    /// `.invalid` (watermark nodes only).
+    Invalid,
+}
+
+impl Port {
+    fn parse(s: &str) -> Option<Port> {
+        match s {
+            "on_time" => Some(Port::OnTime),
+            "late" => Some(Port::Late),
+            "invalid" => Some(Port::Invalid),
+            _ => None,
+        }
+    }
+
+    /// The suffix used in input names.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Port::All => "",
+            Port::OnTime => ".on_time",
+            Port::Late => ".late",
+            Port::Invalid => ".invalid",
+        }
+    }
+}
+
+/// A resolved input: a node and one of its outputs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeRef {
+    /// The upstream node.
+    pub node: String,
+    /// Which of its outputs.
+    pub port: Port,
+}
+
+/// What flows on a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamKind {
+    /// Carries on-time events.
+    pub on_time: bool,
+    /// Carries late events.
+    pub late: bool,
+    /// Carries invalid records.
+    pub invalid: bool,
+    /// Events carry an output partition of this many partitions (set by `reorder`).
+    pub partitions: Option<u32>,
+}
+
+impl StreamKind {
+    fn union(self, other: StreamKind) -> StreamKind {
+        StreamKind {
+            on_time: self.on_time || other.on_time,
+            late: self.late || other.late,
+            invalid: self.invalid || other.invalid,
+            partitions: if self.partitions == other.partitions { self.partitions } else { None },
+        }
+    }
+    fn events(self) -> bool {
+        self.on_time || self.late
+    }
+}
+
+/// A checked pipeline graph.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    /// Operators and sinks, upstream before downstream.
+    pub order: Vec<String>,
+    /// Resolved inputs of every operator and sink.
+    pub inputs: BTreeMap<String, Vec<NodeRef>>,
+    /// What each consumed output carries.
+    pub kinds: BTreeMap<NodeRef, StreamKind>,
+}
+
+impl Graph {
+    /// The stream kind arriving at a node (the union of its inputs).
+    pub fn input_kind(&self, node: &str) -> StreamKind {
+        self.inputs
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.kinds.get(r).copied())
+            .reduce(StreamKind::union)
+            .unwrap_or_default()
+    }
+}
+
+fn kind_of(config: &PipelineConfig, name: &str) -> Option<NodeKind> {
+    if config.sources.contains_key(name) {
+        Some(NodeKind::Source)
+    } else if config.operators.contains_key(name) {
+        Some(NodeKind::Operator)
+    } else if config.sinks.contains_key(name) {
+        Some(NodeKind::Sink)
+    } else {
+        None
+    }
+}
+
+fn inputs_of<'a>(config: &'a PipelineConfig, name: &str) -> &'a [String] {
+    if let Some(op) = config.operators.get(name) {
+        op.inputs()
+    } else if let Some(sink) = config.sinks.get(name) {
+        sink.inputs()
+    } else {
+        &[]
+    }
+}
+
+fn err(errors: &mut Vec<ConfigError>, node: &str, field: &str, message: String) {
+    errors.push(ConfigError { node: node.into(), field: field.into(), message });
+}
+
+/// Checks the whole graph, appending every problem to `errors`.
+pub(super) fn check(config: &PipelineConfig, errors: &mut Vec<ConfigError>) -> Graph {
+    let mut graph = Graph::default();
+    check_names(config, errors);
+    check_settings(config, errors);
+
+    // Resolve inputs.
+    let consumers: Vec<&String> = config.operators.keys().chain(config.sinks.keys()).collect();
+    for name in &consumers {
+        let mut resolved = Vec::new();
+        let inputs = inputs_of(config, name);
+        if inputs.is_empty() {
+            err(errors, name, "inputs", "needs at least one input".into());
+        }
+        for input in inputs {
+            if let Some(r) = resolve_input(config, name, input, errors) {
+                if resolved.contains(&r) {
+                    err(errors, name, "inputs", format!("input \"{input}\" is listed twice"));
+                } else {
+                    resolved.push(r);
+                }
+            }
+        }
+        graph.inputs.insert((*name).clone(), resolved);
+    }
+
+    // Every source is read by exactly one watermark node.
+    for source in config.sources.keys() {
+        let readers: Vec<&String> = graph
+            .inputs
+            .iter()
+            .filter(|(_, ins)| ins.iter().any(|r| &r.node == source))
+            .map(|(n, _)| n)
+            .collect();
+        match readers.len() {
+            0 => err(errors, source, "", "is not read by any watermark operator".into()),
+            1 => {}
+            _ => err(
+                errors,
+                source,
+                "",
+                format!(
+                    "is read by {} watermark operators ({}); each source feeds exactly one",
+                    readers.len(),
+                    readers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+        }
+    }
+
+    let Some(order) = topological(&graph, errors) else {
+        return graph;
+    };
+    graph.order = order;
+    infer_kinds(config, &mut graph, errors);
+    check_coverage(config, &graph, errors);
+    check_horizons(config, &graph, errors);
+    graph
+}
+
+fn check_names(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
+    let mut seen = BTreeSet::new();
+    let all = config
+        .sources
+        .keys()
+        .chain(config.operators.keys())
+        .chain(config.sinks.keys());
+    for name in all {
+        if !seen.insert(name) {
+            err(errors, name, "", "the name is used by more than one node".into());
+        }
+        if name.is_empty() || name.contains('.') {
+            err(errors, name, "", "node names must be non-empty and contain no '.'".into());
+        }
+    }
+    if config.sources.is_empty() {
+        err(errors, "sources", "", "the pipeline has no source".into());
+    }
+    if config.sinks.is_empty() {
+        err(errors, "sinks", "", "the pipeline has no sink".into());
+    }
+}
+
+fn check_cluster(config: &PipelineConfig, node: &str, cluster: &str, errors: &mut Vec<ConfigError>) {
+    if !config.clusters.contains_key(cluster) {
+        let known: Vec<&str> = config.clusters.keys().map(|s| s.as_str()).collect();
+        err(
+            errors,
+            node,
+            "cluster",
+            format!("unknown cluster \"{cluster}\" (declared: {})", list_or_none(&known)),
+        );
+    }
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
+    for (name, cluster) in &config.clusters {
+        if cluster.bootstrap.trim().is_empty() {
+            err(errors, &format!("clusters.{name}"), "bootstrap", "must not be empty".into());
+        }
+    }
+    for (name, source) in &config.sources {
+        if source.region().trim().is_empty() {
+            err(errors, name, "region", "must not be empty".into());
+        }
+        match source {
+            SourceConfig::Kafka(k) => {
+                check_cluster(config, name, &k.cluster, errors);
+                if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+                    err(errors, name, "topics", "needs at least one non-empty topic".into());
+                }
+                if k.replicated_from.as_deref() == Some(k.region.as_str()) {
+                    err(
+                        errors,
+                        name,
+                        "replicated_from",
+                        "names the source's own region; a remote topic comes from the other region"
+                            .into(),
+                    );
+                }
+            }
+            SourceConfig::File(f) => {
+                if f.paths.is_empty() {
+                    err(errors, name, "paths", "needs at least one file".into());
+                }
+            }
+            SourceConfig::Generator(g) => {
+                if !(0.0..1.0).contains(&g.duplicate_rate) {
+                    err(errors, name, "duplicate_rate", "must be in [0, 1)".into());
+                }
+                if g.payload_bytes < 128 || g.payload_bytes > config.event.max_event_bytes.get() {
+                    err(
+                        errors,
+                        name,
+                        "payload_bytes",
+                        format!(
+                            "must be between 128 and event.max_event_bytes ({})",
+                            config.event.max_event_bytes
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (name, op) in &config.operators {
+        match op {
+            OperatorConfig::Watermark(w) => {
+                if w.idle_timeout.0 == 0 {
+                    err(errors, name, "idle_timeout", "must be above zero".into());
+                }
+                if w.max_future_skew.0 == 0 {
+                    err(
+                        errors,
+                        name,
+                        "max_future_skew",
+                        "must be above zero: events stamped a moment ahead of this host's clock would all be invalid".into(),
+                    );
+                }
+                if w.max_split_hold.is_some() {
+                    let replicated = w.inputs.iter().any(|i| {
+                        matches!(config.sources.get(i.as_str()),
+                            Some(SourceConfig::Kafka(k)) if k.replicated_from.is_some())
+                    });
+                    if !replicated {
+                        err(
+                            errors,
+                            name,
+                            "max_split_hold",
+                            "has no effect: no input is a Kafka source with replicated_from".into(),
+                        );
+                    }
+                }
+            }
+            OperatorConfig::Dedup(d) => {
+                if d.horizon.0 == 0 {
+                    err(errors, name, "horizon", "must be above zero".into());
+                }
+            }
+            OperatorConfig::Reorder(r) => {
+                if r.partition_by.trim().is_empty() {
+                    err(errors, name, "partition_by", "must name a field".into());
+                }
+            }
+            OperatorConfig::Filter(f) => {
+                if f.field.trim().is_empty() {
+                    err(errors, name, "field", "must name a field".into());
+                }
+                if f.values.is_empty() {
+                    err(errors, name, "values", "needs at least one value".into());
+                }
+            }
+        }
+    }
+    for (name, sink) in &config.sinks {
+        match sink {
+            SinkConfig::Kafka(k) => {
+                check_cluster(config, name, &k.cluster, errors);
+                if k.topic.trim().is_empty() {
+                    err(errors, name, "topic", "must not be empty".into());
+                }
+            }
+            SinkConfig::File(f) => {
+                if f.path.trim().is_empty() {
+                    err(errors, name, "path", "must not be empty (use \"-\" for stdout)".into());
+                }
+            }
+            SinkConfig::Null(_) => {}
+        }
+    }
+}
+
+fn resolve_input(
+    config: &PipelineConfig,
+    consumer: &str,
+    input: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<NodeRef> {
+    let (node, port) = match input.split_once('.') {
+        None => (input, Port::All),
+        Some((n, p)) => match Port::parse(p) {
+            Some(port) => (n, port),
+            None => {
+                err(
+                    errors,
+                    consumer,
+                    "inputs",
+                    format!("input \"{input}\": unknown output \"{p}\" (outputs are on_time, late, invalid)"),
+                );
+                return None;
+            }
+        },
+    };
+    let consumer_is_watermark =
+        matches!(config.operators.get(consumer), Some(OperatorConfig::Watermark(_)));
+    match kind_of(config, node) {
+        None => {
+            err(errors, consumer, "inputs", format!("input \"{input}\" matches no node"));
+            None
+        }
+        Some(NodeKind::Sink) => {
+            err(errors, consumer, "inputs", format!("input \"{input}\" is a sink, which has no output"));
+            None
+        }
+        Some(NodeKind::Source) => {
+            if !consumer_is_watermark {
+                err(
+                    errors,
+                    consumer,
+                    "inputs",
+                    format!("input \"{input}\" is a source; sources feed a watermark operator, which gives their events a time"),
+                );
+                return None;
+            }
+            if port != Port::All {
+                err(errors, consumer, "inputs", format!("input \"{input}\": a source has one output"));
+                return None;
+            }
+            Some(NodeRef { node: node.into(), port })
+        }
+        Some(NodeKind::Operator) => {
+            if consumer_is_watermark {
+                err(
+                    errors,
+                    consumer,
+                    "inputs",
+                    format!("input \"{input}\" is an operator; a watermark operator reads sources only"),
+                );
+                return None;
+            }
+            let upstream = &config.operators[node];
+            let allowed = match upstream {
+                OperatorConfig::Watermark(_) => true,
+                OperatorConfig::Dedup(_) => port != Port::Invalid,
+                OperatorConfig::Reorder(_) | OperatorConfig::Filter(_) => port == Port::All,
+            };
+            if !allowed {
+                err(
+                    errors,
+                    consumer,
+                    "inputs",
+                    format!("input \"{input}\": operator \"{node}\" has no output \"{}\"", &port.suffix()[1..]),
+                );
+                return None;
+            }
+            Some(NodeRef { node: node.into(), port })
+        }
+    }
+}
+
+/// Kahn's algorithm over operators and sinks; reports the nodes on cycles.
+fn topological(graph: &Graph, errors: &mut Vec<ConfigError>) -> Option<Vec<String>> {
+    let mut indegree: BTreeMap<&str, usize> = BTreeMap::new();
+    for (name, inputs) in &graph.inputs {
+        let deps = inputs.iter().filter(|r| graph.inputs.contains_key(&r.node)).count();
+        indegree.insert(name, deps);
+    }
+    let mut ready: Vec<&str> =
+        indegree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+    let mut order = Vec::new();
+    while let Some(n) = ready.pop() {
+        order.push(n.to_string());
+        for (name, inputs) in &graph.inputs {
+            let hits = inputs.iter().filter(|r| r.node == n).count();
+            if hits > 0 {
+                let d = indegree.get_mut(name.as_str()).expect("every consumer has a degree");
+                *d -= hits;
+                if *d == 0 {
+                    ready.push(name);
+                }
+            }
+        }
+    }
+    if order.len() == indegree.len() {
+        return Some(order);
+    }
+    let stuck: Vec<&str> = indegree.iter().filter(|(_, d)| **d > 0).map(|(n, _)| *n).collect();
+    for n in &stuck {
+        err(
+            errors,
+            n,
+            "inputs",
+            format!("is part of a cycle (nodes on or behind it: {})", stuck.join(", ")),
+        );
+    }
+    None
+}
+
+fn infer_kinds(config: &PipelineConfig, graph: &mut Graph, errors: &mut Vec<ConfigError>) {
+    for name in graph.order.clone() {
+        let input = graph.input_kind(&name);
+        let outputs: Vec<(Port, StreamKind)> = if let Some(op) = config.operators.get(&name) {
+            if !matches!(op, OperatorConfig::Watermark(_)) && input.invalid {
+                err(
+                    errors,
+                    &name,
+                    "inputs",
+                    "receives invalid records; only sinks take a watermark's invalid output".into(),
+                );
+            }
+            let on = StreamKind { on_time: input.on_time, ..Default::default() };
+            let late = StreamKind { late: input.late, ..Default::default() };
+            match op {
+                OperatorConfig::Watermark(_) => {
+                    let on = StreamKind { on_time: true, ..Default::default() };
+                    let late = StreamKind { late: true, ..Default::default() };
+                    vec![
+                        (Port::All, on.union(late)),
+                        (Port::OnTime, on),
+                        (Port::Late, late),
+                        (Port::Invalid, StreamKind { invalid: true, ..Default::default() }),
+                    ]
+                }
+                OperatorConfig::Dedup(_) => {
+                    let all = StreamKind { invalid: false, ..input };
+                    vec![(Port::All, all), (Port::OnTime, on), (Port::Late, late)]
+                }
+                OperatorConfig::Filter(_) => vec![(Port::All, StreamKind { invalid: false, ..input })],
+                OperatorConfig::Reorder(r) => {
+                    if input.late {
+                        err(
+                            errors,
+                            &name,
+                            "inputs",
+                            "receives late events, which are behind the watermark and cannot be put in order; feed it an on_time output".into(),
+                        );
+                    }
+                    vec![(
+                        Port::All,
+                        StreamKind { on_time: true, partitions: Some(r.partitions.get()), ..Default::default() },
+                    )]
+                }
+            }
+        } else {
+            if input.invalid && input.events() {
+                err(
+                    errors,
+                    &name,
+                    "inputs",
+                    "mixes events and invalid records; give invalid records their own sink".into(),
+                );
+            }
+            Vec::new()
+        };
+        for (port, kind) in outputs {
+            graph.kinds.insert(NodeRef { node: name.clone(), port }, kind);
+        }
+    }
+}
+
+/// Every output that carries events must be consumed: dropping late or invalid events needs an
+/// explicit null sink, never an omission.
+fn check_coverage(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
+    let consumed: BTreeSet<&NodeRef> = graph.inputs.values().flatten().collect();
+    let used = |node: &str, port: Port| consumed.contains(&NodeRef { node: node.into(), port });
+    for (name, op) in &config.operators {
+        let Some(all) = graph.kinds.get(&NodeRef { node: name.clone(), port: Port::All }) else {
+            continue;
+        };
+        let mut needs: Vec<(Port, bool)> = Vec::new();
+        match op {
+            OperatorConfig::Watermark(_) | OperatorConfig::Dedup(_) => {
+                needs.push((Port::OnTime, all.on_time));
+                needs.push((Port::Late, all.late));
+                if matches!(op, OperatorConfig::Watermark(_)) {
+                    needs.push((Port::Invalid, true));
+                }
+            }
+            OperatorConfig::Reorder(_) | OperatorConfig::Filter(_) => {
+                needs.push((Port::All, true));
+            }
+        }
+        for (port, carries) in needs {
+            let covered = used(name, port) || (port != Port::Invalid && used(name, Port::All));
+            if carries && !covered {
+                err(
+                    errors,
+                    name,
+                    "",
+                    format!(
+                        "output \"{name}{}\" is not consumed; its events would be lost (route it to a sink, type = \"null\" if dropping is intended)",
+                        port.suffix()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Watermark nodes upstream of `name`.
+fn upstream_watermarks<'a>(config: &'a PipelineConfig, graph: &Graph, name: &str) -> Vec<&'a String> {
+    let mut out = Vec::new();
+    let mut stack: Vec<String> = vec![name.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n.clone()) {
+            continue;
+        }
+        for r in graph.inputs.get(&n).into_iter().flatten() {
+            if let Some((key, OperatorConfig::Watermark(_))) = config.operators.get_key_value(&r.node) {
+                out.push(key);
+            } else {
+                stack.push(r.node.clone());
+            }
+        }
+    }
+    out
+}
+
+fn check_horizons(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
+    for (name, op) in &config.operators {
+        let OperatorConfig::Dedup(d) = op else { continue };
+        for wm in upstream_watermarks(config, graph, name) {
+            let Some(OperatorConfig::Watermark(w)) = config.operators.get(wm) else { continue };
+            if d.horizon < w.max_out_of_orderness {
+                err(
+                    errors,
+                    name,
+                    "horizon",
+                    format!(
+                        "{} is shorter than max_out_of_orderness of \"{wm}\" ({}): copies inside the disorder bound would be forgotten before the watermark passes them",
+                        d.horizon, w.max_out_of_orderness
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Renders the graph as Graphviz DOT.
+pub fn to_dot(config: &PipelineConfig, graph: &Graph) -> String {
+    let mut out = String::from("digraph tidemark {\n  rankdir=LR;\n");
+    for (name, s) in &config.sources {
+        let label = match s {
+            SourceConfig::Kafka(k) => format!("{name}\\nkafka {}:{}", k.cluster, k.topics.join(",")),
+            SourceConfig::File(_) => format!("{name}\\nfile"),
+            SourceConfig::Generator(_) => format!("{name}\\ngenerator"),
+        };
+        let _ = writeln!(out, "  \"{name}\" [shape=cds, label=\"{label}\"];");
+    }
+    for (name, op) in &config.operators {
+        let _ = writeln!(out, "  \"{name}\" [shape=box, label=\"{name}\\n{}\"];", op_type(op));
+    }
+    for (name, s) in &config.sinks {
+        let _ = writeln!(out, "  \"{name}\" [shape=folder, label=\"{name}\\n{}\"];", sink_type(s));
+    }
+    for (name, inputs) in &graph.inputs {
+        for r in inputs {
+            let label = r.port.suffix().trim_start_matches('.');
+            if label.is_empty() {
+                let _ = writeln!(out, "  \"{}\" -> \"{name}\";", r.node);
+            } else {
+                let _ = writeln!(out, "  \"{}\" -> \"{name}\" [label=\"{label}\"];", r.node);
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Renders the graph as a Mermaid flowchart.
+pub fn to_mermaid(config: &PipelineConfig, graph: &Graph) -> String {
+    let id = |n: &str| n.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    let mut out = String::from("flowchart LR\n");
+    for name in config.sources.keys() {
+        let _ = writeln!(out, "  {}[/\"{name}\"/]", id(name));
+    }
+    for (name, op) in &config.operators {
+        let _ = writeln!(out, "  {}[\"{name} ({})\"]", id(name), op_type(op));
+    }
+    for (name, s) in &config.sinks {
+        let _ = writeln!(out, "  {}[(\"{name} ({})\")]", id(name), sink_type(s));
+    }
+    for (name, inputs) in &graph.inputs {
+        for r in inputs {
+            let label = r.port.suffix().trim_start_matches('.');
+            if label.is_empty() {
+                let _ = writeln!(out, "  {} --> {}", id(&r.node), id(name));
+            } else {
+                let _ = writeln!(out, "  {} -- {label} --> {}", id(&r.node), id(name));
+            }
+        }
+    }
+    out
+}
+
+fn op_type(op: &OperatorConfig) -> &'static str {
+    match op {
+        OperatorConfig::Watermark(_) => "watermark",
+        OperatorConfig::Dedup(_) => "dedup",
+        OperatorConfig::Reorder(_) => "reorder",
+        OperatorConfig::Filter(_) => "filter",
+    }
+}
+
+fn sink_type(s: &SinkConfig) -> &'static str {
+    match s {
+        SinkConfig::Kafka(_) => "kafka",
+        SinkConfig::File(_) => "file",
+        SinkConfig::Null(_) => "null",
+    }
+}

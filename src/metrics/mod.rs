@@ -1,0 +1,170 @@
+//! Every metric tidemark exports, declared in one place, and the `/metrics` endpoint.
+//!
+//! Names follow `tidemark_<name>_<unit>` with `_total` on counters. Operators add to counters
+//! once per batch, not once per event, because an atomic add per event would cost more than the
+//! dedup itself on two workers. `docs/METRICS.md` documents each series; a test checks that the
+//! document and this module list the same names.
+
+mod server;
+
+pub use server::{serve, MetricsServer};
+
+use prometheus::{
+    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// All tidemark metrics of one process.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry the endpoint serves.
+    pub registry: Registry,
+    /// `tidemark_events_in_total{source,region}`: records read, valid or not.
+    pub events_in: IntCounterVec,
+    /// `tidemark_events_out_total{sink}`: records durably written by a sink.
+    pub events_out: IntCounterVec,
+    /// `tidemark_duplicates_total{region}`: copies dropped by dedup, by the copy's origin region.
+    pub duplicates: IntCounterVec,
+    /// `tidemark_dedup_conflicts_total`: duplicates whose payload differs from the first copy.
+    pub dedup_conflicts: IntCounter,
+    /// `tidemark_dedup_unique_total`: events that passed dedup as first copies.
+    pub dedup_unique: IntCounter,
+    /// `tidemark_late_events_total{region}`: events that arrived behind the watermark.
+    pub late_events: IntCounterVec,
+    /// `tidemark_invalid_events_total{reason}`.
+    pub invalid_events: IntCounterVec,
+    /// `tidemark_watermark_timestamp_ms{node,worker}`.
+    pub watermark_ms: IntGaugeVec,
+    /// `tidemark_watermark_lag_seconds{node,worker}`: wall clock minus watermark.
+    pub watermark_lag: GaugeVec,
+    /// `tidemark_reorder_buffer_events`: events held for ordering, all workers.
+    pub reorder_buffered: IntGauge,
+    /// `tidemark_dedup_ids_retained`: ids remembered by dedup, all workers.
+    pub dedup_retained: IntGauge,
+    /// `tidemark_dedup_state_bytes`: memory of the dedup tables, all workers.
+    pub dedup_bytes: IntGauge,
+    /// `tidemark_consumer_lag_records{cluster,topic,partition}`.
+    pub consumer_lag: IntGaugeVec,
+    /// `tidemark_committed_offset{cluster,topic,partition}`: the next offset to read after a restart.
+    pub committed_offset: IntGaugeVec,
+    /// `tidemark_sink_errors_total{sink}`: failed deliveries (each stops the job).
+    pub sink_errors: IntCounterVec,
+    /// `tidemark_up`: 1 while the pipeline runs.
+    pub up: Gauge,
+}
+
+/// Every metric name, for the documentation test and dashboards.
+pub const NAMES: &[&str] = &[
+    "tidemark_events_in_total",
+    "tidemark_events_out_total",
+    "tidemark_duplicates_total",
+    "tidemark_dedup_conflicts_total",
+    "tidemark_dedup_unique_total",
+    "tidemark_late_events_total",
+    "tidemark_invalid_events_total",
+    "tidemark_watermark_timestamp_ms",
+    "tidemark_watermark_lag_seconds",
+    "tidemark_reorder_buffer_events",
+    "tidemark_dedup_ids_retained",
+    "tidemark_dedup_state_bytes",
+    "tidemark_consumer_lag_records",
+    "tidemark_committed_offset",
+    "tidemark_sink_errors_total",
+    "tidemark_up",
+];
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("registered once");
+    m
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("registered once");
+    m
+}
+
+impl Metrics {
+    /// Creates and registers every metric, plus the process collector.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            r.register(Box::new(pc)).expect("registered once");
+        }
+        let dedup_conflicts =
+            IntCounter::new("tidemark_dedup_conflicts_total", "Duplicates with a different payload than the first copy")
+                .expect("valid metric");
+        r.register(Box::new(dedup_conflicts.clone())).expect("registered once");
+        let dedup_unique = IntCounter::new("tidemark_dedup_unique_total", "Events passed by dedup as first copies")
+            .expect("valid metric");
+        r.register(Box::new(dedup_unique.clone())).expect("registered once");
+        let reorder_buffered =
+            IntGauge::new("tidemark_reorder_buffer_events", "Events held by reorder until the watermark passes them")
+                .expect("valid metric");
+        r.register(Box::new(reorder_buffered.clone())).expect("registered once");
+        let dedup_retained = IntGauge::new("tidemark_dedup_ids_retained", "Event ids remembered by dedup")
+            .expect("valid metric");
+        r.register(Box::new(dedup_retained.clone())).expect("registered once");
+        let dedup_bytes = IntGauge::new("tidemark_dedup_state_bytes", "Bytes of dedup tables")
+            .expect("valid metric");
+        r.register(Box::new(dedup_bytes.clone())).expect("registered once");
+        let watermark_lag = GaugeVec::new(
+            Opts::new("tidemark_watermark_lag_seconds", "Wall clock minus the watermark"),
+            &["node", "worker"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(watermark_lag.clone())).expect("registered once");
+        let up = Gauge::new("tidemark_up", "1 while the pipeline runs").expect("valid metric");
+        r.register(Box::new(up.clone())).expect("registered once");
+        let invalid_events = counter_vec(&r, "tidemark_invalid_events_total", "Invalid records by reason", &["reason"]);
+        for reason in crate::record::Reason::ALL {
+            invalid_events.with_label_values(&[reason.as_str()]);
+        }
+        Metrics {
+            events_in: counter_vec(&r, "tidemark_events_in_total", "Records read", &["source", "region"]),
+            events_out: counter_vec(&r, "tidemark_events_out_total", "Records durably written", &["sink"]),
+            duplicates: counter_vec(&r, "tidemark_duplicates_total", "Copies dropped by dedup", &["region"]),
+            dedup_conflicts,
+            dedup_unique,
+            late_events: counter_vec(&r, "tidemark_late_events_total", "Events behind the watermark", &["region"]),
+            invalid_events,
+            watermark_ms: gauge_vec(&r, "tidemark_watermark_timestamp_ms", "Watermark, epoch ms", &["node", "worker"]),
+            watermark_lag,
+            reorder_buffered,
+            dedup_retained,
+            dedup_bytes,
+            consumer_lag: gauge_vec(
+                &r,
+                "tidemark_consumer_lag_records",
+                "High watermark minus next offset",
+                &["cluster", "topic", "partition"],
+            ),
+            committed_offset: gauge_vec(
+                &r,
+                "tidemark_committed_offset",
+                "Committed source offset",
+                &["cluster", "topic", "partition"],
+            ),
+            sink_errors: counter_vec(&r, "tidemark_sink_errors_total", "Failed deliveries", &["sink"]),
+            up,
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        // Encoding to a Vec cannot fail for well-formed metrics.
+        let _ = prometheus::Encoder::encode(&encoder, &self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,135 @@
+//! Event-time order per output partition.
+//!
+//! Events are exchanged by output partition, so each partition is owned by exactly one worker
+//! (`partition % workers`). An event is released once the input frontier is past its time:
+//! nothing earlier can arrive after that, because on-time events are never below the frontier.
+//! Released events are sorted by (time, id), so the same input gives the same output.
+//!
+//! Released events are emitted at a capability no later than the input time of any buffered
+//! event. The sinks' probe passing a source's commit point therefore still means that every
+//! event read before it is durable.
+
+use super::WorkerContext;
+use crate::record::Event;
+use crate::sources::decode::extract_field;
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+/// Buckets of 16 ms: few enough map nodes to be cheap, small enough that the partial bucket at
+/// the frontier is quick to split.
+const BUCKET_SHIFT: u32 = 4;
+
+/// How an event picks its output partition.
+#[derive(Clone, Debug)]
+pub enum Partitioner {
+    /// By the event id (its hash is already computed).
+    Id(u32),
+    /// By the text of another top-level field.
+    Field(String, u32),
+}
+
+impl Partitioner {
+    /// The output partition of `e`.
+    pub fn partition(&self, e: &Event) -> u32 {
+        match self {
+            Partitioner::Id(n) => ((e.id_hash >> 64) as u64 % u64::from(*n)) as u32,
+            Partitioner::Field(field, n) => {
+                let text = extract_field(&e.payload, field).unwrap_or_default();
+                (xxhash_rust::xxh3::xxh3_64(text.as_bytes()) % u64::from(*n)) as u32
+            }
+        }
+    }
+}
+
+/// Orders `input` by event time within each output partition.
+pub fn reorder<'scope>(
+    input: Stream<'scope, u64, Vec<Event>>,
+    name: &str,
+    partitioner: Partitioner,
+    ctx: &WorkerContext,
+) -> Stream<'scope, u64, Vec<Event>> {
+    let route = partitioner.clone();
+    let gauge = ctx.metrics.reorder_buffered.clone();
+    input.unary_frontier(
+        Exchange::new(move |e: &Event| u64::from(route.partition(e))),
+        &format!("Reorder({name})"),
+        move |_cap, _info| {
+            let mut buckets: BTreeMap<u64, Vec<(Event, u64)>> = BTreeMap::new();
+            // Input time -> buffered events that arrived at it; its least key is what we hold.
+            let mut held_times: BTreeMap<u64, usize> = BTreeMap::new();
+            let mut held: Option<Capability<u64>> = None;
+            let mut ready: Vec<(Event, u64)> = Vec::new();
+            let mut buffered = 0i64;
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let t = *cap.least().expect("a message has a time");
+                    if held.as_ref().is_none_or(|h| t < *h.time()) {
+                        held = cap.retain_least(0);
+                    }
+                    *held_times.entry(t).or_default() += data.len();
+                    buffered += data.len() as i64;
+                    gauge.add(data.len() as i64);
+                    for mut e in data.drain(..) {
+                        e.partition = Some(partitioner.partition(&e));
+                        buckets.entry(e.time >> BUCKET_SHIFT).or_default().push((e, t));
+                    }
+                });
+                let limit = frontier.frontier().iter().next().copied();
+                // Everything strictly below `limit` is complete (all of it when the input ended).
+                while let Some(mut entry) = buckets.first_entry() {
+                    let bucket = *entry.key();
+                    match limit {
+                        Some(l) if (bucket << BUCKET_SHIFT) >= l => break,
+                        Some(l) if ((bucket + 1) << BUCKET_SHIFT) > l => {
+                            let v = entry.get_mut();
+                            let mut i = 0;
+                            while i < v.len() {
+                                if v[i].0.time < l {
+                                    ready.push(v.swap_remove(i));
+                                } else {
+                                    i += 1;
+                                }
+                            }
+                            if v.is_empty() {
+                                entry.remove();
+                            }
+                            break;
+                        }
+                        _ => ready.append(&mut entry.remove()),
+                    }
+                }
+                if ready.is_empty() {
+                    return;
+                }
+                ready.sort_unstable_by(|a, b| (a.0.time, &*a.0.id).cmp(&(b.0.time, &*b.0.id)));
+                let cap = held.as_ref().expect("buffered events imply a held capability");
+                {
+                    let mut session = output.session(cap);
+                    let released = ready.len() as i64;
+                    buffered -= released;
+                    gauge.sub(released);
+                    for (e, t) in ready.drain(..) {
+                        let n = held_times.get_mut(&t).expect("every buffered event counted");
+                        *n -= 1;
+                        if *n == 0 {
+                            held_times.remove(&t);
+                        }
+                        session.give(e);
+                    }
+                }
+                match held_times.first_key_value() {
+                    Some((&t, _)) => {
+                        if let Some(h) = held.as_mut() {
+                            h.downgrade(&t);
+                        }
+                    }
+                    None => held = None,
+                }
+                debug_assert!(buffered >= 0);
+            }
+        },
+    )
+}

@@ -1,0 +1,448 @@
+//! The watermark operator: reads its sources, decodes, assigns event time, and holds the
+//! capability that *is* the watermark.
+//!
+//! Per partition, the watermark is the largest event time seen minus `max_out_of_orderness`. The
+//! worker's capability is the minimum over its active partitions; a partition at its end offset
+//! with no records for `idle_timeout` leaves the minimum, and when every partition is idle the
+//! watermark follows the wall clock so the tail of a stream always flushes. A record below the
+//! capability on arrival is late: it is emitted at the capability, tagged with the watermark it
+//! missed. Offsets are committed once the sinks' probe shows everything emitted up to the
+//! offset's commit point is durable.
+
+use super::{wall_ms, WorkerContext};
+use crate::config::{EventFormat, Millis, WatermarkConfig};
+use crate::record::{Event, Invalid, Late, Reason, Splits};
+use crate::sources::decode::decode;
+use crate::sources::{Polled, SplitReader};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{Scope, Stream};
+
+/// Records read per activation before yielding, so one busy source cannot starve the rest of
+/// the dataflow (dedup, reorder and sinks run on the same thread).
+const BUDGET: usize = 4096;
+
+/// The three outputs of a watermark node.
+pub struct WatermarkStreams<'scope> {
+    /// Events at or above the watermark on arrival.
+    pub on_time: Stream<'scope, u64, Vec<Event>>,
+    /// Events below it.
+    pub late: Stream<'scope, u64, Vec<Event>>,
+    /// Records that are not valid events.
+    pub invalid: Stream<'scope, u64, Vec<Invalid>>,
+}
+
+#[derive(Debug, Clone)]
+struct PartitionState {
+    max_time: Option<u64>,
+    /// Wall time of the last record, or of the start.
+    last_record_ms: u64,
+    at_end: bool,
+    finished: bool,
+}
+
+/// Settings of one watermark node, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct WatermarkPolicy {
+    /// Bounded disorder.
+    pub max_out_of_orderness: u64,
+    /// Idleness.
+    pub idle_timeout: u64,
+    /// Largest accepted lead over the wall clock.
+    pub max_future_skew: u64,
+}
+
+impl From<&WatermarkConfig> for WatermarkPolicy {
+    fn from(c: &WatermarkConfig) -> Self {
+        let Millis(max_out_of_orderness) = c.max_out_of_orderness;
+        WatermarkPolicy {
+            max_out_of_orderness,
+            idle_timeout: c.idle_timeout.0,
+            max_future_skew: c.max_future_skew.0,
+        }
+    }
+}
+
+/// The watermark a worker may hold given its partitions, or `None` when every partition has
+/// finished (bounded mode) and the capability can go.
+fn worker_watermark(parts: &[PartitionState], policy: &WatermarkPolicy, now: u64) -> Option<u64> {
+    let mut live = false;
+    let mut min: Option<u64> = None;
+    for p in parts.iter().filter(|p| !p.finished) {
+        live = true;
+        let idle = p.at_end && now.saturating_sub(p.last_record_ms) >= policy.idle_timeout;
+        if idle {
+            continue;
+        }
+        // A partition that has shown no event yet holds the watermark at zero: we cannot know
+        // how old its first event will be.
+        let wm = p.max_time.map_or(0, |m| m.saturating_sub(policy.max_out_of_orderness));
+        min = Some(min.map_or(wm, |x: u64| x.min(wm)));
+    }
+    if !live {
+        return None;
+    }
+    Some(min.unwrap_or_else(|| {
+        now.saturating_sub(policy.max_out_of_orderness + policy.idle_timeout)
+    }))
+}
+
+/// Offsets waiting for the sinks: per split, (commit point, next offset) in emission order.
+#[derive(Default)]
+pub struct Committer {
+    pending: BTreeMap<u32, VecDeque<(u64, i64)>>,
+    last_commit_ms: u64,
+}
+
+impl Committer {
+    fn record(&mut self, split: u32, time: u64, next_offset: i64) {
+        let q = self.pending.entry(split).or_default();
+        match q.back_mut() {
+            // Same commit point: only the newest offset matters.
+            Some((t, o)) if *t == time => *o = next_offset,
+            _ => q.push_back((time, next_offset)),
+        }
+    }
+
+    /// Offsets whose commit point the probe has passed (`frontier` is its least time; `None`
+    /// means the dataflow is drained).
+    fn ready(&mut self, frontier: Option<u64>) -> Vec<(u32, i64)> {
+        let mut out = Vec::new();
+        for (&split, q) in &mut self.pending {
+            let mut best = None;
+            while let Some(&(t, o)) = q.front() {
+                if frontier.is_some_and(|f| t >= f) {
+                    break;
+                }
+                best = Some(o);
+                q.pop_front();
+            }
+            if let Some(o) = best {
+                out.push((split, o));
+            }
+        }
+        out
+    }
+}
+
+/// Shared between the operator and the worker loop, which commits the final offsets after the
+/// dataflow has drained (when the operator itself is no longer scheduled).
+pub struct SourceHandle {
+    readers: Vec<Box<dyn SplitReader>>,
+    committer: Committer,
+}
+
+impl SourceHandle {
+    /// Commits every offset the probe allows.
+    pub fn commit(&mut self, frontier: Option<u64>, sync: bool) -> Result<(), crate::sources::SourceError> {
+        let ready = self.committer.ready(frontier);
+        if ready.is_empty() {
+            return Ok(());
+        }
+        for r in &mut self.readers {
+            r.commit(&ready, sync)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the watermark operator over `readers` (the splits this worker owns).
+pub fn watermark<'scope>(
+    scope: Scope<'scope, u64>,
+    name: &str,
+    policy: WatermarkPolicy,
+    format: EventFormat,
+    readers: Vec<Box<dyn SplitReader>>,
+    mine: Vec<u32>,
+    ctx: &WorkerContext,
+) -> (WatermarkStreams<'scope>, Rc<RefCell<SourceHandle>>) {
+    let mut builder = OperatorBuilder::new(format!("Watermark({name})"), scope);
+    let info = builder.operator_info();
+    let (on_time_out, on_time) = builder.new_output::<Vec<Event>>();
+    let (late_out, late) = builder.new_output::<Vec<Event>>();
+    let (invalid_out, invalid) = builder.new_output::<Vec<Invalid>>();
+    let mut on_time_out = OutputBuilder::<u64, timely::container::CapacityContainerBuilder<Vec<Event>>>::from(on_time_out);
+    let mut late_out = OutputBuilder::<u64, timely::container::CapacityContainerBuilder<Vec<Event>>>::from(late_out);
+    let mut invalid_out = OutputBuilder::<u64, timely::container::CapacityContainerBuilder<Vec<Invalid>>>::from(invalid_out);
+
+    let handle = Rc::new(RefCell::new(SourceHandle { readers, committer: Committer::default() }));
+    let shared = Rc::clone(&handle);
+    let activator = scope.activator_for(Rc::clone(&info.address));
+    let sync_activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+    let woken = {
+        let sa = Arc::clone(&sync_activator);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = sa.activate();
+        });
+        let mut all = true;
+        for r in &mut handle.borrow_mut().readers {
+            all &= r.set_waker(Arc::clone(&wake));
+        }
+        all
+    };
+
+    let splits: Arc<Splits> = Arc::clone(&ctx.splits);
+    let metrics = ctx.metrics.clone();
+    let probe = ctx.probe.clone();
+    let shutdown = Arc::clone(&ctx.shutdown);
+    let failure = Rc::clone(&ctx.failure);
+    let commit_interval = ctx.commit_interval;
+    let worker = scope.index().to_string();
+    let node = name.to_string();
+    let start = wall_ms();
+    let mut parts: Vec<PartitionState> = mine
+        .iter()
+        .map(|_| PartitionState { max_time: None, last_record_ms: start, at_end: false, finished: false })
+        .collect();
+    let slot: BTreeMap<u32, usize> = mine.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    // Counters are kept per batch and added once, see `metrics`.
+    let in_counters: Vec<_> = mine
+        .iter()
+        .map(|&s| {
+            let sp = splits.get(s);
+            metrics.events_in.with_label_values(&[&sp.node, &sp.region])
+        })
+        .collect();
+    let late_counters: Vec<_> =
+        splits.regions.iter().map(|r| metrics.late_events.with_label_values(&[r])).collect();
+    let invalid_counters: Vec<_> =
+        Reason::ALL.iter().map(|r| metrics.invalid_events.with_label_values(&[r.as_str()])).collect();
+    let wm_gauge = metrics.watermark_ms.with_label_values(&[&node, &worker]);
+    let lag_gauge = metrics.watermark_lag.with_label_values(&[&node, &worker]);
+
+    builder.build(move |mut caps: Vec<Capability<u64>>| {
+        if parts.is_empty() {
+            // Nothing to read on this worker: let the frontier move on without us.
+            caps.clear();
+        }
+        let mut on_time_buf: Vec<Event> = Vec::new();
+        let mut late_buf: Vec<Event> = Vec::new();
+        let mut invalid_buf: Vec<Invalid> = Vec::new();
+        let mut touched: Vec<(u32, i64)> = Vec::new();
+        let mut in_counts = vec![0u64; parts.len()];
+        let mut late_counts = vec![0u64; late_counters.len()];
+        let mut invalid_counts = [0u64; Reason::ALL.len()];
+
+        move |_frontiers| {
+            if caps.is_empty() {
+                return;
+            }
+            if shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                caps.clear();
+                return;
+            }
+            let now = wall_ms();
+            let cap_time = *caps[0].time();
+            let mut read = 0;
+            let mut more = false;
+            {
+                let mut h = shared.borrow_mut();
+                let SourceHandle { readers, .. } = &mut *h;
+                for reader in readers.iter_mut() {
+                    let result = reader.poll(BUDGET, &mut |polled| match polled {
+                        Polled::Record { split, offset, bytes } => {
+                            let i = slot[&split];
+                            let p = &mut parts[i];
+                            p.at_end = false;
+                            p.last_record_ms = now;
+                            in_counts[i] += 1;
+                            match touched.last_mut() {
+                                Some((s, o)) if *s == split => *o = offset + 1,
+                                _ => touched.push((split, offset + 1)),
+                            }
+                            match decode(bytes, &format) {
+                                Ok(d) if d.time > now + policy.max_future_skew => {
+                                    invalid_counts[Reason::FutureTimestamp as usize] += 1;
+                                    invalid_buf.push(Invalid {
+                                        reason: Reason::FutureTimestamp,
+                                        detail: format!("{} ms ahead of the wall clock", d.time - now),
+                                        payload: bytes.to_vec(),
+                                        split,
+                                        offset,
+                                    });
+                                }
+                                Ok(d) => {
+                                    let late = (d.time < cap_time)
+                                        .then_some(Late { watermark: cap_time, arrival_ms: now });
+                                    p.max_time = Some(p.max_time.map_or(d.time, |m| m.max(d.time)));
+                                    let event = Event {
+                                        time: d.time,
+                                        id_hash: xxhash_rust::xxh3::xxh3_128(d.id.as_bytes()),
+                                        id: d.id.into_boxed_str(),
+                                        payload: bytes.to_vec(),
+                                        split,
+                                        offset,
+                                        late,
+                                        partition: None,
+                                    };
+                                    if late.is_some() {
+                                        late_counts[splits.get(split).region_index] += 1;
+                                        late_buf.push(event);
+                                    } else {
+                                        on_time_buf.push(event);
+                                    }
+                                }
+                                Err(r) => {
+                                    invalid_counts[r.reason as usize] += 1;
+                                    invalid_buf.push(Invalid {
+                                        reason: r.reason,
+                                        detail: r.detail,
+                                        payload: bytes.to_vec(),
+                                        split,
+                                        offset,
+                                    });
+                                }
+                            }
+                        }
+                        Polled::End { split } => parts[slot[&split]].at_end = true,
+                        Polled::Finished { split } => parts[slot[&split]].finished = true,
+                    });
+                    match result {
+                        Ok(n) => {
+                            read += n;
+                            more |= n >= BUDGET;
+                        }
+                        Err(e) => {
+                            *failure.borrow_mut() = Some(e.to_string());
+                            caps.clear();
+                            return;
+                        }
+                    }
+                }
+            }
+
+            // Emit at the capability held while reading: that is the commit point of every
+            // offset read in this activation.
+            if !on_time_buf.is_empty() {
+                on_time_out.activate().session(&caps[0]).give_container(&mut on_time_buf);
+                on_time_buf.clear();
+            }
+            if !late_buf.is_empty() {
+                late_out.activate().session(&caps[1]).give_container(&mut late_buf);
+                late_buf.clear();
+            }
+            if !invalid_buf.is_empty() {
+                invalid_out.activate().session(&caps[2]).give_container(&mut invalid_buf);
+                invalid_buf.clear();
+            }
+            {
+                let mut h = shared.borrow_mut();
+                for (split, next) in touched.drain(..) {
+                    h.committer.record(split, cap_time, next);
+                }
+                if now.saturating_sub(h.committer.last_commit_ms) >= commit_interval {
+                    h.committer.last_commit_ms = now;
+                    let frontier = probe.with_frontier(|f| f.iter().next().copied());
+                    if let Err(e) = h.commit(frontier, false) {
+                        tracing::warn!(error = %e, "offset commit failed; will retry");
+                    }
+                }
+            }
+            if read > 0 {
+                for (c, n) in in_counters.iter().zip(in_counts.iter_mut()) {
+                    c.inc_by(std::mem::take(n));
+                }
+                for (c, n) in late_counters.iter().zip(late_counts.iter_mut()) {
+                    c.inc_by(std::mem::take(n));
+                }
+                for (c, n) in invalid_counters.iter().zip(invalid_counts.iter_mut()) {
+                    c.inc_by(std::mem::take(n));
+                }
+            }
+
+            match worker_watermark(&parts, &policy, now) {
+                None => caps.clear(),
+                Some(wm) if wm > cap_time => {
+                    for c in caps.iter_mut() {
+                        c.downgrade(&wm);
+                    }
+                }
+                Some(_) => {}
+            }
+            if let Some(c) = caps.first() {
+                let wm = *c.time();
+                wm_gauge.set(wm as i64);
+                lag_gauge.set(now.saturating_sub(wm) as f64 / 1000.0);
+            }
+            if caps.is_empty() {
+                return;
+            }
+            if more {
+                activator.activate();
+            } else {
+                // Without new data the watermark can still move (idleness, the wall clock), and
+                // offsets still need committing; a reader with a waker brings us back sooner.
+                let tick = if woken { 100 } else { 10 };
+                activator.activate_after(Duration::from_millis(tick.min(policy.idle_timeout.max(1))));
+            }
+        }
+    });
+
+    (WatermarkStreams { on_time, late, invalid }, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(max: Option<u64>, last: u64, at_end: bool, finished: bool) -> PartitionState {
+        PartitionState { max_time: max, last_record_ms: last, at_end, finished }
+    }
+
+    const POLICY: WatermarkPolicy = WatermarkPolicy { max_out_of_orderness: 2_000, idle_timeout: 5_000, max_future_skew: 600_000 };
+
+    #[test]
+    fn minimum_over_active_partitions() {
+        let parts = [part(Some(10_000), 0, false, false), part(Some(50_000), 0, false, false)];
+        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(8_000));
+    }
+
+    #[test]
+    fn idle_partition_leaves_the_minimum_only_at_its_end() {
+        // Caught up and quiet for longer than idle_timeout: excluded.
+        let parts = [part(Some(10_000), 0, true, false), part(Some(50_000), 9_000, false, false)];
+        assert_eq!(worker_watermark(&parts, &POLICY, 9_000), Some(48_000));
+        // Quiet but not at its end (a slow fetch): still holds.
+        let parts = [part(Some(10_000), 0, false, false), part(Some(50_000), 9_000, false, false)];
+        assert_eq!(worker_watermark(&parts, &POLICY, 9_000), Some(8_000));
+    }
+
+    #[test]
+    fn all_idle_follows_the_wall_clock() {
+        let parts = [part(Some(10_000), 0, true, false)];
+        assert_eq!(worker_watermark(&parts, &POLICY, 100_000), Some(93_000));
+    }
+
+    #[test]
+    fn an_empty_partition_holds_until_idle() {
+        let parts = [part(None, 0, false, false), part(Some(50_000), 0, false, false)];
+        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(0));
+    }
+
+    #[test]
+    fn finished_partitions_release_the_capability() {
+        let parts = [part(Some(10_000), 0, true, true)];
+        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), None);
+        let parts = [part(Some(10_000), 0, true, true), part(Some(20_000), 900, false, false)];
+        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(18_000));
+    }
+
+    #[test]
+    fn committer_waits_for_the_probe() {
+        let mut c = Committer::default();
+        c.record(1, 100, 10);
+        c.record(1, 100, 12);
+        c.record(1, 200, 20);
+        c.record(2, 150, 7);
+        assert_eq!(c.ready(Some(100)), vec![]);
+        assert_eq!(c.ready(Some(160)), vec![(1, 12), (2, 7)]);
+        assert_eq!(c.ready(Some(200)), vec![]);
+        assert_eq!(c.ready(None), vec![(1, 20)]);
+    }
+}

@@ -1,0 +1,363 @@
+//! Where the graph is wired: a checked pipeline file becomes a timely dataflow on every worker,
+//! and the worker loop drives it until it drains (bounded mode) or is told to stop.
+
+use crate::config::{
+    Graph, NodeRef, OperatorConfig, PipelineConfig, Port, SinkConfig,
+};
+use crate::metrics::Metrics;
+use crate::operators::reorder::Partitioner;
+use crate::operators::watermark::{watermark, SourceHandle, WatermarkPolicy};
+use crate::operators::{dedup, filter, reorder, WorkerContext};
+use crate::record::{Event, Invalid, Splits};
+use crate::sinks::{file::file_sink, kafka, null::null_sink, SinkError};
+use crate::sources::{self, ReadOptions, SourceError};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::{Scope, Stream};
+
+/// Errors of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A source could not be planned or opened.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A sink could not be opened.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Timely could not start its workers (for example, a peer process is unreachable).
+    #[error("could not start workers: {0}")]
+    Timely(String),
+    /// A worker stopped on a fatal error.
+    #[error("worker {worker}: {message}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// The error.
+        message: String,
+    },
+    /// The metrics endpoint could not bind.
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A hostfile could not be read.
+    #[error("hostfile {path}: {message}")]
+    Hostfile {
+        /// Path.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process's index.
+    pub process: usize,
+    /// `host:port` per process (required with more than one process).
+    pub hosts: Vec<String>,
+    /// Read to the end offsets taken at start, drain, and return.
+    pub bounded: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { workers: 1, processes: 1, process: 0, hosts: Vec::new(), bounded: true }
+    }
+}
+
+/// Reads a hostfile: one `host:port` per line; blank lines and `#` comments are ignored.
+pub fn read_hostfile(path: &str) -> Result<Vec<String>, RunError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunError::Hostfile { path: path.into(), message: e.to_string() })?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// What one process saw, from its metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records read.
+    pub read: u64,
+    /// Unique events passed by dedup.
+    pub unique: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Conflicting duplicates (also counted in `duplicates`).
+    pub conflicts: u64,
+    /// Late events (before dedup).
+    pub late: u64,
+    /// Invalid records.
+    pub invalid: u64,
+    /// Records written, per sink.
+    pub written: BTreeMap<String, u64>,
+    /// Wall time of the run, ms.
+    pub elapsed_ms: u64,
+}
+
+impl Summary {
+    fn from_metrics(m: &Metrics, config: &PipelineConfig, elapsed: Duration) -> Summary {
+        let sum = |v: &prometheus::IntCounterVec| -> u64 {
+            use prometheus::core::Collector;
+            v.collect()
+                .iter()
+                .flat_map(|mf| mf.get_metric().iter().map(|m| m.get_counter().value() as u64))
+                .sum()
+        };
+        Summary {
+            read: sum(&m.events_in),
+            unique: m.dedup_unique.get(),
+            duplicates: sum(&m.duplicates),
+            conflicts: m.dedup_conflicts.get(),
+            late: sum(&m.late_events),
+            invalid: sum(&m.invalid_events),
+            written: config
+                .sinks
+                .keys()
+                .map(|s| (s.clone(), m.events_out.with_label_values(&[s]).get()))
+                .collect(),
+            elapsed_ms: elapsed.as_millis() as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = (self.elapsed_ms as f64 / 1000.0).max(1e-3);
+        writeln!(f, "read        {:>12}  ({:.0} events/s)", self.read, self.read as f64 / secs)?;
+        writeln!(f, "unique      {:>12}", self.unique)?;
+        writeln!(f, "duplicates  {:>12}  (conflicting: {})", self.duplicates, self.conflicts)?;
+        writeln!(f, "late        {:>12}", self.late)?;
+        writeln!(f, "invalid     {:>12}", self.invalid)?;
+        for (sink, n) in &self.written {
+            writeln!(f, "sink {sink:<14} {n:>8} written")?;
+        }
+        write!(f, "elapsed     {:>12.3} s", secs)
+    }
+}
+
+/// A stream of either events or invalid records, as wired between nodes.
+#[derive(Clone)]
+enum AnyStream<'s> {
+    Events(Stream<'s, u64, Vec<Event>>),
+    Invalid(Stream<'s, u64, Vec<Invalid>>),
+}
+
+/// Runs the pipeline on this process's workers; returns once every worker has stopped.
+pub fn run(
+    config: &PipelineConfig,
+    graph: &Graph,
+    options: &RunOptions,
+    metrics: &Metrics,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let splits = Arc::new(sources::plan(config)?);
+    // Check every Kafka sink's topic before any worker starts, so a missing topic is one clear
+    // error instead of a half-built dataflow.
+    for (name, sink) in &config.sinks {
+        if let SinkConfig::Kafka(k) = sink {
+            let partitions = graph.input_kind(name).partitions;
+            kafka::connect(name, &config.clusters[&k.cluster], &k.topic, partitions)?;
+        }
+    }
+    let timely_config = if options.processes > 1 {
+        timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: options.workers,
+                process: options.process,
+                addresses: options.hosts.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        }
+    } else {
+        timely::Config::process(options.workers)
+    };
+    let shared_config = Arc::new(config.clone());
+    let config_for_workers = Arc::clone(&shared_config);
+    let graph = Arc::new(graph.clone());
+    let bounded = options.bounded;
+    let worker_metrics = metrics.clone();
+    metrics.up.set(1.0);
+    let guards = timely::execute(timely_config, move |worker| {
+        let config = &config_for_workers;
+        let index = worker.index();
+        let peers = worker.peers();
+        let ctx = WorkerContext {
+            metrics: worker_metrics.clone(),
+            splits: Arc::clone(&splits),
+            probe: ProbeHandle::new(),
+            failure: Rc::new(RefCell::new(None)),
+            shutdown: Arc::clone(&shutdown),
+            commit_interval: config.pipeline.commit_interval.0,
+        };
+        let built = worker.dataflow::<u64, _, _>(|scope| build(scope, &config, &graph, &ctx, index, peers, bounded));
+        let handles = match built {
+            Ok(h) => h,
+            Err(e) => {
+                // Peers are waiting on this worker's dataflow; drain what was built so they can
+                // finish, then report.
+                ctx.shutdown.store(true, Ordering::SeqCst);
+                while worker.step_or_park(Some(Duration::from_millis(50))) {}
+                return Err(e.to_string());
+            }
+        };
+        while !ctx.probe.done() {
+            if let Some(message) = ctx.failure.borrow().clone() {
+                return Err(message);
+            }
+            worker.step_or_park(Some(Duration::from_millis(100)));
+        }
+        if let Some(message) = ctx.failure.borrow().clone() {
+            return Err(message);
+        }
+        // Everything is durable: commit every offset read.
+        for h in &handles {
+            h.borrow_mut().commit(None, true).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .map_err(RunError::Timely)?;
+    let mut first_error = None;
+    for (i, result) in guards.join().into_iter().enumerate() {
+        let failed = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(message)) => Some(message),
+            Err(panic) => Some(format!("panicked: {panic}")),
+        };
+        if let (Some(message), None) = (failed, &first_error) {
+            first_error = Some(RunError::Worker { worker: options.process * options.workers + i, message });
+        }
+    }
+    metrics.up.set(0.0);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(Summary::from_metrics(metrics, &shared_config, started.elapsed())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build<'s>(
+    scope: Scope<'s, u64>,
+    config: &PipelineConfig,
+    graph: &Graph,
+    ctx: &WorkerContext,
+    index: usize,
+    peers: usize,
+    bounded: bool,
+) -> Result<Vec<Rc<RefCell<SourceHandle>>>, RunError> {
+    let mut streams: BTreeMap<NodeRef, AnyStream<'s>> = BTreeMap::new();
+    let mut handles = Vec::new();
+    let inputs = |name: &str, streams: &BTreeMap<NodeRef, AnyStream<'s>>| -> Vec<AnyStream<'s>> {
+        graph.inputs[name].iter().map(|r| streams[r].clone()).collect()
+    };
+    let events = |list: Vec<AnyStream<'s>>| -> Stream<'s, u64, Vec<Event>> {
+        let v: Vec<_> = list
+            .into_iter()
+            .filter_map(|s| match s {
+                AnyStream::Events(e) => Some(e),
+                AnyStream::Invalid(_) => None,
+            })
+            .collect();
+        scope.concatenate(v)
+    };
+    let put = |streams: &mut BTreeMap<NodeRef, AnyStream<'s>>, node: &str, port: Port, s: AnyStream<'s>| {
+        streams.insert(NodeRef { node: node.into(), port }, s);
+    };
+    for name in &graph.order {
+        if let Some(op) = config.operators.get(name) {
+            match op {
+                OperatorConfig::Watermark(w) => {
+                    let mine: Vec<u32> = (0..ctx.splits.splits.len() as u32)
+                        .filter(|&s| Splits::owner(s, peers) == index)
+                        .filter(|&s| w.inputs.contains(&ctx.splits.get(s).node))
+                        .collect();
+                    let readers = sources::open(config, &ctx.splits, &mine, &ReadOptions { bounded }, &ctx.metrics)?;
+                    let (out, handle) =
+                        watermark(scope, name, WatermarkPolicy::from(w), config.event.clone(), readers, mine, ctx);
+                    handles.push(handle);
+                    put(&mut streams, name, Port::All, AnyStream::Events(scope.concatenate([out.on_time.clone(), out.late.clone()])));
+                    put(&mut streams, name, Port::OnTime, AnyStream::Events(out.on_time));
+                    put(&mut streams, name, Port::Late, AnyStream::Events(out.late));
+                    put(&mut streams, name, Port::Invalid, AnyStream::Invalid(out.invalid));
+                }
+                OperatorConfig::Dedup(d) => {
+                    let input = events(inputs(name, &streams));
+                    let (on, late) = dedup::dedup(input, name, d.horizon.0, ctx);
+                    put(&mut streams, name, Port::All, AnyStream::Events(scope.concatenate([on.clone(), late.clone()])));
+                    put(&mut streams, name, Port::OnTime, AnyStream::Events(on));
+                    put(&mut streams, name, Port::Late, AnyStream::Events(late));
+                }
+                OperatorConfig::Filter(f) => {
+                    let out = filter::filter(events(inputs(name, &streams)), f);
+                    put(&mut streams, name, Port::All, AnyStream::Events(out));
+                }
+                OperatorConfig::Reorder(r) => {
+                    let partitioner = if r.partition_by == config.event.id_field {
+                        Partitioner::Id(r.partitions.get())
+                    } else {
+                        Partitioner::Field(r.partition_by.clone(), r.partitions.get())
+                    };
+                    let out = reorder::reorder(events(inputs(name, &streams)), name, partitioner, ctx);
+                    put(&mut streams, name, Port::All, AnyStream::Events(out));
+                }
+            }
+        } else if let Some(sink) = config.sinks.get(name) {
+            let ins = inputs(name, &streams);
+            let invalid = matches!(ins.first(), Some(AnyStream::Invalid(_)));
+            let done = if invalid {
+                let v: Vec<_> = ins
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        AnyStream::Invalid(i) => Some(i),
+                        AnyStream::Events(_) => None,
+                    })
+                    .collect();
+                sink_for(scope.concatenate(v), name, sink, config, graph, ctx)?
+            } else {
+                sink_for(events(ins), name, sink, config, graph, ctx)?
+            };
+            done.probe_with(&ctx.probe);
+        }
+    }
+    Ok(handles)
+}
+
+fn sink_for<'s, T: crate::sinks::SinkItem>(
+    input: Stream<'s, u64, Vec<T>>,
+    name: &str,
+    sink: &SinkConfig,
+    config: &PipelineConfig,
+    graph: &Graph,
+    ctx: &WorkerContext,
+) -> Result<Stream<'s, u64, Vec<()>>, RunError> {
+    Ok(match sink {
+        SinkConfig::Null(_) => null_sink(input, name, ctx),
+        SinkConfig::File(f) => file_sink(input, name, &f.path, f.format, ctx)?,
+        SinkConfig::Kafka(k) => {
+            let partitions = graph.input_kind(name).partitions;
+            let (producer, deliveries) = kafka::connect(name, &config.clusters[&k.cluster], &k.topic, partitions)?;
+            kafka::kafka_sink(input, name, producer, deliveries, &k.topic, ctx)
+        }
+    })
+}

@@ -1,0 +1,180 @@
+//! Kafka sink: an idempotent producer with `acks=all`, and a capability held per batch until
+//! its delivery reports confirm every write.
+
+use super::{SinkError, SinkItem};
+use crate::config::ClusterConfig;
+use crate::operators::WorkerContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+/// Delivery reports, collected by librdkafka's callback (run inside `poll`, on our thread) and
+/// drained by the operator.
+#[derive(Default)]
+pub struct Deliveries {
+    /// (batch time, error) per report.
+    reports: Mutex<Vec<(u64, Option<String>)>>,
+}
+
+/// Producer context that records delivery reports.
+pub struct DeliveryContext {
+    deliveries: Arc<Deliveries>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, time: Box<u64>) {
+        let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        if let Ok(mut r) = self.deliveries.reports.lock() {
+            r.push((*time, error));
+        }
+    }
+}
+
+/// Creates the producer and checks the topic: it must exist and have at least `partitions`
+/// partitions when events carry an output partition.
+pub fn connect(
+    name: &str,
+    cluster: &ClusterConfig,
+    topic: &str,
+    partitions: Option<u32>,
+) -> Result<(BaseProducer<DeliveryContext>, Arc<Deliveries>), SinkError> {
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: BaseProducer<DeliveryContext> = crate::kafka::producer(cluster)
+        .create_with_context(DeliveryContext { deliveries: Arc::clone(&deliveries) })
+        .map_err(|source| SinkError::Kafka { sink: name.into(), what: "create producer".into(), source })?;
+    let md = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| SinkError::Kafka { sink: name.into(), what: format!("metadata for {topic}"), source })?;
+    let have = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len() as u32)
+        .unwrap_or(0);
+    if have == 0 {
+        return Err(SinkError::Topic { sink: name.into(), message: format!("topic \"{topic}\" does not exist") });
+    }
+    if let Some(need) = partitions {
+        if have < need {
+            return Err(SinkError::Topic {
+                sink: name.into(),
+                message: format!("topic \"{topic}\" has {have} partitions; the reorder upstream writes {need}"),
+            });
+        }
+    }
+    Ok((producer, deliveries))
+}
+
+/// Writes `input` to `topic`.
+pub fn kafka_sink<'scope, T: SinkItem>(
+    input: Stream<'scope, u64, Vec<T>>,
+    name: &str,
+    producer: BaseProducer<DeliveryContext>,
+    deliveries: Arc<Deliveries>,
+    topic: &str,
+    ctx: &WorkerContext,
+) -> Stream<'scope, u64, Vec<()>> {
+    let scope = input.scope();
+    let mut builder = OperatorBuilder::new(format!("Kafka({name})"), scope);
+    let info = builder.operator_info();
+    let mut input = builder.new_input(input, Pipeline);
+    let (_output, stream) = builder.new_output::<Vec<()>>();
+    let activator = scope.activator_for(info.address);
+    let splits = Arc::clone(&ctx.splits);
+    let counter = ctx.metrics.events_out.with_label_values(&[name]);
+    let errors = ctx.metrics.sink_errors.with_label_values(&[name]);
+    let failure = std::rc::Rc::clone(&ctx.failure);
+    let topic = topic.to_string();
+    let sink = name.to_string();
+
+    builder.build_reschedule(move |caps: Vec<Capability<u64>>| {
+        drop(caps);
+        // Batch time -> (capability, writes not yet acknowledged).
+        let mut pending: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
+        let mut failed = false;
+        move |_frontiers| {
+            input.for_each(|cap, data| {
+                let t = *cap.least().expect("a message has a time");
+                let entry = pending
+                    .entry(t)
+                    .or_insert_with(|| (cap.retain_least(0).expect("a message has a time"), 0));
+                for item in data.drain(..) {
+                    let mut headers = OwnedHeaders::new();
+                    let hs = item.headers(&splits);
+                    for (k, v) in &hs {
+                        headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                    }
+                    let mut record: BaseRecord<'_, str, [u8], Box<u64>> =
+                        BaseRecord::with_opaque_to(&topic, Box::new(t)).payload(item.payload()).headers(headers);
+                    if let Some(k) = item.key() {
+                        record = record.key(k);
+                    }
+                    if let Some(p) = item.partition() {
+                        record = record.partition(p as i32);
+                    }
+                    loop {
+                        match producer.send(record) {
+                            Ok(()) => break,
+                            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                                // Back-pressure: wait for deliveries to make room.
+                                producer.poll(Duration::from_millis(50));
+                                record = r;
+                            }
+                            Err((e, _)) => {
+                                errors.inc();
+                                *failure.borrow_mut() = Some(format!("kafka sink {sink}: send to {topic}: {e}"));
+                                failed = true;
+                                return;
+                            }
+                        }
+                    }
+                    entry.1 += 1;
+                }
+            });
+            producer.poll(Duration::ZERO);
+            let reports: Vec<(u64, Option<String>)> =
+                deliveries.reports.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+            let mut ok = 0;
+            for (t, error) in reports {
+                if let Some(e) = error {
+                    // librdkafka already retried up to message.timeout.ms; the capability stays
+                    // held so no offset behind this write is ever committed.
+                    errors.inc();
+                    if !failed {
+                        *failure.borrow_mut() = Some(format!("kafka sink {sink}: delivery to {topic} failed: {e}"));
+                    }
+                    failed = true;
+                    continue;
+                }
+                ok += 1;
+                if let Some(entry) = pending.get_mut(&t) {
+                    entry.1 -= 1;
+                    if entry.1 == 0 && !failed {
+                        pending.remove(&t);
+                    }
+                }
+            }
+            counter.inc_by(ok);
+            let waiting = !pending.is_empty();
+            if waiting {
+                // Delivery reports only arrive through poll; come back soon to collect them.
+                activator.activate_after(Duration::from_millis(2));
+            }
+            waiting
+        }
+    });
+    stream
+}

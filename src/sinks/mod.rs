@@ -1,0 +1,103 @@
+//! Sinks: Kafka topics, JSON-lines files, and a null sink.
+//!
+//! Every sink has an (empty) output whose frontier means "durable": a Kafka sink holds the
+//! capability of each batch until its delivery reports arrive. The sources' offset commits
+//! follow the probe on these outputs.
+
+pub mod file;
+pub mod kafka;
+pub mod null;
+
+use crate::record::{Event, Invalid, Splits};
+
+/// Errors that stop a sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A Kafka client could not be created or refused a request.
+    #[error("kafka sink {sink}: {what}: {source}")]
+    Kafka {
+        /// Sink node.
+        sink: String,
+        /// What was being done.
+        what: String,
+        /// The client error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The target topic is missing or has too few partitions.
+    #[error("kafka sink {sink}: {message}")]
+    Topic {
+        /// Sink node.
+        sink: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be opened.
+    #[error("file sink {sink}: {path}: {source}")]
+    File {
+        /// Sink node.
+        sink: String,
+        /// Path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A record a sink can write: the original bytes plus what tidemark knows as headers.
+pub trait SinkItem: timely::ExchangeData + Clone {
+    /// The original payload.
+    fn payload(&self) -> &[u8];
+    /// Message key.
+    fn key(&self) -> Option<&str>;
+    /// Output partition, if a reorder assigned one.
+    fn partition(&self) -> Option<u32>;
+    /// `tidemark-*` headers.
+    fn headers(&self, splits: &Splits) -> Vec<(&'static str, String)>;
+}
+
+impl SinkItem for Event {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn key(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+    fn partition(&self) -> Option<u32> {
+        self.partition
+    }
+    fn headers(&self, splits: &Splits) -> Vec<(&'static str, String)> {
+        let split = splits.get(self.split);
+        let mut h = vec![
+            ("tidemark-region", split.region.clone()),
+            ("tidemark-source", split.describe(self.offset)),
+            ("tidemark-event-time", self.time.to_string()),
+        ];
+        if let Some(late) = self.late {
+            h.push(("tidemark-watermark", late.watermark.to_string()));
+            h.push(("tidemark-lateness-ms", (late.watermark - self.time).to_string()));
+            h.push(("tidemark-arrival-ms", late.arrival_ms.to_string()));
+        }
+        h
+    }
+}
+
+impl SinkItem for Invalid {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn key(&self) -> Option<&str> {
+        None
+    }
+    fn partition(&self) -> Option<u32> {
+        None
+    }
+    fn headers(&self, splits: &Splits) -> Vec<(&'static str, String)> {
+        let split = splits.get(self.split);
+        vec![
+            ("tidemark-region", split.region.clone()),
+            ("tidemark-source", split.describe(self.offset)),
+            ("tidemark-reason", self.reason.as_str().to_string()),
+            ("tidemark-detail", self.detail.clone()),
+        ]
+    }
+}

@@ -1,0 +1,79 @@
+//! JSON-lines files. Each file is one split; the offset of a record is its line number.
+//! Offsets are not stored anywhere: a restarted job reads its files again from the start.
+
+use super::{Polled, ReadOptions, SourceError, SplitReader};
+use crate::record::{SplitSource, Splits};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+
+struct OpenFile {
+    split: u32,
+    reader: BufReader<File>,
+    line: i64,
+    finished: bool,
+    /// A partial last line waits here until its newline arrives (tailing mode).
+    partial: Vec<u8>,
+}
+
+/// Reads the files one worker owns.
+pub(super) struct FileReader {
+    files: Vec<OpenFile>,
+    bounded: bool,
+    buf: Vec<u8>,
+}
+
+impl FileReader {
+    pub(super) fn open(node: &str, splits: &Splits, owned: &[u32], options: &ReadOptions) -> Result<FileReader, SourceError> {
+        let mut files = Vec::new();
+        for &split in owned {
+            let SplitSource::File { path } = &splits.get(split).source else { continue };
+            let f = File::open(path).map_err(|source| SourceError::File {
+                node: node.into(),
+                path: path.clone(),
+                source,
+            })?;
+            files.push(OpenFile { split, reader: BufReader::with_capacity(1 << 16, f), line: 0, finished: false, partial: Vec::new() });
+        }
+        Ok(FileReader { files, bounded: options.bounded, buf: Vec::new() })
+    }
+}
+
+impl SplitReader for FileReader {
+    fn poll(&mut self, budget: usize, each: &mut dyn FnMut(Polled<'_>)) -> Result<usize, SourceError> {
+        let mut n = 0;
+        for f in &mut self.files {
+            while n < budget && !f.finished {
+                self.buf.clear();
+                self.buf.append(&mut f.partial);
+                let read = f.reader.read_until(b'\n', &mut self.buf).unwrap_or(0);
+                let complete = self.buf.last() == Some(&b'\n');
+                if read == 0 || (!complete && !self.bounded) {
+                    // Keep a partial line for when the writer finishes it.
+                    std::mem::swap(&mut f.partial, &mut self.buf);
+                    each(Polled::End { split: f.split });
+                    if self.bounded {
+                        f.finished = true;
+                        each(Polled::Finished { split: f.split });
+                    }
+                    break;
+                }
+                let mut line: &[u8] = &self.buf;
+                while let [rest @ .., b'\n' | b'\r'] = line {
+                    line = rest;
+                }
+                let offset = f.line;
+                f.line += 1;
+                if line.is_empty() {
+                    continue;
+                }
+                each(Polled::Record { split: f.split, offset, bytes: line });
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn commit(&mut self, _offsets: &[(u32, i64)], _sync: bool) -> Result<(), SourceError> {
+        Ok(())
+    }
+}

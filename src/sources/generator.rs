@@ -1,0 +1,170 @@
+//! Synthetic log events: deterministic for a seed, cheap enough that a benchmark measures the
+//! engine and not the generator (a template is patched in place instead of formatted).
+
+use super::{Polled, SourceError, SplitReader};
+use crate::config::GeneratorSource;
+use crate::record::{SplitSource, Splits};
+
+/// SplitMix64: a fast, well-mixed generator that needs no dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A float in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A number in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes one synthetic event into `out` (cleared first): a 32-hex-digit id, the time, the
+/// region, a service and level, and a message padded to about `payload_bytes`.
+pub fn generate_event(out: &mut Vec<u8>, id: u128, time: u64, region: &str, service: u32, payload_bytes: usize) {
+    out.clear();
+    out.extend_from_slice(b"{\"eventId\":\"");
+    for i in (0..32).rev() {
+        out.push(HEX[((id >> (i * 4)) & 0xf) as usize]);
+    }
+    out.extend_from_slice(b"\",\"timestamp\":");
+    let mut digits = [0u8; 20];
+    let mut n = time;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b",\"region\":\"");
+    out.extend_from_slice(region.as_bytes());
+    out.extend_from_slice(b"\",\"service\":\"svc-");
+    out.push(b'0' + (service / 10 % 10) as u8);
+    out.push(b'0' + (service % 10) as u8);
+    out.extend_from_slice(b"\",\"level\":\"info\",\"message\":\"");
+    let close = b"\"}";
+    let pad = payload_bytes.saturating_sub(out.len() + close.len()).max(1);
+    let filler = b"request served in time; upstream healthy; cache warm; ";
+    for k in 0..pad {
+        out.push(filler[k % filler.len()]);
+    }
+    out.extend_from_slice(close);
+}
+
+struct Part {
+    split: u32,
+    rng: SplitMix,
+    next: u64,
+    count: Option<u64>,
+    base: u64,
+    /// The previous event, re-emitted as a duplicate.
+    last: Vec<u8>,
+    finished: bool,
+}
+
+/// Generates the partitions one worker owns.
+pub(super) struct GeneratorReader {
+    parts: Vec<Part>,
+    region: String,
+    duplicate_rate: f64,
+    jitter: u64,
+    payload_bytes: usize,
+    buf: Vec<u8>,
+}
+
+impl GeneratorReader {
+    pub(super) fn new(g: &GeneratorSource, splits: &Splits, owned: &[u32]) -> GeneratorReader {
+        let total_parts = u64::from(g.partitions.get());
+        let now = crate::operators::wall_ms();
+        let parts = owned
+            .iter()
+            .filter_map(|&split| {
+                let SplitSource::Generator { index } = splits.get(split).source else { return None };
+                let count = g.count.map(|c| c / total_parts + u64::from(u64::from(index) < c % total_parts));
+                // Bounded: one event per ms ending a minute ago, so no time is in the future.
+                let span = count.unwrap_or(0);
+                let base = now.saturating_sub(span + g.jitter.0 + 60_000);
+                Some(Part {
+                    split,
+                    rng: SplitMix(g.seed ^ (u64::from(index) << 32) ^ 0x5EED),
+                    next: 0,
+                    count,
+                    base,
+                    last: Vec::new(),
+                    finished: false,
+                })
+            })
+            .collect();
+        GeneratorReader {
+            parts,
+            region: g.region.clone(),
+            duplicate_rate: g.duplicate_rate,
+            jitter: g.jitter.0,
+            payload_bytes: g.payload_bytes as usize,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl SplitReader for GeneratorReader {
+    fn poll(&mut self, budget: usize, each: &mut dyn FnMut(Polled<'_>)) -> Result<usize, SourceError> {
+        let mut n = 0;
+        let per_part = (budget / self.parts.len().max(1)).max(1);
+        for p in &mut self.parts {
+            let mut emitted = 0;
+            while emitted < per_part && n < budget && !p.finished {
+                if p.count.is_some_and(|c| p.next >= c) {
+                    p.finished = true;
+                    each(Polled::End { split: p.split });
+                    each(Polled::Finished { split: p.split });
+                    break;
+                }
+                let offset = p.next as i64;
+                p.next += 1;
+                if !p.last.is_empty() && p.rng.next_f64() < self.duplicate_rate {
+                    each(Polled::Record { split: p.split, offset, bytes: &p.last });
+                } else {
+                    let id = (u128::from(p.rng.next_u64()) << 64) | u128::from(p.rng.next_u64());
+                    let jitter = p.rng.below(self.jitter);
+                    let time = if p.count.is_some() {
+                        (p.base + p.next).saturating_sub(jitter)
+                    } else {
+                        crate::operators::wall_ms().saturating_sub(jitter)
+                    };
+                    let service = (id % 20) as u32;
+                    generate_event(&mut self.buf, id, time, &self.region, service, self.payload_bytes);
+                    each(Polled::Record { split: p.split, offset, bytes: &self.buf });
+                    std::mem::swap(&mut p.last, &mut self.buf);
+                }
+                emitted += 1;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn commit(&mut self, _offsets: &[(u32, i64)], _sync: bool) -> Result<(), SourceError> {
+        Ok(())
+    }
+}

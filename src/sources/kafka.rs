@@ -1,0 +1,309 @@
+//! Kafka partitions, read with manual assignment: the group stores offsets and nothing else.
+
+use super::{Polled, ReadOptions, SourceError, SplitReader};
+use crate::config::{ClusterConfig, KafkaSource, PipelineConfig, StartFrom};
+use crate::metrics::Metrics;
+use crate::record::{SplitSource, Splits};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message};
+use std::sync::Arc;
+use std::time::Duration;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Partition ids of `topic`, sorted.
+pub(super) fn partitions(
+    node: &str,
+    cluster_name: &str,
+    cluster: &ClusterConfig,
+    topic: &str,
+) -> Result<Vec<i32>, SourceError> {
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| SourceError::Kafka { node: node.into(), what, source }
+    };
+    let consumer: BaseConsumer = crate::kafka::consumer(cluster, "tidemark-metadata")
+        .create()
+        .map_err(err("create client"))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(err(&format!("metadata for {topic}")))?;
+    let t = md.topics().iter().find(|t| t.name() == topic);
+    let mut ids: Vec<i32> = match t {
+        Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
+        _ => Vec::new(),
+    };
+    if ids.is_empty() {
+        return Err(SourceError::MissingTopic {
+            node: node.into(),
+            cluster: cluster_name.into(),
+            topic: topic.into(),
+        });
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Publishes per-partition consumer lag from librdkafka's statistics.
+pub(crate) struct LagContext {
+    cluster: String,
+    metrics: Metrics,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is the internal UA partition; a negative lag means "not known yet".
+                if *partition < 0 || p.consumer_lag < 0 || !p.desired {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[&self.cluster, topic, &partition.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+struct Owned {
+    split: u32,
+    partition: i32,
+    /// Bounded mode: the high watermark taken at start.
+    end: Option<i64>,
+    finished: bool,
+}
+
+/// The partitions of one topic that one worker owns.
+struct TopicReader {
+    topic: String,
+    consumer: BaseConsumer<LagContext>,
+    /// Indexed by partition id.
+    by_partition: Vec<Option<usize>>,
+    owned: Vec<Owned>,
+    /// Finished splits not yet reported.
+    report: Vec<u32>,
+}
+
+/// Reads the owned partitions of one Kafka source node.
+pub(super) struct KafkaReader {
+    node: String,
+    cluster: String,
+    topics: Vec<TopicReader>,
+    metrics: Metrics,
+}
+
+impl KafkaReader {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open(
+        node: &str,
+        source: &KafkaSource,
+        config: &PipelineConfig,
+        group: &str,
+        splits: &Splits,
+        owned: &[u32],
+        options: &ReadOptions,
+        metrics: &Metrics,
+    ) -> Result<KafkaReader, SourceError> {
+        let cluster = &config.clusters[&source.cluster];
+        let mut topics = Vec::new();
+        for topic in &source.topics {
+            let mine: Vec<(u32, i32)> = owned
+                .iter()
+                .filter_map(|&s| match &splits.get(s).source {
+                    SplitSource::Kafka { topic: t, partition, .. } if t == topic => Some((s, *partition)),
+                    _ => None,
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            topics.push(open_topic(node, &source.cluster, cluster, group, topic, source.start_from, &mine, options, metrics)?);
+        }
+        Ok(KafkaReader { node: node.into(), cluster: source.cluster.clone(), topics, metrics: metrics.clone() })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_topic(
+    node: &str,
+    cluster_name: &str,
+    cluster: &ClusterConfig,
+    group: &str,
+    topic: &str,
+    start_from: StartFrom,
+    mine: &[(u32, i32)],
+    options: &ReadOptions,
+    metrics: &Metrics,
+) -> Result<TopicReader, SourceError> {
+    let err = |what: String| move |source| SourceError::Kafka { node: node.into(), what, source };
+    let context = LagContext { cluster: cluster_name.into(), metrics: metrics.clone() };
+    let consumer: BaseConsumer<LagContext> = crate::kafka::consumer(cluster, group)
+        .create_with_context(context)
+        .map_err(err("create consumer".into()))?;
+    let mut query = TopicPartitionList::new();
+    for &(_, p) in mine {
+        query.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(query, METADATA_TIMEOUT)
+        .map_err(err(format!("committed offsets of {topic}")))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut owned = Vec::new();
+    let mut by_partition = Vec::new();
+    let mut report = Vec::new();
+    for &(split, partition) in mine {
+        let stored = committed
+            .find_partition(topic, partition)
+            .map(|e| e.offset())
+            .unwrap_or(Offset::Invalid);
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(err(format!("end offsets of {topic}/{partition}")))?;
+        let start = match stored {
+            Offset::Offset(n) if n >= low => n,
+            // Committed offset already deleted by retention: the oldest retained is the best we
+            // can do, and it is what Kafka's own reset would choose.
+            Offset::Offset(_) => low,
+            _ => match start_from {
+                StartFrom::Earliest => low,
+                StartFrom::Latest => high,
+            },
+        };
+        let end = options.bounded.then_some(high);
+        let finished = end.is_some_and(|e| start >= e);
+        if finished {
+            report.push(split);
+        } else {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(start))
+                .map_err(err("assignment".into()))?;
+        }
+        let idx = owned.len();
+        if by_partition.len() <= partition as usize {
+            by_partition.resize(partition as usize + 1, None);
+        }
+        by_partition[partition as usize] = Some(idx);
+        owned.push(Owned { split, partition, end, finished });
+        tracing::debug!(node, topic, partition, start, ?end, "assigned");
+    }
+    consumer.assign(&assignment).map_err(err(format!("assign {topic}")))?;
+    Ok(TopicReader { topic: topic.into(), consumer, by_partition, owned, report })
+}
+
+impl TopicReader {
+    fn finish(&mut self, idx: usize, each: &mut dyn FnMut(Polled<'_>)) {
+        let o = &mut self.owned[idx];
+        if o.finished {
+            return;
+        }
+        o.finished = true;
+        each(Polled::Finished { split: o.split });
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, o.partition);
+        // Stop fetching what this bounded run will not read.
+        let _ = self.consumer.pause(&tpl);
+    }
+}
+
+impl SplitReader for KafkaReader {
+    fn poll(&mut self, budget: usize, each: &mut dyn FnMut(Polled<'_>)) -> Result<usize, SourceError> {
+        let mut n = 0;
+        for t in &mut self.topics {
+            for split in t.report.drain(..) {
+                each(Polled::Finished { split });
+            }
+            while n < budget {
+                let Some(result) = t.consumer.poll(Duration::ZERO) else { break };
+                match result {
+                    Ok(msg) => {
+                        let Some(idx) = t.by_partition.get(msg.partition() as usize).copied().flatten() else {
+                            continue;
+                        };
+                        let o = &t.owned[idx];
+                        if o.finished {
+                            continue;
+                        }
+                        let offset = msg.offset();
+                        each(Polled::Record { split: o.split, offset, bytes: msg.payload().unwrap_or(&[]) });
+                        n += 1;
+                        if o.end.is_some_and(|e| offset + 1 >= e) {
+                            drop(msg);
+                            t.finish(idx, each);
+                        }
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        let Some(idx) = t.by_partition.get(p as usize).copied().flatten() else { continue };
+                        let o = &t.owned[idx];
+                        each(Polled::End { split: o.split });
+                        // At EOF the position is the high watermark, which is at or past the end
+                        // taken at start (control records can make offsets skip it).
+                        if o.end.is_some() {
+                            t.finish(idx, each);
+                        }
+                    }
+                    Err(e) => {
+                        // Transport and leadership errors are retried inside librdkafka; they are
+                        // reported, and the partitions simply deliver nothing meanwhile.
+                        tracing::warn!(node = %self.node, topic = %t.topic, error = %e, "consumer error");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn commit(&mut self, offsets: &[(u32, i64)], sync: bool) -> Result<(), SourceError> {
+        for t in &self.topics {
+            let mut tpl = TopicPartitionList::new();
+            for &(split, next) in offsets {
+                if let Some(o) = t.owned.iter().find(|o| o.split == split) {
+                    tpl.add_partition_offset(&t.topic, o.partition, Offset::Offset(next))
+                        .map_err(|source| SourceError::Kafka { node: self.node.clone(), what: "commit list".into(), source })?;
+                    self.metrics
+                        .committed_offset
+                        .with_label_values(&[&self.cluster, &t.topic, &o.partition.to_string()])
+                        .set(next);
+                }
+            }
+            if tpl.count() == 0 {
+                continue;
+            }
+            let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+            t.consumer.commit(&tpl, mode).map_err(|source| SourceError::Kafka {
+                node: self.node.clone(),
+                what: format!("commit offsets of {}", t.topic),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn set_waker(&mut self, wake: Arc<dyn Fn() + Send + Sync>) -> bool {
+        for t in &mut self.topics {
+            let w = Arc::clone(&wake);
+            t.consumer.set_nonempty_callback(move || w());
+        }
+        true
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        // Per-partition gauges go away with the partition, so dashboards never show a stale lag.
+        for t in &self.topics {
+            for o in &t.owned {
+                let labels = [self.cluster.as_str(), t.topic.as_str(), &o.partition.to_string()];
+                let _ = self.metrics.consumer_lag.remove_label_values(&labels);
+                let _ = self.metrics.committed_offset.remove_label_values(&labels);
+            }
+        }
+    }
+}
