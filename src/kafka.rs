@@ -3,14 +3,38 @@
 
 use crate::config::ClusterConfig;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::ClientContext;
+
+/// How client-level errors are logged. librdkafka retries transport and leadership errors
+/// itself, so they are warnings; end-of-partition is not an error at all. ERROR is kept for
+/// data at risk, which the sinks report themselves.
+pub fn log_client_error(error: &KafkaError, reason: &str) {
+    if matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+    ) {
+        return;
+    }
+    tracing::warn!(%error, reason, "kafka client");
+}
+
+/// A context that only changes how errors are logged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// Settings shared by every client of `cluster`.
 pub fn base(cluster: &ClusterConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cluster.bootstrap);
-    // Kafka 4 brokers and the librdkafka mock both speak the current protocol; asking for it
-    // avoids a probe round-trip on every connect.
-    c.set("api.version.request", "true");
     // Stats feed the per-partition consumer-lag and producer-queue gauges.
     c.set("statistics.interval.ms", "5000");
     for (k, v) in &cluster.options {

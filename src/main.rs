@@ -1,1 +1,163 @@
-fn main() {}
+//! The `tidemark` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Multi-region log pipeline: two Kafka regions in, one deduplicated, event-time-ordered stream
+/// out, with late and invalid events in dead-letter topics.
+#[derive(Parser)]
+#[command(name = "tidemark", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline file.
+    Run {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Worker threads in this process.
+        #[arg(short, long, default_value_t = 1)]
+        workers: usize,
+        /// Processes in the cluster (each runs `--workers` threads).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Index of this process, 0-based.
+        #[arg(long, default_value_t = 0)]
+        process: usize,
+        /// File with one `host:port` per process, for timely's cluster mode.
+        #[arg(long)]
+        hostfile: Option<String>,
+        /// Read up to the end offsets taken at start, flush everything, print a summary, exit.
+        #[arg(long)]
+        bounded: bool,
+        /// Override `metrics.listen` (process i listens on this port plus i).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
+    /// Validate a pipeline file and report every error.
+    Check {
+        /// The pipeline file.
+        file: PathBuf,
+    },
+    /// Print a pipeline graph as Graphviz DOT and Mermaid.
+    Graph {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Only one format.
+        #[arg(long, value_parser = ["dot", "mermaid"])]
+        format: Option<String>,
+    },
+    /// Two in-process Kafka regions, generated traffic, the global pipeline, and a verified
+    /// summary. Needs nothing installed.
+    Demo(tidemark::demo::DemoOptions),
+    /// Engine benchmark: generator -> parse -> watermark -> dedup -> reorder -> null sink.
+    Bench(tidemark::bench::BenchOptions),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&flag)).context("installing signal handler")?;
+    }
+    Ok(flag)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { file } => match tidemark::config::load(&file) {
+            Ok((config, _)) => {
+                println!(
+                    "{}: ok ({} sources, {} operators, {} sinks)",
+                    file.display(),
+                    config.sources.len(),
+                    config.operators.len(),
+                    config.sinks.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Graph { file, format } => {
+            let (config, graph) = tidemark::config::load(&file)?;
+            if format.as_deref() != Some("mermaid") {
+                print!("{}", tidemark::config::to_dot(&config, &graph));
+            }
+            if format.is_none() {
+                println!();
+            }
+            if format.as_deref() != Some("dot") {
+                print!("{}", tidemark::config::to_mermaid(&config, &graph));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, workers, processes, process, hostfile, bounded, metrics_listen } => {
+            let (config, graph) = tidemark::config::load(&file)?;
+            anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+            anyhow::ensure!(process < processes, "--process must be below --processes");
+            let hosts = match &hostfile {
+                Some(path) => tidemark::pipeline::read_hostfile(path)?,
+                None => Vec::new(),
+            };
+            anyhow::ensure!(
+                processes == 1 || hosts.len() == processes,
+                "--processes {processes} needs a --hostfile with {processes} lines (found {})",
+                hosts.len()
+            );
+            let metrics = tidemark::metrics::Metrics::new();
+            let _server = match metrics_listen.or(config.metrics.listen) {
+                Some(mut addr) => {
+                    addr.set_port(addr.port() + process as u16);
+                    Some(
+                        tidemark::metrics::serve(addr, metrics.clone())
+                            .with_context(|| format!("metrics endpoint {addr}"))?,
+                    )
+                }
+                None => None,
+            };
+            let options = tidemark::pipeline::RunOptions { workers, processes, process, hosts, bounded };
+            let summary = tidemark::pipeline::run(&config, &graph, &options, &metrics, shutdown_flag()?)?;
+            if bounded {
+                println!("{summary}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(options) => {
+            let ok = tidemark::demo::run(&options)?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Bench(options) => {
+            tidemark::bench::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,1 +1,201 @@
-//! placeholder
+//! Checks the guarantees on what a run wrote: nothing lost, nothing duplicated, every ordered
+//! partition in event-time order, every late event really behind its watermark, every payload
+//! unchanged, every invalid record accounted for with a reason.
+
+use crate::config::EventFormat;
+use crate::sources::decode::decode;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+/// Which output a record was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The ordered topic, with its partition.
+    Ordered(i32),
+    /// The late dead-letter topic.
+    Late,
+    /// The invalid dead-letter topic.
+    Invalid,
+}
+
+/// One record read back from an output.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Where it was read.
+    pub output: Output,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Its `tidemark-*` headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// What was sent: every valid id once, with its time and payload, and the invalid count.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// id -> (event time, payload).
+    pub events: HashMap<String, (u64, Vec<u8>)>,
+    /// Records sent that should be invalid.
+    pub invalid: u64,
+    /// Records sent in total (valid copies, duplicates, invalid).
+    pub sent: u64,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Records sent.
+    pub sent: u64,
+    /// Unique valid ids sent.
+    pub unique: u64,
+    /// Records on the ordered topic.
+    pub ordered: u64,
+    /// Records on the late topic.
+    pub late: u64,
+    /// Records on the invalid topic.
+    pub invalid: u64,
+    /// Invalid records that were sent.
+    pub invalid_expected: u64,
+    /// Unique ids found on neither the ordered nor the late topic.
+    pub lost: u64,
+    /// Extra copies of ids on the ordered and late topics together.
+    pub duplicated: u64,
+    /// Ordered records whose time is below the previous record of their partition.
+    pub order_violations: u64,
+    /// Late records whose watermark/lateness headers are missing or not behind the watermark.
+    pub late_violations: u64,
+    /// Output ids that were never sent, or whose payload changed.
+    pub foreign: u64,
+    /// Invalid records without a reason header.
+    pub reasonless: u64,
+}
+
+impl Report {
+    /// Every guarantee holds.
+    pub fn ok(&self) -> bool {
+        self.lost == 0
+            && self.duplicated == 0
+            && self.order_violations == 0
+            && self.late_violations == 0
+            && self.foreign == 0
+            && self.reasonless == 0
+            && self.invalid == self.invalid_expected
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "sent                {:>10}", self.sent)?;
+        writeln!(f, "unique              {:>10}", self.unique)?;
+        writeln!(f, "ordered             {:>10}", self.ordered)?;
+        writeln!(f, "late                {:>10}", self.late)?;
+        writeln!(f, "duplicates dropped  {:>10}", self.sent.saturating_sub(self.invalid_expected + self.unique))?;
+        writeln!(f, "invalid             {:>10}  (sent {})", self.invalid, self.invalid_expected)?;
+        writeln!(f, "lost                {:>10}", self.lost)?;
+        writeln!(f, "duplicated          {:>10}", self.duplicated)?;
+        writeln!(f, "order violations    {:>10}", self.order_violations)?;
+        writeln!(f, "late violations     {:>10}", self.late_violations)?;
+        write!(f, "changed or unknown  {:>10}", self.foreign)
+    }
+}
+
+/// Checks `observed` against `expected`.
+pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) -> Report {
+    let mut r = Report {
+        sent: expected.sent,
+        unique: expected.events.len() as u64,
+        invalid_expected: expected.invalid,
+        ..Report::default()
+    };
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    let mut last_time: HashMap<i32, u64> = HashMap::new();
+    for o in observed {
+        if o.output == Output::Invalid {
+            r.invalid += 1;
+            r.reasonless += u64::from(!o.headers.contains_key("tidemark-reason"));
+            continue;
+        }
+        let Ok(d) = decode(&o.payload, format) else {
+            r.foreign += 1;
+            continue;
+        };
+        match expected.events.get_key_value(d.id.as_str()) {
+            Some((id, (_, payload))) if *payload == o.payload => *seen.entry(id.as_str()).or_default() += 1,
+            _ => {
+                r.foreign += 1;
+                continue;
+            }
+        }
+        match o.output {
+            Output::Ordered(p) => {
+                r.ordered += 1;
+                let last = last_time.entry(p).or_insert(0);
+                if d.time < *last {
+                    r.order_violations += 1;
+                }
+                *last = (*last).max(d.time);
+            }
+            Output::Late => {
+                r.late += 1;
+                let wm = o.headers.get("tidemark-watermark").and_then(|v| v.parse::<u64>().ok());
+                let lateness = o.headers.get("tidemark-lateness-ms").and_then(|v| v.parse::<u64>().ok());
+                let good = matches!((wm, lateness), (Some(w), Some(l)) if w > d.time && l == w - d.time && l > 0);
+                r.late_violations += u64::from(!good);
+            }
+            Output::Invalid => unreachable!("handled above"),
+        }
+    }
+    for id in expected.events.keys() {
+        match seen.get(id.as_str()) {
+            None => r.lost += 1,
+            Some(&n) => r.duplicated += u64::from(n - 1),
+        }
+    }
+    r
+}
+
+/// Reads every record of `topic` up to its current end.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<(i32, Vec<u8>, BTreeMap<String, String>)>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let cluster = crate::config::ClusterConfig { bootstrap: bootstrap.into(), options: Default::default() };
+    let consumer: BaseConsumer<crate::kafka::Quiet> =
+        crate::kafka::consumer(&cluster, "tidemark-verify").create_with_context(crate::kafka::Quiet)?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut remaining = 0usize;
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            if high > low {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(low))?;
+                remaining += 1;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if remaining == 0 {
+        return Ok(out);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while remaining > 0 && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        let v = header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+                        headers.insert(header.key.to_string(), v);
+                    }
+                }
+                out.push((m.partition(), m.payload().unwrap_or(&[]).to_vec(), headers));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => remaining -= 1,
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(out)
+}

@@ -29,7 +29,11 @@ pub struct DeliveryContext {
     deliveries: Arc<Deliveries>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::log_client_error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<u64>;

@@ -25,8 +25,8 @@ pub(super) fn partitions(
         let what = what.to_string();
         move |source| SourceError::Kafka { node: node.into(), what, source }
     };
-    let consumer: BaseConsumer = crate::kafka::consumer(cluster, "tidemark-metadata")
-        .create()
+    let consumer: BaseConsumer<crate::kafka::Quiet> = crate::kafka::consumer(cluster, "tidemark-metadata")
+        .create_with_context(crate::kafka::Quiet)
         .map_err(err("create client"))?;
     let md = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
@@ -54,6 +54,10 @@ pub(crate) struct LagContext {
 }
 
 impl ClientContext for LagContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::log_client_error(&error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {

@@ -6,7 +6,7 @@
 
 pub mod decode;
 mod file;
-mod generator;
+pub mod generator;
 mod kafka;
 
 use crate::config::{PipelineConfig, SourceConfig};
