@@ -8,8 +8,8 @@
 
 use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
-use crate::sources::generator::SplitMix;
 use crate::sources::generate_event;
+use crate::sources::generator::SplitMix;
 use crate::verify::{self, Expected, Observed, Output};
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
@@ -73,7 +73,14 @@ pub fn traffic(events: u64, seed: u64, max_event_bytes: usize) -> Traffic {
         // Disorder below max_out_of_orderness (2 s).
         let time = base + i - rng.below(1_500);
         let region = if in_a { "region-a" } else { "region-b" };
-        generate_event(&mut buf, id, time, region, (i % 20) as u32, PAYLOAD_BYTES as usize);
+        generate_event(
+            &mut buf,
+            id,
+            time,
+            region,
+            (i % 20) as u32,
+            PAYLOAD_BYTES as usize,
+        );
         let key = format!("{id:032x}");
         t.expected.events.insert(key.clone(), (time, buf.clone()));
         let record = (Some(key), buf.clone());
@@ -89,18 +96,32 @@ pub fn traffic(events: u64, seed: u64, max_event_bytes: usize) -> Traffic {
         }
         if roll < 0.03 {
             // A producer failed over: the same event also went to the other region.
-            if in_a { t.region_b.push(record) } else { t.region_a.push(record) }
+            if in_a {
+                t.region_b.push(record)
+            } else {
+                t.region_a.push(record)
+            }
             t.copies += 1;
         } else if roll < 0.05 {
             // A retry to the same region after a lost acknowledgement.
-            if in_a { t.region_a.push(record) } else { t.region_b.push(record) }
+            if in_a {
+                t.region_a.push(record)
+            } else {
+                t.region_b.push(record)
+            }
             t.copies += 1;
         }
     }
     t.region_b.extend(held);
-    let future = format!(r#"{{"eventId":"future-1","timestamp":{}}}"#, now + 3_600_000);
+    let future = format!(
+        r#"{{"eventId":"future-1","timestamp":{}}}"#,
+        now + 3_600_000
+    );
     let long_id = format!(r#"{{"eventId":"{}","timestamp":{now}}}"#, "x".repeat(200));
-    let too_large = format!(r#"{{"eventId":"big","timestamp":{now},"m":"{}"}}"#, "y".repeat(max_event_bytes + 1));
+    let too_large = format!(
+        r#"{{"eventId":"big","timestamp":{now},"m":"{}"}}"#,
+        "y".repeat(max_event_bytes + 1)
+    );
     let bad: Vec<Vec<u8>> = vec![
         b"\xff\xfe not utf-8".to_vec(),
         b"{\"eventId\": \"trunc".to_vec(),
@@ -130,8 +151,15 @@ fn partitions_for(records: u64) -> i32 {
 }
 
 /// Produces records to `bootstrap`/`topic` and waits until every one is acknowledged.
-pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>)]) -> anyhow::Result<()> {
-    let cluster = crate::config::ClusterConfig { bootstrap: bootstrap.into(), options: Default::default() };
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<String>, Vec<u8>)],
+) -> anyhow::Result<()> {
+    let cluster = crate::config::ClusterConfig {
+        bootstrap: bootstrap.into(),
+        options: Default::default(),
+    };
     let mut config = crate::kafka::producer(&cluster);
     // The demo's too-large record must reach the pipeline to be rejected there.
     config.set("message.max.bytes", "4000000");
@@ -144,7 +172,10 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                Err((e, r))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
                     producer.poll(Duration::from_millis(20));
                     record = r;
                 }
@@ -153,29 +184,69 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>
         }
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(60)).context("flushing demo traffic")?;
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing demo traffic")?;
     Ok(())
 }
 
 /// The global pipeline with the demo's bootstrap addresses, enough output partitions for the
 /// mock, and no metrics endpoint.
-pub fn pipeline(bootstrap_a: &str, bootstrap_b: &str, out_partitions: i32) -> anyhow::Result<(PipelineConfig, crate::config::Graph)> {
-    let mut table: toml::Table = include_str!("../pipelines/global.toml").parse().context("embedded global.toml")?;
+pub fn pipeline(
+    bootstrap_a: &str,
+    bootstrap_b: &str,
+    out_partitions: i32,
+) -> anyhow::Result<(PipelineConfig, crate::config::Graph)> {
+    let text = pipeline_text(bootstrap_a, bootstrap_b, out_partitions)?;
+    crate::config::parse(&text).map_err(|errors| {
+        anyhow::anyhow!(
+            "demo pipeline: {}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
+/// The text of [`pipeline`], for running it as a separate process.
+pub fn pipeline_text(
+    bootstrap_a: &str,
+    bootstrap_b: &str,
+    out_partitions: i32,
+) -> anyhow::Result<String> {
+    let mut table: toml::Table = include_str!("../pipelines/global.toml")
+        .parse()
+        .context("embedded global.toml")?;
     let set = |table: &mut toml::Table, path: &[&str], value: toml::Value| {
         let mut t = table;
         for key in &path[..path.len() - 1] {
-            t = t.get_mut(*key).and_then(|v| v.as_table_mut()).expect("global.toml has this table");
+            t = t
+                .get_mut(*key)
+                .and_then(|v| v.as_table_mut())
+                .expect("global.toml has this table");
         }
         t.insert(path[path.len() - 1].to_string(), value);
     };
-    set(&mut table, &["clusters", "region-a", "bootstrap"], bootstrap_a.into());
-    set(&mut table, &["clusters", "region-b", "bootstrap"], bootstrap_b.into());
-    set(&mut table, &["operators", "order", "partitions"], i64::from(out_partitions).into());
+    set(
+        &mut table,
+        &["clusters", "region-a", "bootstrap"],
+        bootstrap_a.into(),
+    );
+    set(
+        &mut table,
+        &["clusters", "region-b", "bootstrap"],
+        bootstrap_b.into(),
+    );
+    set(
+        &mut table,
+        &["operators", "order", "partitions"],
+        i64::from(out_partitions).into(),
+    );
     set(&mut table, &["event", "max_event_bytes"], 65_536.into());
     table.remove("metrics");
-    crate::config::parse(&table.to_string()).map_err(|errors| {
-        anyhow::anyhow!("demo pipeline: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
-    })
+    Ok(table.to_string())
 }
 
 /// Runs the demo; returns whether every invariant held.
@@ -188,11 +259,21 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let region_a = MockCluster::new(1).context("starting mock region-a")?;
     let region_b = MockCluster::new(1).context("starting mock region-b")?;
     for (cluster, topics) in [
-        (&region_a, vec![("log-events", in_parts), ("log-events-ordered", out_parts), ("log-events-late", 4), ("log-events-invalid", 1)]),
+        (
+            &region_a,
+            vec![
+                ("log-events", in_parts),
+                ("log-events-ordered", out_parts),
+                ("log-events-late", 4),
+                ("log-events-invalid", 1),
+            ],
+        ),
         (&region_b, vec![("log-events", in_parts)]),
     ] {
         for (topic, parts) in topics {
-            cluster.create_topic(topic, parts, 1).with_context(|| format!("creating {topic}"))?;
+            cluster
+                .create_topic(topic, parts, 1)
+                .with_context(|| format!("creating {topic}"))?;
         }
     }
     let (a, b) = (region_a.bootstrap_servers(), region_b.bootstrap_servers());
@@ -208,17 +289,37 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let done = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress(metrics.clone(), t.expected.sent, Arc::clone(&done));
     let run_started = Instant::now();
-    let options_run = crate::pipeline::RunOptions { workers: options.workers, bounded: true, ..Default::default() };
-    let summary = crate::pipeline::run(&config, &graph, &options_run, &metrics, Arc::new(AtomicBool::new(false)));
+    let options_run = crate::pipeline::RunOptions {
+        workers: options.workers,
+        bounded: true,
+        ..Default::default()
+    };
+    let summary = crate::pipeline::run(
+        &config,
+        &graph,
+        &options_run,
+        &metrics,
+        Arc::new(AtomicBool::new(false)),
+    );
     done.store(true, Ordering::SeqCst);
     let _ = progress.join();
     let summary = summary?;
     let run_secs = run_started.elapsed().as_secs_f64();
 
     let mut observed = Vec::new();
-    for (topic, kind) in [("log-events-ordered", None), ("log-events-late", Some(Output::Late)), ("log-events-invalid", Some(Output::Invalid))] {
-        for (partition, payload, headers) in verify::read_topic(&a, topic).with_context(|| format!("reading back {topic}"))? {
-            observed.push(Observed { output: kind.unwrap_or(Output::Ordered(partition)), payload, headers });
+    for (topic, kind) in [
+        ("log-events-ordered", None),
+        ("log-events-late", Some(Output::Late)),
+        ("log-events-invalid", Some(Output::Invalid)),
+    ] {
+        for (partition, payload, headers) in
+            verify::read_topic(&a, topic).with_context(|| format!("reading back {topic}"))?
+        {
+            observed.push(Observed {
+                output: kind.unwrap_or(Output::Ordered(partition)),
+                payload,
+                headers,
+            });
         }
     }
     let report = verify::verify(&t.expected, &observed, &config.event);
@@ -239,18 +340,33 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     Ok(report.ok())
 }
 
-fn spawn_progress(metrics: Metrics, total: u64, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn spawn_progress(
+    metrics: Metrics,
+    total: u64,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let tty = std::io::stderr().is_terminal();
         let mut last_line = Instant::now();
         while !done.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
-            let read: u64 = metrics.events_in.with_label_values(&["src_a", "region-a"]).get()
-                + metrics.events_in.with_label_values(&["src_b", "region-b"]).get();
+            let read: u64 = metrics
+                .events_in
+                .with_label_values(&["src_a", "region-a"])
+                .get()
+                + metrics
+                    .events_in
+                    .with_label_values(&["src_b", "region-b"])
+                    .get();
             let frac = (read as f64 / total.max(1) as f64).min(1.0);
             let width = 40;
             let filled = (frac * width as f64) as usize;
-            let bar = format!("[{}{}] {:>3.0}% {read}/{total} records", "#".repeat(filled), " ".repeat(width - filled), frac * 100.0);
+            let bar = format!(
+                "[{}{}] {:>3.0}% {read}/{total} records",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                frac * 100.0
+            );
             if tty {
                 eprint!("\r{bar}");
                 let _ = std::io::stderr().flush();

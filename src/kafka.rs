@@ -12,7 +12,8 @@ use rdkafka::ClientContext;
 pub fn log_client_error(error: &KafkaError, reason: &str) {
     if matches!(
         error,
-        KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
     ) {
         return;
     }

@@ -84,7 +84,8 @@ fn main() -> ExitCode {
 fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&flag)).context("installing signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("installing signal handler")?;
     }
     Ok(flag)
 }
@@ -120,7 +121,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, workers, processes, process, hostfile, bounded, metrics_listen } => {
+        Command::Run {
+            file,
+            workers,
+            processes,
+            process,
+            hostfile,
+            bounded,
+            metrics_listen,
+        } => {
             let (config, graph) = tidemark::config::load(&file)?;
             anyhow::ensure!(workers >= 1, "--workers must be at least 1");
             anyhow::ensure!(process < processes, "--process must be below --processes");
@@ -144,8 +153,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let options = tidemark::pipeline::RunOptions { workers, processes, process, hosts, bounded };
-            let summary = tidemark::pipeline::run(&config, &graph, &options, &metrics, shutdown_flag()?)?;
+            let options = tidemark::pipeline::RunOptions {
+                workers,
+                processes,
+                process,
+                hosts,
+                bounded,
+            };
+            let summary =
+                tidemark::pipeline::run(&config, &graph, &options, &metrics, shutdown_flag()?)?;
             if bounded {
                 println!("{summary}");
             }
@@ -153,7 +169,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(options) => {
             let ok = tidemark::demo::run(&options)?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Bench(options) => {
             tidemark::bench::run(&options)?;

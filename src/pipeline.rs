@@ -1,9 +1,7 @@
 //! Where the graph is wired: a checked pipeline file becomes a timely dataflow on every worker,
 //! and the worker loop drives it until it drains (bounded mode) or is told to stop.
 
-use crate::config::{
-    Graph, NodeRef, OperatorConfig, PipelineConfig, Port, SinkConfig,
-};
+use crate::config::{Graph, NodeRef, OperatorConfig, PipelineConfig, Port, SinkConfig};
 use crate::metrics::Metrics;
 use crate::operators::reorder::Partitioner;
 use crate::operators::watermark::{watermark, SourceHandle, WatermarkPolicy};
@@ -76,14 +74,22 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { workers: 1, processes: 1, process: 0, hosts: Vec::new(), bounded: true }
+        RunOptions {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hosts: Vec::new(),
+            bounded: true,
+        }
     }
 }
 
 /// Reads a hostfile: one `host:port` per line; blank lines and `#` comments are ignored.
 pub fn read_hostfile(path: &str) -> Result<Vec<String>, RunError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RunError::Hostfile { path: path.into(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| RunError::Hostfile {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -119,7 +125,11 @@ impl Summary {
             use prometheus::core::Collector;
             v.collect()
                 .iter()
-                .flat_map(|mf| mf.get_metric().iter().map(|m| m.get_counter().value() as u64))
+                .flat_map(|mf| {
+                    mf.get_metric()
+                        .iter()
+                        .map(|m| m.get_counter().value() as u64)
+                })
                 .sum()
         };
         Summary {
@@ -142,9 +152,18 @@ impl Summary {
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = (self.elapsed_ms as f64 / 1000.0).max(1e-3);
-        writeln!(f, "read        {:>12}  ({:.0} events/s)", self.read, self.read as f64 / secs)?;
+        writeln!(
+            f,
+            "read        {:>12}  ({:.0} events/s)",
+            self.read,
+            self.read as f64 / secs
+        )?;
         writeln!(f, "unique      {:>12}", self.unique)?;
-        writeln!(f, "duplicates  {:>12}  (conflicting: {})", self.duplicates, self.conflicts)?;
+        writeln!(
+            f,
+            "duplicates  {:>12}  (conflicting: {})",
+            self.duplicates, self.conflicts
+        )?;
         writeln!(f, "late        {:>12}", self.late)?;
         writeln!(f, "invalid     {:>12}", self.invalid)?;
         for (sink, n) in &self.written {
@@ -211,7 +230,9 @@ pub fn run(
             shutdown: Arc::clone(&shutdown),
             commit_interval: config.pipeline.commit_interval.0,
         };
-        let built = worker.dataflow::<u64, _, _>(|scope| build(scope, &config, &graph, &ctx, index, peers, bounded));
+        let built = worker.dataflow::<u64, _, _>(|scope| {
+            build(scope, config, &graph, &ctx, index, peers, bounded)
+        });
         let handles = match built {
             Ok(h) => h,
             Err(e) => {
@@ -233,7 +254,9 @@ pub fn run(
         }
         // Everything is durable: commit every offset read.
         for h in &handles {
-            h.borrow_mut().commit(None, true).map_err(|e| e.to_string())?;
+            h.borrow_mut()
+                .commit(None, true)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     })
@@ -246,13 +269,20 @@ pub fn run(
             Err(panic) => Some(format!("panicked: {panic}")),
         };
         if let (Some(message), None) = (failed, &first_error) {
-            first_error = Some(RunError::Worker { worker: options.process * options.workers + i, message });
+            first_error = Some(RunError::Worker {
+                worker: options.process * options.workers + i,
+                message,
+            });
         }
     }
     metrics.up.set(0.0);
     match first_error {
         Some(e) => Err(e),
-        None => Ok(Summary::from_metrics(metrics, &shared_config, started.elapsed())),
+        None => Ok(Summary::from_metrics(
+            metrics,
+            &shared_config,
+            started.elapsed(),
+        )),
     }
 }
 
@@ -269,7 +299,10 @@ fn build<'s>(
     let mut streams: BTreeMap<NodeRef, AnyStream<'s>> = BTreeMap::new();
     let mut handles = Vec::new();
     let inputs = |name: &str, streams: &BTreeMap<NodeRef, AnyStream<'s>>| -> Vec<AnyStream<'s>> {
-        graph.inputs[name].iter().map(|r| streams[r].clone()).collect()
+        graph.inputs[name]
+            .iter()
+            .map(|r| streams[r].clone())
+            .collect()
     };
     let events = |list: Vec<AnyStream<'s>>| -> Stream<'s, u64, Vec<Event>> {
         let v: Vec<_> = list
@@ -281,8 +314,17 @@ fn build<'s>(
             .collect();
         scope.concatenate(v)
     };
-    let put = |streams: &mut BTreeMap<NodeRef, AnyStream<'s>>, node: &str, port: Port, s: AnyStream<'s>| {
-        streams.insert(NodeRef { node: node.into(), port }, s);
+    let put = |streams: &mut BTreeMap<NodeRef, AnyStream<'s>>,
+               node: &str,
+               port: Port,
+               s: AnyStream<'s>| {
+        streams.insert(
+            NodeRef {
+                node: node.into(),
+                port,
+            },
+            s,
+        );
     };
     for name in &graph.order {
         if let Some(op) = config.operators.get(name) {
@@ -292,19 +334,54 @@ fn build<'s>(
                         .filter(|&s| Splits::owner(s, peers) == index)
                         .filter(|&s| w.inputs.contains(&ctx.splits.get(s).node))
                         .collect();
-                    let readers = sources::open(config, &ctx.splits, &mine, &ReadOptions { bounded }, &ctx.metrics)?;
-                    let (out, handle) =
-                        watermark(scope, name, WatermarkPolicy::from(w), config.event.clone(), readers, mine, ctx);
+                    let readers = sources::open(
+                        config,
+                        &ctx.splits,
+                        &mine,
+                        &ReadOptions { bounded },
+                        &ctx.metrics,
+                    )?;
+                    let (out, handle) = watermark(
+                        scope,
+                        name,
+                        WatermarkPolicy::from(w),
+                        config.event.clone(),
+                        readers,
+                        mine,
+                        ctx,
+                    );
                     handles.push(handle);
-                    put(&mut streams, name, Port::All, AnyStream::Events(scope.concatenate([out.on_time.clone(), out.late.clone()])));
-                    put(&mut streams, name, Port::OnTime, AnyStream::Events(out.on_time));
+                    put(
+                        &mut streams,
+                        name,
+                        Port::All,
+                        AnyStream::Events(
+                            scope.concatenate([out.on_time.clone(), out.late.clone()]),
+                        ),
+                    );
+                    put(
+                        &mut streams,
+                        name,
+                        Port::OnTime,
+                        AnyStream::Events(out.on_time),
+                    );
                     put(&mut streams, name, Port::Late, AnyStream::Events(out.late));
-                    put(&mut streams, name, Port::Invalid, AnyStream::Invalid(out.invalid));
+                    put(
+                        &mut streams,
+                        name,
+                        Port::Invalid,
+                        AnyStream::Invalid(out.invalid),
+                    );
                 }
                 OperatorConfig::Dedup(d) => {
                     let input = events(inputs(name, &streams));
                     let (on, late) = dedup::dedup(input, name, d.horizon.0, ctx);
-                    put(&mut streams, name, Port::All, AnyStream::Events(scope.concatenate([on.clone(), late.clone()])));
+                    put(
+                        &mut streams,
+                        name,
+                        Port::All,
+                        AnyStream::Events(scope.concatenate([on.clone(), late.clone()])),
+                    );
                     put(&mut streams, name, Port::OnTime, AnyStream::Events(on));
                     put(&mut streams, name, Port::Late, AnyStream::Events(late));
                 }
@@ -318,7 +395,8 @@ fn build<'s>(
                     } else {
                         Partitioner::Field(r.partition_by.clone(), r.partitions.get())
                     };
-                    let out = reorder::reorder(events(inputs(name, &streams)), name, partitioner, ctx);
+                    let out =
+                        reorder::reorder(events(inputs(name, &streams)), name, partitioner, ctx);
                     put(&mut streams, name, Port::All, AnyStream::Events(out));
                 }
             }
@@ -356,7 +434,8 @@ fn sink_for<'s, T: crate::sinks::SinkItem>(
         SinkConfig::File(f) => file_sink(input, name, &f.path, f.format, ctx)?,
         SinkConfig::Kafka(k) => {
             let partitions = graph.input_kind(name).partitions;
-            let (producer, deliveries) = kafka::connect(name, &config.clusters[&k.cluster], &k.topic, partitions)?;
+            let (producer, deliveries) =
+                kafka::connect(name, &config.clusters[&k.cluster], &k.topic, partitions)?;
             kafka::kafka_sink(input, name, producer, deliveries, &k.topic, ctx)
         }
     })

@@ -166,7 +166,11 @@ impl Split {
     /// `cluster/topic/partition/offset`, or `file:path/line`, for the `tidemark-source` header.
     pub fn describe(&self, offset: i64) -> String {
         match &self.source {
-            SplitSource::Kafka { cluster, topic, partition } => {
+            SplitSource::Kafka {
+                cluster,
+                topic,
+                partition,
+            } => {
                 format!("{cluster}/{topic}/{partition}/{offset}")
             }
             SplitSource::File { path } => format!("file:{path}/{offset}"),

@@ -89,8 +89,17 @@ impl fmt::Display for Report {
         writeln!(f, "unique              {:>10}", self.unique)?;
         writeln!(f, "ordered             {:>10}", self.ordered)?;
         writeln!(f, "late                {:>10}", self.late)?;
-        writeln!(f, "duplicates dropped  {:>10}", self.sent.saturating_sub(self.invalid_expected + self.unique))?;
-        writeln!(f, "invalid             {:>10}  (sent {})", self.invalid, self.invalid_expected)?;
+        writeln!(
+            f,
+            "duplicates dropped  {:>10}",
+            self.sent
+                .saturating_sub(self.invalid_expected + self.unique)
+        )?;
+        writeln!(
+            f,
+            "invalid             {:>10}  (sent {})",
+            self.invalid, self.invalid_expected
+        )?;
         writeln!(f, "lost                {:>10}", self.lost)?;
         writeln!(f, "duplicated          {:>10}", self.duplicated)?;
         writeln!(f, "order violations    {:>10}", self.order_violations)?;
@@ -120,7 +129,9 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
             continue;
         };
         match expected.events.get_key_value(d.id.as_str()) {
-            Some((id, (_, payload))) if *payload == o.payload => *seen.entry(id.as_str()).or_default() += 1,
+            Some((id, (_, payload))) if *payload == o.payload => {
+                *seen.entry(id.as_str()).or_default() += 1
+            }
             _ => {
                 r.foreign += 1;
                 continue;
@@ -137,8 +148,14 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
             }
             Output::Late => {
                 r.late += 1;
-                let wm = o.headers.get("tidemark-watermark").and_then(|v| v.parse::<u64>().ok());
-                let lateness = o.headers.get("tidemark-lateness-ms").and_then(|v| v.parse::<u64>().ok());
+                let wm = o
+                    .headers
+                    .get("tidemark-watermark")
+                    .and_then(|v| v.parse::<u64>().ok());
+                let lateness = o
+                    .headers
+                    .get("tidemark-lateness-ms")
+                    .and_then(|v| v.parse::<u64>().ok());
                 let good = matches!((wm, lateness), (Some(w), Some(l)) if w > d.time && l == w - d.time && l > 0);
                 r.late_violations += u64::from(!good);
             }
@@ -154,14 +171,24 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
     r
 }
 
+/// A record read back: partition, payload, headers.
+pub type ReadRecord = (i32, Vec<u8>, BTreeMap<String, String>);
+
 /// Reads every record of `topic` up to its current end.
-pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<(i32, Vec<u8>, BTreeMap<String, String>)>, rdkafka::error::KafkaError> {
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<Vec<ReadRecord>, rdkafka::error::KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Headers;
     use rdkafka::Message;
-    let cluster = crate::config::ClusterConfig { bootstrap: bootstrap.into(), options: Default::default() };
+    let cluster = crate::config::ClusterConfig {
+        bootstrap: bootstrap.into(),
+        options: Default::default(),
+    };
     let consumer: BaseConsumer<crate::kafka::Quiet> =
-        crate::kafka::consumer(&cluster, "tidemark-verify").create_with_context(crate::kafka::Quiet)?;
+        crate::kafka::consumer(&cluster, "tidemark-verify")
+            .create_with_context(crate::kafka::Quiet)?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut remaining = 0usize;
@@ -186,7 +213,10 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<(i32, Vec<u8>, BTr
                 let mut headers = BTreeMap::new();
                 if let Some(h) = m.headers() {
                     for header in h.iter() {
-                        let v = header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+                        let v = header
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
                         headers.insert(header.key.to_string(), v);
                     }
                 }

@@ -13,9 +13,9 @@ impl Millis {
     /// Parses `"<n><unit>"` with unit `ms`, `s`, `m`, `h` or `d`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("bad duration \"{text}\": a unit is required (ms, s, m, h, d)"))?;
+        let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+            format!("bad duration \"{text}\": a unit is required (ms, s, m, h, d)")
+        })?;
         let (num, unit) = t.split_at(split);
         if num.is_empty() {
             return Err(format!(
@@ -87,7 +87,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["", "2", "s", "2x", "-1s", "1.5s", "99999999999999999999s", "2 s"] {
+        for bad in [
+            "",
+            "2",
+            "s",
+            "2x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999s",
+            "2 s",
+        ] {
             assert!(Millis::parse(bad).is_err(), "{bad} should not parse");
         }
     }

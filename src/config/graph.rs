@@ -79,7 +79,11 @@ impl StreamKind {
             on_time: self.on_time || other.on_time,
             late: self.late || other.late,
             invalid: self.invalid || other.invalid,
-            partitions: if self.partitions == other.partitions { self.partitions } else { None },
+            partitions: if self.partitions == other.partitions {
+                self.partitions
+            } else {
+                None
+            },
         }
     }
     fn events(self) -> bool {
@@ -134,11 +138,19 @@ fn inputs_of<'a>(config: &'a PipelineConfig, name: &str) -> &'a [String] {
 }
 
 fn err(errors: &mut Vec<ConfigError>, node: &str, field: &str, message: String) {
-    errors.push(ConfigError { node: node.into(), field: field.into(), message });
+    errors.push(ConfigError {
+        node: node.into(),
+        field: field.into(),
+        message,
+    });
 }
 
 /// Checks the whole graph, appending every problem to `errors`.
-pub(super) fn check(config: &PipelineConfig, errors: &mut Vec<ConfigError>) -> Graph {
+pub(super) fn check(
+    config: &PipelineConfig,
+    broken: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Graph {
     let mut graph = Graph::default();
     check_names(config, errors);
     check_settings(config, errors);
@@ -152,9 +164,17 @@ pub(super) fn check(config: &PipelineConfig, errors: &mut Vec<ConfigError>) -> G
             err(errors, name, "inputs", "needs at least one input".into());
         }
         for input in inputs {
+            if broken.contains(input.split('.').next().unwrap_or_default()) {
+                continue;
+            }
             if let Some(r) = resolve_input(config, name, input, errors) {
                 if resolved.contains(&r) {
-                    err(errors, name, "inputs", format!("input \"{input}\" is listed twice"));
+                    err(
+                        errors,
+                        name,
+                        "inputs",
+                        format!("input \"{input}\" is listed twice"),
+                    );
                 } else {
                     resolved.push(r);
                 }
@@ -172,7 +192,12 @@ pub(super) fn check(config: &PipelineConfig, errors: &mut Vec<ConfigError>) -> G
             .map(|(n, _)| n)
             .collect();
         match readers.len() {
-            0 => err(errors, source, "", "is not read by any watermark operator".into()),
+            0 => err(
+                errors,
+                source,
+                "",
+                "is not read by any watermark operator".into(),
+            ),
             1 => {}
             _ => err(
                 errors,
@@ -181,7 +206,11 @@ pub(super) fn check(config: &PipelineConfig, errors: &mut Vec<ConfigError>) -> G
                 format!(
                     "is read by {} watermark operators ({}); each source feeds exactly one",
                     readers.len(),
-                    readers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    readers
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
         }
@@ -206,10 +235,20 @@ fn check_names(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
         .chain(config.sinks.keys());
     for name in all {
         if !seen.insert(name) {
-            err(errors, name, "", "the name is used by more than one node".into());
+            err(
+                errors,
+                name,
+                "",
+                "the name is used by more than one node".into(),
+            );
         }
         if name.is_empty() || name.contains('.') {
-            err(errors, name, "", "node names must be non-empty and contain no '.'".into());
+            err(
+                errors,
+                name,
+                "",
+                "node names must be non-empty and contain no '.'".into(),
+            );
         }
     }
     if config.sources.is_empty() {
@@ -220,14 +259,22 @@ fn check_names(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
     }
 }
 
-fn check_cluster(config: &PipelineConfig, node: &str, cluster: &str, errors: &mut Vec<ConfigError>) {
+fn check_cluster(
+    config: &PipelineConfig,
+    node: &str,
+    cluster: &str,
+    errors: &mut Vec<ConfigError>,
+) {
     if !config.clusters.contains_key(cluster) {
         let known: Vec<&str> = config.clusters.keys().map(|s| s.as_str()).collect();
         err(
             errors,
             node,
             "cluster",
-            format!("unknown cluster \"{cluster}\" (declared: {})", list_or_none(&known)),
+            format!(
+                "unknown cluster \"{cluster}\" (declared: {})",
+                list_or_none(&known)
+            ),
         );
     }
 }
@@ -243,7 +290,12 @@ fn list_or_none(items: &[&str]) -> String {
 fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
     for (name, cluster) in &config.clusters {
         if cluster.bootstrap.trim().is_empty() {
-            err(errors, &format!("clusters.{name}"), "bootstrap", "must not be empty".into());
+            err(
+                errors,
+                &format!("clusters.{name}"),
+                "bootstrap",
+                "must not be empty".into(),
+            );
         }
     }
     for (name, source) in &config.sources {
@@ -254,7 +306,12 @@ fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
             SourceConfig::Kafka(k) => {
                 check_cluster(config, name, &k.cluster, errors);
                 if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
-                    err(errors, name, "topics", "needs at least one non-empty topic".into());
+                    err(
+                        errors,
+                        name,
+                        "topics",
+                        "needs at least one non-empty topic".into(),
+                    );
                 }
                 if k.replicated_from.as_deref() == Some(k.region.as_str()) {
                     err(
@@ -348,7 +405,12 @@ fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
             }
             SinkConfig::File(f) => {
                 if f.path.trim().is_empty() {
-                    err(errors, name, "path", "must not be empty (use \"-\" for stdout)".into());
+                    err(
+                        errors,
+                        name,
+                        "path",
+                        "must not be empty (use \"-\" for stdout)".into(),
+                    );
                 }
             }
             SinkConfig::Null(_) => {}
@@ -377,15 +439,27 @@ fn resolve_input(
             }
         },
     };
-    let consumer_is_watermark =
-        matches!(config.operators.get(consumer), Some(OperatorConfig::Watermark(_)));
+    let consumer_is_watermark = matches!(
+        config.operators.get(consumer),
+        Some(OperatorConfig::Watermark(_))
+    );
     match kind_of(config, node) {
         None => {
-            err(errors, consumer, "inputs", format!("input \"{input}\" matches no node"));
+            err(
+                errors,
+                consumer,
+                "inputs",
+                format!("input \"{input}\" matches no node"),
+            );
             None
         }
         Some(NodeKind::Sink) => {
-            err(errors, consumer, "inputs", format!("input \"{input}\" is a sink, which has no output"));
+            err(
+                errors,
+                consumer,
+                "inputs",
+                format!("input \"{input}\" is a sink, which has no output"),
+            );
             None
         }
         Some(NodeKind::Source) => {
@@ -399,10 +473,18 @@ fn resolve_input(
                 return None;
             }
             if port != Port::All {
-                err(errors, consumer, "inputs", format!("input \"{input}\": a source has one output"));
+                err(
+                    errors,
+                    consumer,
+                    "inputs",
+                    format!("input \"{input}\": a source has one output"),
+                );
                 return None;
             }
-            Some(NodeRef { node: node.into(), port })
+            Some(NodeRef {
+                node: node.into(),
+                port,
+            })
         }
         Some(NodeKind::Operator) => {
             if consumer_is_watermark {
@@ -410,7 +492,9 @@ fn resolve_input(
                     errors,
                     consumer,
                     "inputs",
-                    format!("input \"{input}\" is an operator; a watermark operator reads sources only"),
+                    format!(
+                        "input \"{input}\" is an operator; a watermark operator reads sources only"
+                    ),
                 );
                 return None;
             }
@@ -425,11 +509,17 @@ fn resolve_input(
                     errors,
                     consumer,
                     "inputs",
-                    format!("input \"{input}\": operator \"{node}\" has no output \"{}\"", &port.suffix()[1..]),
+                    format!(
+                        "input \"{input}\": operator \"{node}\" has no output \"{}\"",
+                        &port.suffix()[1..]
+                    ),
                 );
                 return None;
             }
-            Some(NodeRef { node: node.into(), port })
+            Some(NodeRef {
+                node: node.into(),
+                port,
+            })
         }
     }
 }
@@ -438,18 +528,26 @@ fn resolve_input(
 fn topological(graph: &Graph, errors: &mut Vec<ConfigError>) -> Option<Vec<String>> {
     let mut indegree: BTreeMap<&str, usize> = BTreeMap::new();
     for (name, inputs) in &graph.inputs {
-        let deps = inputs.iter().filter(|r| graph.inputs.contains_key(&r.node)).count();
+        let deps = inputs
+            .iter()
+            .filter(|r| graph.inputs.contains_key(&r.node))
+            .count();
         indegree.insert(name, deps);
     }
-    let mut ready: Vec<&str> =
-        indegree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+    let mut ready: Vec<&str> = indegree
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| *n)
+        .collect();
     let mut order = Vec::new();
     while let Some(n) = ready.pop() {
         order.push(n.to_string());
         for (name, inputs) in &graph.inputs {
             let hits = inputs.iter().filter(|r| r.node == n).count();
             if hits > 0 {
-                let d = indegree.get_mut(name.as_str()).expect("every consumer has a degree");
+                let d = indegree
+                    .get_mut(name.as_str())
+                    .expect("every consumer has a degree");
                 *d -= hits;
                 if *d == 0 {
                     ready.push(name);
@@ -460,13 +558,20 @@ fn topological(graph: &Graph, errors: &mut Vec<ConfigError>) -> Option<Vec<Strin
     if order.len() == indegree.len() {
         return Some(order);
     }
-    let stuck: Vec<&str> = indegree.iter().filter(|(_, d)| **d > 0).map(|(n, _)| *n).collect();
+    let stuck: Vec<&str> = indegree
+        .iter()
+        .filter(|(_, d)| **d > 0)
+        .map(|(n, _)| *n)
+        .collect();
     for n in &stuck {
         err(
             errors,
             n,
             "inputs",
-            format!("is part of a cycle (nodes on or behind it: {})", stuck.join(", ")),
+            format!(
+                "is part of a cycle (nodes on or behind it: {})",
+                stuck.join(", ")
+            ),
         );
     }
     None
@@ -484,24 +589,51 @@ fn infer_kinds(config: &PipelineConfig, graph: &mut Graph, errors: &mut Vec<Conf
                     "receives invalid records; only sinks take a watermark's invalid output".into(),
                 );
             }
-            let on = StreamKind { on_time: input.on_time, ..Default::default() };
-            let late = StreamKind { late: input.late, ..Default::default() };
+            let on = StreamKind {
+                on_time: input.on_time,
+                ..Default::default()
+            };
+            let late = StreamKind {
+                late: input.late,
+                ..Default::default()
+            };
             match op {
                 OperatorConfig::Watermark(_) => {
-                    let on = StreamKind { on_time: true, ..Default::default() };
-                    let late = StreamKind { late: true, ..Default::default() };
+                    let on = StreamKind {
+                        on_time: true,
+                        ..Default::default()
+                    };
+                    let late = StreamKind {
+                        late: true,
+                        ..Default::default()
+                    };
                     vec![
                         (Port::All, on.union(late)),
                         (Port::OnTime, on),
                         (Port::Late, late),
-                        (Port::Invalid, StreamKind { invalid: true, ..Default::default() }),
+                        (
+                            Port::Invalid,
+                            StreamKind {
+                                invalid: true,
+                                ..Default::default()
+                            },
+                        ),
                     ]
                 }
                 OperatorConfig::Dedup(_) => {
-                    let all = StreamKind { invalid: false, ..input };
+                    let all = StreamKind {
+                        invalid: false,
+                        ..input
+                    };
                     vec![(Port::All, all), (Port::OnTime, on), (Port::Late, late)]
                 }
-                OperatorConfig::Filter(_) => vec![(Port::All, StreamKind { invalid: false, ..input })],
+                OperatorConfig::Filter(_) => vec![(
+                    Port::All,
+                    StreamKind {
+                        invalid: false,
+                        ..input
+                    },
+                )],
                 OperatorConfig::Reorder(r) => {
                     if input.late {
                         err(
@@ -513,7 +645,11 @@ fn infer_kinds(config: &PipelineConfig, graph: &mut Graph, errors: &mut Vec<Conf
                     }
                     vec![(
                         Port::All,
-                        StreamKind { on_time: true, partitions: Some(r.partitions.get()), ..Default::default() },
+                        StreamKind {
+                            on_time: true,
+                            partitions: Some(r.partitions.get()),
+                            ..Default::default()
+                        },
                     )]
                 }
             }
@@ -529,7 +665,13 @@ fn infer_kinds(config: &PipelineConfig, graph: &mut Graph, errors: &mut Vec<Conf
             Vec::new()
         };
         for (port, kind) in outputs {
-            graph.kinds.insert(NodeRef { node: name.clone(), port }, kind);
+            graph.kinds.insert(
+                NodeRef {
+                    node: name.clone(),
+                    port,
+                },
+                kind,
+            );
         }
     }
 }
@@ -538,9 +680,17 @@ fn infer_kinds(config: &PipelineConfig, graph: &mut Graph, errors: &mut Vec<Conf
 /// explicit null sink, never an omission.
 fn check_coverage(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
     let consumed: BTreeSet<&NodeRef> = graph.inputs.values().flatten().collect();
-    let used = |node: &str, port: Port| consumed.contains(&NodeRef { node: node.into(), port });
+    let used = |node: &str, port: Port| {
+        consumed.contains(&NodeRef {
+            node: node.into(),
+            port,
+        })
+    };
     for (name, op) in &config.operators {
-        let Some(all) = graph.kinds.get(&NodeRef { node: name.clone(), port: Port::All }) else {
+        let Some(all) = graph.kinds.get(&NodeRef {
+            node: name.clone(),
+            port: Port::All,
+        }) else {
             continue;
         };
         let mut needs: Vec<(Port, bool)> = Vec::new();
@@ -574,7 +724,11 @@ fn check_coverage(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<Confi
 }
 
 /// Watermark nodes upstream of `name`.
-fn upstream_watermarks<'a>(config: &'a PipelineConfig, graph: &Graph, name: &str) -> Vec<&'a String> {
+fn upstream_watermarks<'a>(
+    config: &'a PipelineConfig,
+    graph: &Graph,
+    name: &str,
+) -> Vec<&'a String> {
     let mut out = Vec::new();
     let mut stack: Vec<String> = vec![name.to_string()];
     let mut seen = BTreeSet::new();
@@ -583,7 +737,9 @@ fn upstream_watermarks<'a>(config: &'a PipelineConfig, graph: &Graph, name: &str
             continue;
         }
         for r in graph.inputs.get(&n).into_iter().flatten() {
-            if let Some((key, OperatorConfig::Watermark(_))) = config.operators.get_key_value(&r.node) {
+            if let Some((key, OperatorConfig::Watermark(_))) =
+                config.operators.get_key_value(&r.node)
+            {
                 out.push(key);
             } else {
                 stack.push(r.node.clone());
@@ -595,9 +751,13 @@ fn upstream_watermarks<'a>(config: &'a PipelineConfig, graph: &Graph, name: &str
 
 fn check_horizons(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
     for (name, op) in &config.operators {
-        let OperatorConfig::Dedup(d) = op else { continue };
+        let OperatorConfig::Dedup(d) = op else {
+            continue;
+        };
         for wm in upstream_watermarks(config, graph, name) {
-            let Some(OperatorConfig::Watermark(w)) = config.operators.get(wm) else { continue };
+            let Some(OperatorConfig::Watermark(w)) = config.operators.get(wm) else {
+                continue;
+            };
             if d.horizon < w.max_out_of_orderness {
                 err(
                     errors,
@@ -618,17 +778,27 @@ pub fn to_dot(config: &PipelineConfig, graph: &Graph) -> String {
     let mut out = String::from("digraph tidemark {\n  rankdir=LR;\n");
     for (name, s) in &config.sources {
         let label = match s {
-            SourceConfig::Kafka(k) => format!("{name}\\nkafka {}:{}", k.cluster, k.topics.join(",")),
+            SourceConfig::Kafka(k) => {
+                format!("{name}\\nkafka {}:{}", k.cluster, k.topics.join(","))
+            }
             SourceConfig::File(_) => format!("{name}\\nfile"),
             SourceConfig::Generator(_) => format!("{name}\\ngenerator"),
         };
         let _ = writeln!(out, "  \"{name}\" [shape=cds, label=\"{label}\"];");
     }
     for (name, op) in &config.operators {
-        let _ = writeln!(out, "  \"{name}\" [shape=box, label=\"{name}\\n{}\"];", op_type(op));
+        let _ = writeln!(
+            out,
+            "  \"{name}\" [shape=box, label=\"{name}\\n{}\"];",
+            op_type(op)
+        );
     }
     for (name, s) in &config.sinks {
-        let _ = writeln!(out, "  \"{name}\" [shape=folder, label=\"{name}\\n{}\"];", sink_type(s));
+        let _ = writeln!(
+            out,
+            "  \"{name}\" [shape=folder, label=\"{name}\\n{}\"];",
+            sink_type(s)
+        );
     }
     for (name, inputs) in &graph.inputs {
         for r in inputs {

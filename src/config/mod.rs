@@ -55,7 +55,10 @@ fn default_commit_interval() -> Millis {
 
 impl Default for PipelineSection {
     fn default() -> Self {
-        PipelineSection { name: "tidemark".into(), commit_interval: default_commit_interval() }
+        PipelineSection {
+            name: "tidemark".into(),
+            commit_interval: default_commit_interval(),
+        }
     }
 }
 
@@ -389,17 +392,17 @@ pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
-    /// The file.
+        /// The file.
         path: String,
-    /// Why.
+        /// Why.
         source: std::io::Error,
     },
     /// The file was read, and is wrong in the listed ways.
     #[error("{path}: {} error(s)\n{}", errors.len(), errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
-    /// The file.
+        /// The file.
         path: String,
-    /// All errors, in file order of their nodes.
+        /// All errors, in file order of their nodes.
         errors: Vec<ConfigError>,
     },
 }
@@ -416,10 +419,14 @@ impl LoadError {
 
 /// Reads and checks a pipeline file.
 pub fn load(path: &Path) -> Result<(PipelineConfig, Graph), LoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
-    parse(&text)
-        .map_err(|errors| LoadError::Invalid { path: path.display().to_string(), errors })
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text).map_err(|errors| LoadError::Invalid {
+        path: path.display().to_string(),
+        errors,
+    })
 }
 
 /// Parses and checks pipeline text, returning every error found.
@@ -466,7 +473,11 @@ pub fn parse(text: &str) -> Result<(PipelineConfig, Graph), Vec<ConfigError>> {
             }),
         }
     }
-    let graph = graph::check(&config, &mut errors);
+    // Nodes that failed to parse are reported once; their consumers should not also report
+    // "matches no node" for them.
+    let broken: std::collections::BTreeSet<String> =
+        errors.iter().map(|e| e.node.clone()).collect();
+    let graph = graph::check(&config, &broken, &mut errors);
     if errors.is_empty() {
         Ok((config, graph))
     } else {
@@ -487,9 +498,19 @@ fn section<T: for<'de> Deserialize<'de>>(
             // serde reports unknown and missing fields at the parent; name the field itself.
             let field = backticked(&message, "unknown field `")
                 .or_else(|| backticked(&message, "missing field `"))
-                .map(|f| if field == "." { f } else { format!("{field}.{f}") })
+                .map(|f| {
+                    if field == "." || field == f || field.ends_with(&format!(".{f}")) {
+                        f
+                    } else {
+                        format!("{field}.{f}")
+                    }
+                })
                 .unwrap_or(if field == "." { String::new() } else { field });
-            errors.push(ConfigError { node: name.into(), field, message });
+            errors.push(ConfigError {
+                node: name.into(),
+                field,
+                message,
+            });
             None
         }
     }
@@ -520,11 +541,7 @@ fn named<T>(
 }
 
 /// Removes and returns the `type` of a node, reporting its absence.
-fn node_type(
-    name: &str,
-    value: &mut toml::Value,
-    errors: &mut Vec<ConfigError>,
-) -> Option<String> {
+fn node_type(name: &str, value: &mut toml::Value, errors: &mut Vec<ConfigError>) -> Option<String> {
     let err = |message: &str| ConfigError {
         node: name.into(),
         field: "type".into(),

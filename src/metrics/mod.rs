@@ -93,44 +93,93 @@ impl Metrics {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
             r.register(Box::new(pc)).expect("registered once");
         }
-        let dedup_conflicts =
-            IntCounter::new("tidemark_dedup_conflicts_total", "Duplicates with a different payload than the first copy")
-                .expect("valid metric");
-        r.register(Box::new(dedup_conflicts.clone())).expect("registered once");
-        let dedup_unique = IntCounter::new("tidemark_dedup_unique_total", "Events passed by dedup as first copies")
-            .expect("valid metric");
-        r.register(Box::new(dedup_unique.clone())).expect("registered once");
-        let reorder_buffered =
-            IntGauge::new("tidemark_reorder_buffer_events", "Events held by reorder until the watermark passes them")
-                .expect("valid metric");
-        r.register(Box::new(reorder_buffered.clone())).expect("registered once");
-        let dedup_retained = IntGauge::new("tidemark_dedup_ids_retained", "Event ids remembered by dedup")
-            .expect("valid metric");
-        r.register(Box::new(dedup_retained.clone())).expect("registered once");
+        let dedup_conflicts = IntCounter::new(
+            "tidemark_dedup_conflicts_total",
+            "Duplicates with a different payload than the first copy",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dedup_conflicts.clone()))
+            .expect("registered once");
+        let dedup_unique = IntCounter::new(
+            "tidemark_dedup_unique_total",
+            "Events passed by dedup as first copies",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dedup_unique.clone()))
+            .expect("registered once");
+        let reorder_buffered = IntGauge::new(
+            "tidemark_reorder_buffer_events",
+            "Events held by reorder until the watermark passes them",
+        )
+        .expect("valid metric");
+        r.register(Box::new(reorder_buffered.clone()))
+            .expect("registered once");
+        let dedup_retained = IntGauge::new(
+            "tidemark_dedup_ids_retained",
+            "Event ids remembered by dedup",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dedup_retained.clone()))
+            .expect("registered once");
         let dedup_bytes = IntGauge::new("tidemark_dedup_state_bytes", "Bytes of dedup tables")
             .expect("valid metric");
-        r.register(Box::new(dedup_bytes.clone())).expect("registered once");
+        r.register(Box::new(dedup_bytes.clone()))
+            .expect("registered once");
         let watermark_lag = GaugeVec::new(
-            Opts::new("tidemark_watermark_lag_seconds", "Wall clock minus the watermark"),
+            Opts::new(
+                "tidemark_watermark_lag_seconds",
+                "Wall clock minus the watermark",
+            ),
             &["node", "worker"],
         )
         .expect("valid metric");
-        r.register(Box::new(watermark_lag.clone())).expect("registered once");
+        r.register(Box::new(watermark_lag.clone()))
+            .expect("registered once");
         let up = Gauge::new("tidemark_up", "1 while the pipeline runs").expect("valid metric");
         r.register(Box::new(up.clone())).expect("registered once");
-        let invalid_events = counter_vec(&r, "tidemark_invalid_events_total", "Invalid records by reason", &["reason"]);
+        let invalid_events = counter_vec(
+            &r,
+            "tidemark_invalid_events_total",
+            "Invalid records by reason",
+            &["reason"],
+        );
         for reason in crate::record::Reason::ALL {
             invalid_events.with_label_values(&[reason.as_str()]);
         }
         Metrics {
-            events_in: counter_vec(&r, "tidemark_events_in_total", "Records read", &["source", "region"]),
-            events_out: counter_vec(&r, "tidemark_events_out_total", "Records durably written", &["sink"]),
-            duplicates: counter_vec(&r, "tidemark_duplicates_total", "Copies dropped by dedup", &["region"]),
+            events_in: counter_vec(
+                &r,
+                "tidemark_events_in_total",
+                "Records read",
+                &["source", "region"],
+            ),
+            events_out: counter_vec(
+                &r,
+                "tidemark_events_out_total",
+                "Records durably written",
+                &["sink"],
+            ),
+            duplicates: counter_vec(
+                &r,
+                "tidemark_duplicates_total",
+                "Copies dropped by dedup",
+                &["region"],
+            ),
             dedup_conflicts,
             dedup_unique,
-            late_events: counter_vec(&r, "tidemark_late_events_total", "Events behind the watermark", &["region"]),
+            late_events: counter_vec(
+                &r,
+                "tidemark_late_events_total",
+                "Events behind the watermark",
+                &["region"],
+            ),
             invalid_events,
-            watermark_ms: gauge_vec(&r, "tidemark_watermark_timestamp_ms", "Watermark, epoch ms", &["node", "worker"]),
+            watermark_ms: gauge_vec(
+                &r,
+                "tidemark_watermark_timestamp_ms",
+                "Watermark, epoch ms",
+                &["node", "worker"],
+            ),
             watermark_lag,
             reorder_buffered,
             dedup_retained,
@@ -147,7 +196,12 @@ impl Metrics {
                 "Committed source offset",
                 &["cluster", "topic", "partition"],
             ),
-            sink_errors: counter_vec(&r, "tidemark_sink_errors_total", "Failed deliveries", &["sink"]),
+            sink_errors: counter_vec(
+                &r,
+                "tidemark_sink_errors_total",
+                "Failed deliveries",
+                &["sink"],
+            ),
             up,
             registry: r,
         }

@@ -33,17 +33,23 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServe
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
-        for conn in listener.incoming() {
-            if flag.load(Ordering::SeqCst) {
-                break;
+    let thread = std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = conn {
+                    let _ = answer(stream, &metrics);
+                }
             }
-            if let Ok(stream) = conn {
-                let _ = answer(stream, &metrics);
-            }
-        }
-    })?;
-    Ok(MetricsServer { addr, stop, thread: Some(thread) })
+        })?;
+    Ok(MetricsServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
@@ -62,7 +68,11 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
     };
     let mut stream = stream;
     write!(

@@ -60,7 +60,11 @@ pub enum Verdict {
 impl DedupState {
     /// Empty state with the given horizon.
     pub fn new(horizon_ms: u64) -> DedupState {
-        DedupState { table: HashMap::default(), horizon_ms, evicted_below: 0 }
+        DedupState {
+            table: HashMap::default(),
+            horizon_ms,
+            evicted_below: 0,
+        }
     }
 
     /// Decides one record, remembering it if it is the first copy.
@@ -126,7 +130,10 @@ pub fn dedup<'scope>(
     name: &str,
     horizon_ms: u64,
     ctx: &WorkerContext,
-) -> (Stream<'scope, u64, Vec<Event>>, Stream<'scope, u64, Vec<Event>>) {
+) -> (
+    Stream<'scope, u64, Vec<Event>>,
+    Stream<'scope, u64, Vec<Event>>,
+) {
     let mut builder = OperatorBuilder::new(format!("Dedup({name})"), input.scope());
     let mut input = builder.new_input(input, Exchange::new(|e: &Event| (e.id_hash >> 64) as u64));
     let (on_out, on_time) = builder.new_output::<Vec<Event>>();
@@ -136,7 +143,11 @@ pub fn dedup<'scope>(
 
     let splits = std::sync::Arc::clone(&ctx.splits);
     let m = ctx.metrics.clone();
-    let dup_counters: Vec<_> = splits.regions.iter().map(|r| m.duplicates.with_label_values(&[r])).collect();
+    let dup_counters: Vec<_> = splits
+        .regions
+        .iter()
+        .map(|r| m.duplicates.with_label_values(&[r]))
+        .collect();
 
     builder.build(move |caps: Vec<Capability<u64>>| {
         drop(caps);
@@ -167,11 +178,15 @@ pub fn dedup<'scope>(
                     }
                 }
                 if !on_buf.is_empty() {
-                    on_handle.session(&cap.retain_least(0).expect("a message has a time")).give_container(&mut on_buf);
+                    on_handle
+                        .session(&cap.retain_least(0).expect("a message has a time"))
+                        .give_container(&mut on_buf);
                     on_buf.clear();
                 }
                 if !late_buf.is_empty() {
-                    late_handle.session(&cap.retain_least(1).expect("a message has a time")).give_container(&mut late_buf);
+                    late_handle
+                        .session(&cap.retain_least(1).expect("a message has a time"))
+                        .give_container(&mut late_buf);
                     late_buf.clear();
                 }
             });

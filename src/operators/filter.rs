@@ -7,7 +7,10 @@ use timely::dataflow::operators::core::Filter;
 use timely::dataflow::Stream;
 
 /// Filters `input` by `config`.
-pub fn filter<'scope>(input: Stream<'scope, u64, Vec<Event>>, config: &FilterConfig) -> Stream<'scope, u64, Vec<Event>> {
+pub fn filter<'scope>(
+    input: Stream<'scope, u64, Vec<Event>>,
+    config: &FilterConfig,
+) -> Stream<'scope, u64, Vec<Event>> {
     let field = config.field.clone();
     let values = config.values.clone();
     let negate = config.negate;

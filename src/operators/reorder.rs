@@ -74,7 +74,10 @@ pub fn reorder<'scope>(
                     gauge.add(data.len() as i64);
                     for mut e in data.drain(..) {
                         e.partition = Some(partitioner.partition(&e));
-                        buckets.entry(e.time >> BUCKET_SHIFT).or_default().push((e, t));
+                        buckets
+                            .entry(e.time >> BUCKET_SHIFT)
+                            .or_default()
+                            .push((e, t));
                     }
                 });
                 let limit = frontier.frontier().iter().next().copied();
@@ -105,14 +108,18 @@ pub fn reorder<'scope>(
                     return;
                 }
                 ready.sort_unstable_by(|a, b| (a.0.time, &*a.0.id).cmp(&(b.0.time, &*b.0.id)));
-                let cap = held.as_ref().expect("buffered events imply a held capability");
+                let cap = held
+                    .as_ref()
+                    .expect("buffered events imply a held capability");
                 {
                     let mut session = output.session(cap);
                     let released = ready.len() as i64;
                     buffered -= released;
                     gauge.sub(released);
                     for (e, t) in ready.drain(..) {
-                        let n = held_times.get_mut(&t).expect("every buffered event counted");
+                        let n = held_times
+                            .get_mut(&t)
+                            .expect("every buffered event counted");
                         *n -= 1;
                         if *n == 0 {
                             held_times.remove(&t);

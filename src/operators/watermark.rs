@@ -82,15 +82,19 @@ fn worker_watermark(parts: &[PartitionState], policy: &WatermarkPolicy, now: u64
         }
         // A partition that has shown no event yet holds the watermark at zero: we cannot know
         // how old its first event will be.
-        let wm = p.max_time.map_or(0, |m| m.saturating_sub(policy.max_out_of_orderness));
+        let wm = p
+            .max_time
+            .map_or(0, |m| m.saturating_sub(policy.max_out_of_orderness));
         min = Some(min.map_or(wm, |x: u64| x.min(wm)));
     }
     if !live {
         return None;
     }
-    Some(min.unwrap_or_else(|| {
-        now.saturating_sub(policy.max_out_of_orderness + policy.idle_timeout)
-    }))
+    Some(
+        min.unwrap_or_else(|| {
+            now.saturating_sub(policy.max_out_of_orderness + policy.idle_timeout)
+        }),
+    )
 }
 
 /// Offsets waiting for the sinks: per split, (commit point, next offset) in emission order.
@@ -140,7 +144,11 @@ pub struct SourceHandle {
 
 impl SourceHandle {
     /// Commits every offset the probe allows.
-    pub fn commit(&mut self, frontier: Option<u64>, sync: bool) -> Result<(), crate::sources::SourceError> {
+    pub fn commit(
+        &mut self,
+        frontier: Option<u64>,
+        sync: bool,
+    ) -> Result<(), crate::sources::SourceError> {
         let ready = self.committer.ready(frontier);
         if ready.is_empty() {
             return Ok(());
@@ -167,11 +175,23 @@ pub fn watermark<'scope>(
     let (on_time_out, on_time) = builder.new_output::<Vec<Event>>();
     let (late_out, late) = builder.new_output::<Vec<Event>>();
     let (invalid_out, invalid) = builder.new_output::<Vec<Invalid>>();
-    let mut on_time_out = OutputBuilder::<u64, timely::container::CapacityContainerBuilder<Vec<Event>>>::from(on_time_out);
-    let mut late_out = OutputBuilder::<u64, timely::container::CapacityContainerBuilder<Vec<Event>>>::from(late_out);
-    let mut invalid_out = OutputBuilder::<u64, timely::container::CapacityContainerBuilder<Vec<Invalid>>>::from(invalid_out);
+    let mut on_time_out = OutputBuilder::<
+        u64,
+        timely::container::CapacityContainerBuilder<Vec<Event>>,
+    >::from(on_time_out);
+    let mut late_out =
+        OutputBuilder::<u64, timely::container::CapacityContainerBuilder<Vec<Event>>>::from(
+            late_out,
+        );
+    let mut invalid_out = OutputBuilder::<
+        u64,
+        timely::container::CapacityContainerBuilder<Vec<Invalid>>,
+    >::from(invalid_out);
 
-    let handle = Rc::new(RefCell::new(SourceHandle { readers, committer: Committer::default() }));
+    let handle = Rc::new(RefCell::new(SourceHandle {
+        readers,
+        committer: Committer::default(),
+    }));
     let shared = Rc::clone(&handle);
     let activator = scope.activator_for(Rc::clone(&info.address));
     let sync_activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
@@ -198,7 +218,12 @@ pub fn watermark<'scope>(
     let start = wall_ms();
     let mut parts: Vec<PartitionState> = mine
         .iter()
-        .map(|_| PartitionState { max_time: None, last_record_ms: start, at_end: false, finished: false })
+        .map(|_| PartitionState {
+            max_time: None,
+            last_record_ms: start,
+            at_end: false,
+            finished: false,
+        })
         .collect();
     let slot: BTreeMap<u32, usize> = mine.iter().enumerate().map(|(i, &s)| (s, i)).collect();
     // Counters are kept per batch and added once, see `metrics`.
@@ -209,10 +234,15 @@ pub fn watermark<'scope>(
             metrics.events_in.with_label_values(&[&sp.node, &sp.region])
         })
         .collect();
-    let late_counters: Vec<_> =
-        splits.regions.iter().map(|r| metrics.late_events.with_label_values(&[r])).collect();
-    let invalid_counters: Vec<_> =
-        Reason::ALL.iter().map(|r| metrics.invalid_events.with_label_values(&[r.as_str()])).collect();
+    let late_counters: Vec<_> = splits
+        .regions
+        .iter()
+        .map(|r| metrics.late_events.with_label_values(&[r]))
+        .collect();
+    let invalid_counters: Vec<_> = Reason::ALL
+        .iter()
+        .map(|r| metrics.invalid_events.with_label_values(&[r.as_str()]))
+        .collect();
     let wm_gauge = metrics.watermark_ms.with_label_values(&[&node, &worker]);
     let lag_gauge = metrics.watermark_lag.with_label_values(&[&node, &worker]);
 
@@ -246,7 +276,11 @@ pub fn watermark<'scope>(
                 let SourceHandle { readers, .. } = &mut *h;
                 for reader in readers.iter_mut() {
                     let result = reader.poll(BUDGET, &mut |polled| match polled {
-                        Polled::Record { split, offset, bytes } => {
+                        Polled::Record {
+                            split,
+                            offset,
+                            bytes,
+                        } => {
                             let i = slot[&split];
                             let p = &mut parts[i];
                             p.at_end = false;
@@ -261,15 +295,20 @@ pub fn watermark<'scope>(
                                     invalid_counts[Reason::FutureTimestamp as usize] += 1;
                                     invalid_buf.push(Invalid {
                                         reason: Reason::FutureTimestamp,
-                                        detail: format!("{} ms ahead of the wall clock", d.time - now),
+                                        detail: format!(
+                                            "{} ms ahead of the wall clock",
+                                            d.time - now
+                                        ),
                                         payload: bytes.to_vec(),
                                         split,
                                         offset,
                                     });
                                 }
                                 Ok(d) => {
-                                    let late = (d.time < cap_time)
-                                        .then_some(Late { watermark: cap_time, arrival_ms: now });
+                                    let late = (d.time < cap_time).then_some(Late {
+                                        watermark: cap_time,
+                                        arrival_ms: now,
+                                    });
                                     p.max_time = Some(p.max_time.map_or(d.time, |m| m.max(d.time)));
                                     let event = Event {
                                         time: d.time,
@@ -320,15 +359,24 @@ pub fn watermark<'scope>(
             // Emit at the capability held while reading: that is the commit point of every
             // offset read in this activation.
             if !on_time_buf.is_empty() {
-                on_time_out.activate().session(&caps[0]).give_container(&mut on_time_buf);
+                on_time_out
+                    .activate()
+                    .session(&caps[0])
+                    .give_container(&mut on_time_buf);
                 on_time_buf.clear();
             }
             if !late_buf.is_empty() {
-                late_out.activate().session(&caps[1]).give_container(&mut late_buf);
+                late_out
+                    .activate()
+                    .session(&caps[1])
+                    .give_container(&mut late_buf);
                 late_buf.clear();
             }
             if !invalid_buf.is_empty() {
-                invalid_out.activate().session(&caps[2]).give_container(&mut invalid_buf);
+                invalid_out
+                    .activate()
+                    .session(&caps[2])
+                    .give_container(&mut invalid_buf);
                 invalid_buf.clear();
             }
             {
@@ -379,12 +427,20 @@ pub fn watermark<'scope>(
                 // Without new data the watermark can still move (idleness, the wall clock), and
                 // offsets still need committing; a reader with a waker brings us back sooner.
                 let tick = if woken { 100 } else { 10 };
-                activator.activate_after(Duration::from_millis(tick.min(policy.idle_timeout.max(1))));
+                activator
+                    .activate_after(Duration::from_millis(tick.min(policy.idle_timeout.max(1))));
             }
         }
     });
 
-    (WatermarkStreams { on_time, late, invalid }, handle)
+    (
+        WatermarkStreams {
+            on_time,
+            late,
+            invalid,
+        },
+        handle,
+    )
 }
 
 #[cfg(test)]
@@ -392,24 +448,42 @@ mod tests {
     use super::*;
 
     fn part(max: Option<u64>, last: u64, at_end: bool, finished: bool) -> PartitionState {
-        PartitionState { max_time: max, last_record_ms: last, at_end, finished }
+        PartitionState {
+            max_time: max,
+            last_record_ms: last,
+            at_end,
+            finished,
+        }
     }
 
-    const POLICY: WatermarkPolicy = WatermarkPolicy { max_out_of_orderness: 2_000, idle_timeout: 5_000, max_future_skew: 600_000 };
+    const POLICY: WatermarkPolicy = WatermarkPolicy {
+        max_out_of_orderness: 2_000,
+        idle_timeout: 5_000,
+        max_future_skew: 600_000,
+    };
 
     #[test]
     fn minimum_over_active_partitions() {
-        let parts = [part(Some(10_000), 0, false, false), part(Some(50_000), 0, false, false)];
+        let parts = [
+            part(Some(10_000), 0, false, false),
+            part(Some(50_000), 0, false, false),
+        ];
         assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(8_000));
     }
 
     #[test]
     fn idle_partition_leaves_the_minimum_only_at_its_end() {
         // Caught up and quiet for longer than idle_timeout: excluded.
-        let parts = [part(Some(10_000), 0, true, false), part(Some(50_000), 9_000, false, false)];
+        let parts = [
+            part(Some(10_000), 0, true, false),
+            part(Some(50_000), 9_000, false, false),
+        ];
         assert_eq!(worker_watermark(&parts, &POLICY, 9_000), Some(48_000));
         // Quiet but not at its end (a slow fetch): still holds.
-        let parts = [part(Some(10_000), 0, false, false), part(Some(50_000), 9_000, false, false)];
+        let parts = [
+            part(Some(10_000), 0, false, false),
+            part(Some(50_000), 9_000, false, false),
+        ];
         assert_eq!(worker_watermark(&parts, &POLICY, 9_000), Some(8_000));
     }
 
@@ -421,7 +495,10 @@ mod tests {
 
     #[test]
     fn an_empty_partition_holds_until_idle() {
-        let parts = [part(None, 0, false, false), part(Some(50_000), 0, false, false)];
+        let parts = [
+            part(None, 0, false, false),
+            part(Some(50_000), 0, false, false),
+        ];
         assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(0));
     }
 
@@ -429,7 +506,10 @@ mod tests {
     fn finished_partitions_release_the_capability() {
         let parts = [part(Some(10_000), 0, true, true)];
         assert_eq!(worker_watermark(&parts, &POLICY, 1_000), None);
-        let parts = [part(Some(10_000), 0, true, true), part(Some(20_000), 900, false, false)];
+        let parts = [
+            part(Some(10_000), 0, true, true),
+            part(Some(20_000), 900, false, false),
+        ];
         assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(18_000));
     }
 

@@ -54,7 +54,11 @@ pub fn file_sink<'scope, T: SinkItem>(
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| SinkError::File { sink: name.into(), path: path.into(), source })?;
+            .map_err(|source| SinkError::File {
+                sink: name.into(),
+                path: path.into(),
+                source,
+            })?;
         Target::File(f)
     };
     let splits = std::sync::Arc::clone(&ctx.splits);
@@ -62,43 +66,49 @@ pub fn file_sink<'scope, T: SinkItem>(
     let failure = std::rc::Rc::clone(&ctx.failure);
     let sink = name.to_string();
     let path = path.to_string();
-    Ok(input.unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, &format!("File({name})"), move |_cap, _info| {
-        let mut buf = Vec::new();
-        move |input, _output| {
-            let mut n = 0;
-            input.for_each(|_cap, data| {
-                for item in data.drain(..) {
-                    match format {
-                        FileFormat::Payload => {
-                            buf.extend_from_slice(item.payload());
-                            buf.push(b'\n');
+    Ok(
+        input.unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            &format!("File({name})"),
+            move |_cap, _info| {
+                let mut buf = Vec::new();
+                move |input, _output| {
+                    let mut n = 0;
+                    input.for_each(|_cap, data| {
+                        for item in data.drain(..) {
+                            match format {
+                                FileFormat::Payload => {
+                                    buf.extend_from_slice(item.payload());
+                                    buf.push(b'\n');
+                                }
+                                FileFormat::Envelope => envelope_line(&item, &splits, &mut buf),
+                            }
+                            n += 1;
                         }
-                        FileFormat::Envelope => envelope_line(&item, &splits, &mut buf),
+                    });
+                    if buf.is_empty() {
+                        return;
                     }
-                    n += 1;
+                    // The write completes inside this activation, before the input capability is
+                    // released, so the frontier never runs ahead of the file.
+                    let written = match &mut target {
+                        Target::Stdout => {
+                            let mut out = std::io::stdout().lock();
+                            out.write_all(&buf).and_then(|_| out.flush())
+                        }
+                        Target::File(f) => f.write_all(&buf),
+                    };
+                    buf.clear();
+                    match written {
+                        Ok(()) => counter.inc_by(n),
+                        // A closed stdout (`| head`) is the reader's choice, not data at risk.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                        Err(e) => {
+                            *failure.borrow_mut() = Some(format!("file sink {sink}: {path}: {e}"));
+                        }
+                    }
                 }
-            });
-            if buf.is_empty() {
-                return;
-            }
-            // The write completes inside this activation, before the input capability is
-            // released, so the frontier never runs ahead of the file.
-            let written = match &mut target {
-                Target::Stdout => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&buf).and_then(|_| out.flush())
-                }
-                Target::File(f) => f.write_all(&buf),
-            };
-            buf.clear();
-            match written {
-                Ok(()) => counter.inc_by(n),
-                // A closed stdout (`| head`) is the reader's choice, not data at risk.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                Err(e) => {
-                    *failure.borrow_mut() = Some(format!("file sink {sink}: {path}: {e}"));
-                }
-            }
-        }
-    }))
+            },
+        ),
+    )
 }

@@ -56,12 +56,24 @@ pub fn connect(
 ) -> Result<(BaseProducer<DeliveryContext>, Arc<Deliveries>), SinkError> {
     let deliveries = Arc::new(Deliveries::default());
     let producer: BaseProducer<DeliveryContext> = crate::kafka::producer(cluster)
-        .create_with_context(DeliveryContext { deliveries: Arc::clone(&deliveries) })
-        .map_err(|source| SinkError::Kafka { sink: name.into(), what: "create producer".into(), source })?;
+        .create_with_context(DeliveryContext {
+            deliveries: Arc::clone(&deliveries),
+        })
+        .map_err(|source| SinkError::Kafka {
+            sink: name.into(),
+            what: "create producer".into(),
+            source,
+        })?;
     let md = producer
         .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|source| SinkError::Kafka { sink: name.into(), what: format!("metadata for {topic}"), source })?;
+        // All topics, not just this one: a request naming a missing topic would make a broker
+        // with auto.create.topics.enable create it with default settings.
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|source| SinkError::Kafka {
+            sink: name.into(),
+            what: format!("metadata for {topic}"),
+            source,
+        })?;
     let have = md
         .topics()
         .iter()
@@ -69,13 +81,18 @@ pub fn connect(
         .map(|t| t.partitions().len() as u32)
         .unwrap_or(0);
     if have == 0 {
-        return Err(SinkError::Topic { sink: name.into(), message: format!("topic \"{topic}\" does not exist") });
+        return Err(SinkError::Topic {
+            sink: name.into(),
+            message: format!("topic \"{topic}\" does not exist"),
+        });
     }
     if let Some(need) = partitions {
         if have < need {
             return Err(SinkError::Topic {
                 sink: name.into(),
-                message: format!("topic \"{topic}\" has {have} partitions; the reorder upstream writes {need}"),
+                message: format!(
+                    "topic \"{topic}\" has {have} partitions; the reorder upstream writes {need}"
+                ),
             });
         }
     }
@@ -119,10 +136,15 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                     let mut headers = OwnedHeaders::new();
                     let hs = item.headers(&splits);
                     for (k, v) in &hs {
-                        headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                        headers = headers.insert(Header {
+                            key: k,
+                            value: Some(v.as_bytes()),
+                        });
                     }
                     let mut record: BaseRecord<'_, str, [u8], Box<u64>> =
-                        BaseRecord::with_opaque_to(&topic, Box::new(t)).payload(item.payload()).headers(headers);
+                        BaseRecord::with_opaque_to(&topic, Box::new(t))
+                            .payload(item.payload())
+                            .headers(headers);
                     if let Some(k) = item.key() {
                         record = record.key(k);
                     }
@@ -132,14 +154,17 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                     loop {
                         match producer.send(record) {
                             Ok(()) => break,
-                            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                            Err((e, r))
+                                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                            {
                                 // Back-pressure: wait for deliveries to make room.
                                 producer.poll(Duration::from_millis(50));
                                 record = r;
                             }
                             Err((e, _)) => {
                                 errors.inc();
-                                *failure.borrow_mut() = Some(format!("kafka sink {sink}: send to {topic}: {e}"));
+                                *failure.borrow_mut() =
+                                    Some(format!("kafka sink {sink}: send to {topic}: {e}"));
                                 failed = true;
                                 return;
                             }
@@ -149,8 +174,11 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                 }
             });
             producer.poll(Duration::ZERO);
-            let reports: Vec<(u64, Option<String>)> =
-                deliveries.reports.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+            let reports: Vec<(u64, Option<String>)> = deliveries
+                .reports
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
             let mut ok = 0;
             for (t, error) in reports {
                 if let Some(e) = error {
@@ -158,7 +186,9 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                     // held so no offset behind this write is ever committed.
                     errors.inc();
                     if !failed {
-                        *failure.borrow_mut() = Some(format!("kafka sink {sink}: delivery to {topic} failed: {e}"));
+                        *failure.borrow_mut() = Some(format!(
+                            "kafka sink {sink}: delivery to {topic} failed: {e}"
+                        ));
                     }
                     failed = true;
                     continue;

@@ -74,7 +74,10 @@ impl SinkItem for Event {
         ];
         if let Some(late) = self.late {
             h.push(("tidemark-watermark", late.watermark.to_string()));
-            h.push(("tidemark-lateness-ms", (late.watermark - self.time).to_string()));
+            h.push((
+                "tidemark-lateness-ms",
+                (late.watermark - self.time).to_string(),
+            ));
             h.push(("tidemark-arrival-ms", late.arrival_ms.to_string()));
         }
         h

@@ -30,17 +30,26 @@ pub struct Rejected {
 }
 
 fn reject(reason: Reason, detail: impl Into<String>) -> Rejected {
-    Rejected { reason, detail: detail.into() }
+    Rejected {
+        reason,
+        detail: detail.into(),
+    }
 }
 
 /// Decodes one record.
 pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
     let max = format.max_event_bytes.get() as usize;
     if bytes.len() > max {
-        return Err(reject(Reason::TooLarge, format!("{} bytes, limit {max}", bytes.len())));
+        return Err(reject(
+            Reason::TooLarge,
+            format!("{} bytes, limit {max}", bytes.len()),
+        ));
     }
     if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(reject(Reason::NotUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())));
+        return Err(reject(
+            Reason::NotUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let top = de
@@ -51,30 +60,54 @@ pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
         Err(e) => return Err(reject(Reason::NotJson, e.to_string())),
     };
     let Top::Object { id, time } = top else {
-        return Err(reject(Reason::NotObject, "the document is not a JSON object"));
+        return Err(reject(
+            Reason::NotObject,
+            "the document is not a JSON object",
+        ));
     };
     let id = match id {
-        None => return Err(reject(Reason::IdMissing, format!("no \"{}\" field", format.id_field))),
+        None => {
+            return Err(reject(
+                Reason::IdMissing,
+                format!("no \"{}\" field", format.id_field),
+            ))
+        }
         Some(FieldValue::Other(kind)) => {
-            return Err(reject(Reason::IdNotString, format!("\"{}\" is {kind}", format.id_field)))
+            return Err(reject(
+                Reason::IdNotString,
+                format!("\"{}\" is {kind}", format.id_field),
+            ))
         }
         Some(FieldValue::Str(s)) if s.is_empty() => {
-            return Err(reject(Reason::IdEmpty, format!("\"{}\" is empty", format.id_field)))
+            return Err(reject(
+                Reason::IdEmpty,
+                format!("\"{}\" is empty", format.id_field),
+            ))
         }
         Some(FieldValue::Str(s)) if s.len() > MAX_ID_BYTES => {
             return Err(reject(
                 Reason::IdTooLong,
-                format!("\"{}\" is {} bytes, limit {MAX_ID_BYTES}", format.id_field, s.len()),
+                format!(
+                    "\"{}\" is {} bytes, limit {MAX_ID_BYTES}",
+                    format.id_field,
+                    s.len()
+                ),
             ))
         }
         Some(FieldValue::Str(s)) => s,
         Some(FieldValue::Int(_) | FieldValue::Neg(_) | FieldValue::Float(_)) => {
-            return Err(reject(Reason::IdNotString, format!("\"{}\" is a number", format.id_field)))
+            return Err(reject(
+                Reason::IdNotString,
+                format!("\"{}\" is a number", format.id_field),
+            ))
         }
     };
     let time = match time {
         None => {
-            return Err(reject(Reason::TimeMissing, format!("no \"{}\" field", format.time_field)))
+            return Err(reject(
+                Reason::TimeMissing,
+                format!("no \"{}\" field", format.time_field),
+            ))
         }
         Some(FieldValue::Int(ms)) => ms,
         Some(FieldValue::Neg(ms)) => {
@@ -88,12 +121,13 @@ pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
         }
         Some(FieldValue::Str(s)) => match parse_rfc3339(&s) {
             Ok(ms) if ms < 0 => {
-                return Err(reject(Reason::TimeNegative, format!("\"{s}\" is before 1970")))
+                return Err(reject(
+                    Reason::TimeNegative,
+                    format!("\"{s}\" is before 1970"),
+                ))
             }
             Ok(ms) => ms as u64,
-            Err(why) => {
-                return Err(reject(Reason::TimeUnparseable, format!("\"{s}\": {why}")))
-            }
+            Err(why) => return Err(reject(Reason::TimeUnparseable, format!("\"{s}\": {why}"))),
         },
         Some(FieldValue::Other(kind)) => {
             return Err(reject(
@@ -106,7 +140,10 @@ pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
 }
 
 enum Top {
-    Object { id: Option<FieldValue>, time: Option<FieldValue> },
+    Object {
+        id: Option<FieldValue>,
+        time: Option<FieldValue>,
+    },
     Other,
 }
 
@@ -131,7 +168,9 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
         let (mut id, mut time) = (None, None);
-        while let Some(key) = map.next_key_seed(KeySeed { format: self.format })? {
+        while let Some(key) = map.next_key_seed(KeySeed {
+            format: self.format,
+        })? {
             match key {
                 Key::Id => id = Some(map.next_value_seed(ValueSeed)?),
                 Key::Time => time = Some(map.next_value_seed(ValueSeed)?),
@@ -225,7 +264,11 @@ impl<'de> Visitor<'de> for ValueSeed {
         Ok(FieldValue::Int(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<FieldValue, E> {
-        Ok(if v < 0 { FieldValue::Neg(v) } else { FieldValue::Int(v as u64) })
+        Ok(if v < 0 {
+            FieldValue::Neg(v)
+        } else {
+            FieldValue::Int(v as u64)
+        })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<FieldValue, E> {
         Ok(FieldValue::Float(v))
@@ -249,7 +292,11 @@ impl<'de> Visitor<'de> for ValueSeed {
 /// The text of a top-level field: a string's contents, or a number, boolean or null as JSON
 /// text. `None` when the field is absent, is an object or array, or the bytes are not JSON.
 pub fn extract_field(bytes: &[u8], field: &str) -> Option<String> {
-    let format = EventFormat { id_field: field.to_string(), time_field: String::new(), ..EventFormat::default() };
+    let format = EventFormat {
+        id_field: field.to_string(),
+        time_field: String::new(),
+        ..EventFormat::default()
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match de.deserialize_any(TopVisitor { format: &format }).ok()? {
         Top::Object { id: Some(v), .. } => match v {
@@ -282,7 +329,12 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, &'static str> {
         }
         Ok(v)
     };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return Err("expected YYYY-MM-DDTHH:MM:SS");
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
@@ -366,12 +418,30 @@ mod tests {
 
     #[test]
     fn extracts_id_and_time() {
-        let d = decode(br#"{"eventId":"a-1","timestamp":1700000000123,"x":[1,{"y":null}]}"#, &fmt())
-            .expect("valid");
-        assert_eq!(d, Decoded { id: "a-1".into(), time: 1_700_000_000_123 });
-        let d = decode(br#"{"timestamp":"2023-11-14T22:13:20.5Z","eventId":"caf\u00e9"}"#, &fmt())
-            .expect("valid");
-        assert_eq!(d, Decoded { id: "café".into(), time: 1_700_000_000_500 });
+        let d = decode(
+            br#"{"eventId":"a-1","timestamp":1700000000123,"x":[1,{"y":null}]}"#,
+            &fmt(),
+        )
+        .expect("valid");
+        assert_eq!(
+            d,
+            Decoded {
+                id: "a-1".into(),
+                time: 1_700_000_000_123
+            }
+        );
+        let d = decode(
+            br#"{"timestamp":"2023-11-14T22:13:20.5Z","eventId":"caf\u00e9"}"#,
+            &fmt(),
+        )
+        .expect("valid");
+        assert_eq!(
+            d,
+            Decoded {
+                id: "café".into(),
+                time: 1_700_000_000_500
+            }
+        );
     }
 
     #[test]
@@ -383,39 +453,78 @@ mod tests {
         assert_eq!(reason(b"\"str\""), Reason::NotObject);
         assert_eq!(reason(br#"{"timestamp":1}"#), Reason::IdMissing);
         assert_eq!(reason(br#"{"eventId":"","timestamp":1}"#), Reason::IdEmpty);
-        assert_eq!(reason(br#"{"eventId":42,"timestamp":1}"#), Reason::IdNotString);
-        assert_eq!(reason(br#"{"eventId":{"a":1},"timestamp":1}"#), Reason::IdNotString);
+        assert_eq!(
+            reason(br#"{"eventId":42,"timestamp":1}"#),
+            Reason::IdNotString
+        );
+        assert_eq!(
+            reason(br#"{"eventId":{"a":1},"timestamp":1}"#),
+            Reason::IdNotString
+        );
         let long = format!(r#"{{"eventId":"{}","timestamp":1}}"#, "x".repeat(129));
         assert_eq!(reason(long.as_bytes()), Reason::IdTooLong);
         let edge = format!(r#"{{"eventId":"{}","timestamp":1}}"#, "x".repeat(128));
         assert!(decode(edge.as_bytes(), &fmt()).is_ok());
         assert_eq!(reason(br#"{"eventId":"a"}"#), Reason::TimeMissing);
-        assert_eq!(reason(br#"{"eventId":"a","timestamp":"yesterday"}"#), Reason::TimeUnparseable);
-        assert_eq!(reason(br#"{"eventId":"a","timestamp":1.5}"#), Reason::TimeUnparseable);
-        assert_eq!(reason(br#"{"eventId":"a","timestamp":true}"#), Reason::TimeUnparseable);
-        assert_eq!(reason(br#"{"eventId":"a","timestamp":-5}"#), Reason::TimeNegative);
-        assert_eq!(reason(br#"{"eventId":"a","timestamp":"1969-12-31T23:59:59Z"}"#), Reason::TimeNegative);
+        assert_eq!(
+            reason(br#"{"eventId":"a","timestamp":"yesterday"}"#),
+            Reason::TimeUnparseable
+        );
+        assert_eq!(
+            reason(br#"{"eventId":"a","timestamp":1.5}"#),
+            Reason::TimeUnparseable
+        );
+        assert_eq!(
+            reason(br#"{"eventId":"a","timestamp":true}"#),
+            Reason::TimeUnparseable
+        );
+        assert_eq!(
+            reason(br#"{"eventId":"a","timestamp":-5}"#),
+            Reason::TimeNegative
+        );
+        assert_eq!(
+            reason(br#"{"eventId":"a","timestamp":"1969-12-31T23:59:59Z"}"#),
+            Reason::TimeNegative
+        );
         let mut small = fmt();
         small.max_event_bytes = std::num::NonZeroU32::new(10).expect("non-zero");
         assert_eq!(
-            decode(br#"{"eventId":"a","timestamp":1}"#, &small).expect_err("too large").reason,
+            decode(br#"{"eventId":"a","timestamp":1}"#, &small)
+                .expect_err("too large")
+                .reason,
             Reason::TooLarge
         );
     }
 
     #[test]
     fn field_names_are_configurable() {
-        let f = EventFormat { id_field: "id".into(), time_field: "ts".into(), ..fmt() };
+        let f = EventFormat {
+            id_field: "id".into(),
+            time_field: "ts".into(),
+            ..fmt()
+        };
         let d = decode(br#"{"id":"z","ts":5,"eventId":7}"#, &f).expect("valid");
-        assert_eq!(d, Decoded { id: "z".into(), time: 5 });
+        assert_eq!(
+            d,
+            Decoded {
+                id: "z".into(),
+                time: 5
+            }
+        );
     }
 
     #[test]
     fn rfc3339_matches_known_instants() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_rfc3339("2000-02-29T12:00:00Z"), Ok(951_825_600_000));
-        assert_eq!(parse_rfc3339("2023-11-14T23:13:20+01:00"), Ok(1_700_000_000_000));
-        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.123456Z"), Ok(1_700_000_000_123));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20+01:00"),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123456Z"),
+            Ok(1_700_000_000_123)
+        );
         assert!(parse_rfc3339("2023-02-29T00:00:00Z").is_err());
         assert!(parse_rfc3339("2023-11-14T22:13:20").is_err());
         assert!(parse_rfc3339("2023-11-14T25:13:20Z").is_err());

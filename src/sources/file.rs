@@ -23,26 +23,51 @@ pub(super) struct FileReader {
 }
 
 impl FileReader {
-    pub(super) fn open(node: &str, splits: &Splits, owned: &[u32], options: &ReadOptions) -> Result<FileReader, SourceError> {
+    pub(super) fn open(
+        node: &str,
+        splits: &Splits,
+        owned: &[u32],
+        options: &ReadOptions,
+    ) -> Result<FileReader, SourceError> {
         let mut files = Vec::new();
         for &split in owned {
-            let SplitSource::File { path } = &splits.get(split).source else { continue };
+            let SplitSource::File { path } = &splits.get(split).source else {
+                continue;
+            };
             let f = File::open(path).map_err(|source| SourceError::File {
                 node: node.into(),
                 path: path.clone(),
                 source,
             })?;
-            files.push(OpenFile { split, reader: BufReader::with_capacity(1 << 16, f), line: 0, finished: false, partial: Vec::new() });
+            files.push(OpenFile {
+                split,
+                reader: BufReader::with_capacity(1 << 16, f),
+                line: 0,
+                finished: false,
+                partial: Vec::new(),
+            });
         }
-        Ok(FileReader { files, bounded: options.bounded, buf: Vec::new() })
+        Ok(FileReader {
+            files,
+            bounded: options.bounded,
+            buf: Vec::new(),
+        })
     }
 }
 
 impl SplitReader for FileReader {
-    fn poll(&mut self, budget: usize, each: &mut dyn FnMut(Polled<'_>)) -> Result<usize, SourceError> {
+    fn poll(
+        &mut self,
+        budget: usize,
+        each: &mut dyn FnMut(Polled<'_>),
+    ) -> Result<usize, SourceError> {
         let mut n = 0;
+        // Files are read side by side, as Kafka fetches partitions, so the watermark (the
+        // minimum over partitions) advances instead of waiting for one file after another.
+        let share = (budget / self.files.len().max(1)).max(1);
         for f in &mut self.files {
-            while n < budget && !f.finished {
+            let stop = (n + share).min(budget);
+            while n < stop && !f.finished {
                 self.buf.clear();
                 self.buf.append(&mut f.partial);
                 let read = f.reader.read_until(b'\n', &mut self.buf).unwrap_or(0);
@@ -66,7 +91,11 @@ impl SplitReader for FileReader {
                 if line.is_empty() {
                     continue;
                 }
-                each(Polled::Record { split: f.split, offset, bytes: line });
+                each(Polled::Record {
+                    split: f.split,
+                    offset,
+                    bytes: line,
+                });
                 n += 1;
             }
         }

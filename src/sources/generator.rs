@@ -38,7 +38,14 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes one synthetic event into `out` (cleared first): a 32-hex-digit id, the time, the
 /// region, a service and level, and a message padded to about `payload_bytes`.
-pub fn generate_event(out: &mut Vec<u8>, id: u128, time: u64, region: &str, service: u32, payload_bytes: usize) {
+pub fn generate_event(
+    out: &mut Vec<u8>,
+    id: u128,
+    time: u64,
+    region: &str,
+    service: u32,
+    payload_bytes: usize,
+) {
     out.clear();
     out.extend_from_slice(b"{\"eventId\":\"");
     for i in (0..32).rev() {
@@ -100,8 +107,12 @@ impl GeneratorReader {
         let parts = owned
             .iter()
             .filter_map(|&split| {
-                let SplitSource::Generator { index } = splits.get(split).source else { return None };
-                let count = g.count.map(|c| c / total_parts + u64::from(u64::from(index) < c % total_parts));
+                let SplitSource::Generator { index } = splits.get(split).source else {
+                    return None;
+                };
+                let count = g
+                    .count
+                    .map(|c| c / total_parts + u64::from(u64::from(index) < c % total_parts));
                 // Bounded: one event per ms ending a minute ago, so no time is in the future.
                 let span = count.unwrap_or(0);
                 let base = now.saturating_sub(span + g.jitter.0 + 60_000);
@@ -128,7 +139,11 @@ impl GeneratorReader {
 }
 
 impl SplitReader for GeneratorReader {
-    fn poll(&mut self, budget: usize, each: &mut dyn FnMut(Polled<'_>)) -> Result<usize, SourceError> {
+    fn poll(
+        &mut self,
+        budget: usize,
+        each: &mut dyn FnMut(Polled<'_>),
+    ) -> Result<usize, SourceError> {
         let mut n = 0;
         let per_part = (budget / self.parts.len().max(1)).max(1);
         for p in &mut self.parts {
@@ -143,7 +158,11 @@ impl SplitReader for GeneratorReader {
                 let offset = p.next as i64;
                 p.next += 1;
                 if !p.last.is_empty() && p.rng.next_f64() < self.duplicate_rate {
-                    each(Polled::Record { split: p.split, offset, bytes: &p.last });
+                    each(Polled::Record {
+                        split: p.split,
+                        offset,
+                        bytes: &p.last,
+                    });
                 } else {
                     let id = (u128::from(p.rng.next_u64()) << 64) | u128::from(p.rng.next_u64());
                     let jitter = p.rng.below(self.jitter);
@@ -153,8 +172,19 @@ impl SplitReader for GeneratorReader {
                         crate::operators::wall_ms().saturating_sub(jitter)
                     };
                     let service = (id % 20) as u32;
-                    generate_event(&mut self.buf, id, time, &self.region, service, self.payload_bytes);
-                    each(Polled::Record { split: p.split, offset, bytes: &self.buf });
+                    generate_event(
+                        &mut self.buf,
+                        id,
+                        time,
+                        &self.region,
+                        service,
+                        self.payload_bytes,
+                    );
+                    each(Polled::Record {
+                        split: p.split,
+                        offset,
+                        bytes: &self.buf,
+                    });
                     std::mem::swap(&mut p.last, &mut self.buf);
                 }
                 emitted += 1;

@@ -23,11 +23,16 @@ pub(super) fn partitions(
 ) -> Result<Vec<i32>, SourceError> {
     let err = |what: &str| {
         let what = what.to_string();
-        move |source| SourceError::Kafka { node: node.into(), what, source }
+        move |source| SourceError::Kafka {
+            node: node.into(),
+            what,
+            source,
+        }
     };
-    let consumer: BaseConsumer<crate::kafka::Quiet> = crate::kafka::consumer(cluster, "tidemark-metadata")
-        .create_with_context(crate::kafka::Quiet)
-        .map_err(err("create client"))?;
+    let consumer: BaseConsumer<crate::kafka::Quiet> =
+        crate::kafka::consumer(cluster, "tidemark-metadata")
+            .create_with_context(crate::kafka::Quiet)
+            .map_err(err("create client"))?;
     let md = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(err(&format!("metadata for {topic}")))?;
@@ -121,16 +126,35 @@ impl KafkaReader {
             let mine: Vec<(u32, i32)> = owned
                 .iter()
                 .filter_map(|&s| match &splits.get(s).source {
-                    SplitSource::Kafka { topic: t, partition, .. } if t == topic => Some((s, *partition)),
+                    SplitSource::Kafka {
+                        topic: t,
+                        partition,
+                        ..
+                    } if t == topic => Some((s, *partition)),
                     _ => None,
                 })
                 .collect();
             if mine.is_empty() {
                 continue;
             }
-            topics.push(open_topic(node, &source.cluster, cluster, group, topic, source.start_from, &mine, options, metrics)?);
+            topics.push(open_topic(
+                node,
+                &source.cluster,
+                cluster,
+                group,
+                topic,
+                source.start_from,
+                &mine,
+                options,
+                metrics,
+            )?);
         }
-        Ok(KafkaReader { node: node.into(), cluster: source.cluster.clone(), topics, metrics: metrics.clone() })
+        Ok(KafkaReader {
+            node: node.into(),
+            cluster: source.cluster.clone(),
+            topics,
+            metrics: metrics.clone(),
+        })
     }
 }
 
@@ -146,8 +170,17 @@ fn open_topic(
     options: &ReadOptions,
     metrics: &Metrics,
 ) -> Result<TopicReader, SourceError> {
-    let err = |what: String| move |source| SourceError::Kafka { node: node.into(), what, source };
-    let context = LagContext { cluster: cluster_name.into(), metrics: metrics.clone() };
+    let err = |what: String| {
+        move |source| SourceError::Kafka {
+            node: node.into(),
+            what,
+            source,
+        }
+    };
+    let context = LagContext {
+        cluster: cluster_name.into(),
+        metrics: metrics.clone(),
+    };
     let consumer: BaseConsumer<LagContext> = crate::kafka::consumer(cluster, group)
         .create_with_context(context)
         .map_err(err("create consumer".into()))?;
@@ -194,11 +227,24 @@ fn open_topic(
             by_partition.resize(partition as usize + 1, None);
         }
         by_partition[partition as usize] = Some(idx);
-        owned.push(Owned { split, partition, end, finished });
+        owned.push(Owned {
+            split,
+            partition,
+            end,
+            finished,
+        });
         tracing::debug!(node, topic, partition, start, ?end, "assigned");
     }
-    consumer.assign(&assignment).map_err(err(format!("assign {topic}")))?;
-    Ok(TopicReader { topic: topic.into(), consumer, by_partition, owned, report })
+    consumer
+        .assign(&assignment)
+        .map_err(err(format!("assign {topic}")))?;
+    Ok(TopicReader {
+        topic: topic.into(),
+        consumer,
+        by_partition,
+        owned,
+        report,
+    })
 }
 
 impl TopicReader {
@@ -217,17 +263,28 @@ impl TopicReader {
 }
 
 impl SplitReader for KafkaReader {
-    fn poll(&mut self, budget: usize, each: &mut dyn FnMut(Polled<'_>)) -> Result<usize, SourceError> {
+    fn poll(
+        &mut self,
+        budget: usize,
+        each: &mut dyn FnMut(Polled<'_>),
+    ) -> Result<usize, SourceError> {
         let mut n = 0;
         for t in &mut self.topics {
             for split in t.report.drain(..) {
                 each(Polled::Finished { split });
             }
             while n < budget {
-                let Some(result) = t.consumer.poll(Duration::ZERO) else { break };
+                let Some(result) = t.consumer.poll(Duration::ZERO) else {
+                    break;
+                };
                 match result {
                     Ok(msg) => {
-                        let Some(idx) = t.by_partition.get(msg.partition() as usize).copied().flatten() else {
+                        let Some(idx) = t
+                            .by_partition
+                            .get(msg.partition() as usize)
+                            .copied()
+                            .flatten()
+                        else {
                             continue;
                         };
                         let o = &t.owned[idx];
@@ -235,7 +292,11 @@ impl SplitReader for KafkaReader {
                             continue;
                         }
                         let offset = msg.offset();
-                        each(Polled::Record { split: o.split, offset, bytes: msg.payload().unwrap_or(&[]) });
+                        each(Polled::Record {
+                            split: o.split,
+                            offset,
+                            bytes: msg.payload().unwrap_or(&[]),
+                        });
                         n += 1;
                         if o.end.is_some_and(|e| offset + 1 >= e) {
                             drop(msg);
@@ -243,7 +304,9 @@ impl SplitReader for KafkaReader {
                         }
                     }
                     Err(KafkaError::PartitionEOF(p)) => {
-                        let Some(idx) = t.by_partition.get(p as usize).copied().flatten() else { continue };
+                        let Some(idx) = t.by_partition.get(p as usize).copied().flatten() else {
+                            continue;
+                        };
                         let o = &t.owned[idx];
                         each(Polled::End { split: o.split });
                         // At EOF the position is the high watermark, which is at or past the end
@@ -270,7 +333,11 @@ impl SplitReader for KafkaReader {
             for &(split, next) in offsets {
                 if let Some(o) = t.owned.iter().find(|o| o.split == split) {
                     tpl.add_partition_offset(&t.topic, o.partition, Offset::Offset(next))
-                        .map_err(|source| SourceError::Kafka { node: self.node.clone(), what: "commit list".into(), source })?;
+                        .map_err(|source| SourceError::Kafka {
+                            node: self.node.clone(),
+                            what: "commit list".into(),
+                            source,
+                        })?;
                     self.metrics
                         .committed_offset
                         .with_label_values(&[&self.cluster, &t.topic, &o.partition.to_string()])
@@ -280,12 +347,18 @@ impl SplitReader for KafkaReader {
             if tpl.count() == 0 {
                 continue;
             }
-            let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
-            t.consumer.commit(&tpl, mode).map_err(|source| SourceError::Kafka {
-                node: self.node.clone(),
-                what: format!("commit offsets of {}", t.topic),
-                source,
-            })?;
+            let mode = if sync {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
+            t.consumer
+                .commit(&tpl, mode)
+                .map_err(|source| SourceError::Kafka {
+                    node: self.node.clone(),
+                    what: format!("commit offsets of {}", t.topic),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -304,7 +377,11 @@ impl Drop for KafkaReader {
         // Per-partition gauges go away with the partition, so dashboards never show a stale lag.
         for t in &self.topics {
             for o in &t.owned {
-                let labels = [self.cluster.as_str(), t.topic.as_str(), &o.partition.to_string()];
+                let labels = [
+                    self.cluster.as_str(),
+                    t.topic.as_str(),
+                    &o.partition.to_string(),
+                ];
                 let _ = self.metrics.consumer_lag.remove_label_values(&labels);
                 let _ = self.metrics.committed_offset.remove_label_values(&labels);
             }

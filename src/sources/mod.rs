@@ -75,7 +75,11 @@ pub enum Polled<'a> {
 pub trait SplitReader {
     /// Reads up to `budget` records, reporting each through `each`. Returns how many records
     /// were read; fewer than `budget` means the reader has nothing more right now.
-    fn poll(&mut self, budget: usize, each: &mut dyn FnMut(Polled<'_>)) -> Result<usize, SourceError>;
+    fn poll(
+        &mut self,
+        budget: usize,
+        each: &mut dyn FnMut(Polled<'_>),
+    ) -> Result<usize, SourceError>;
 
     /// Records that `next_offset` of each split is durable downstream.
     fn commit(&mut self, offsets: &[(u32, i64)], sync: bool) -> Result<(), SourceError>;
@@ -142,8 +146,11 @@ pub fn open(
 ) -> Result<Vec<Box<dyn SplitReader>>, SourceError> {
     let mut readers: Vec<Box<dyn SplitReader>> = Vec::new();
     for (node, source) in &config.sources {
-        let owned: Vec<u32> =
-            mine.iter().copied().filter(|&s| splits.get(s).node == *node).collect();
+        let owned: Vec<u32> = mine
+            .iter()
+            .copied()
+            .filter(|&s| splits.get(s).node == *node)
+            .collect();
         if owned.is_empty() {
             continue;
         }
@@ -158,7 +165,9 @@ pub fn open(
                 )?));
             }
             SourceConfig::File(_) => {
-                readers.push(Box::new(file::FileReader::open(node, splits, &owned, options)?));
+                readers.push(Box::new(file::FileReader::open(
+                    node, splits, &owned, options,
+                )?));
             }
             SourceConfig::Generator(g) => {
                 readers.push(Box::new(generator::GeneratorReader::new(g, splits, &owned)));

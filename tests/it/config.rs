@@ -1,0 +1,343 @@
+//! Every validation error, each located by node and field, and all of them reported together.
+
+use tidemark::config::{parse, ConfigError};
+
+const BASE: &str = r#"
+[clusters.a]
+bootstrap = "127.0.0.1:19092"
+
+[sources.src]
+type = "kafka"
+cluster = "a"
+topics = ["log-events"]
+region = "region-a"
+
+[operators.wm]
+type = "watermark"
+inputs = ["src"]
+max_out_of_orderness = "2s"
+
+[operators.dedup]
+type = "dedup"
+inputs = ["wm.on_time", "wm.late"]
+horizon = "10m"
+
+[operators.order]
+type = "reorder"
+inputs = ["dedup.on_time"]
+partitions = 4
+
+[sinks.out]
+type = "null"
+inputs = ["order"]
+
+[sinks.late]
+type = "null"
+inputs = ["dedup.late"]
+
+[sinks.invalid]
+type = "null"
+inputs = ["wm.invalid"]
+"#;
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse(text).err().unwrap_or_default()
+}
+
+/// Replaces `from` in the base pipeline (which must contain it) and returns the errors.
+fn with(from: &str, to: &str) -> Vec<ConfigError> {
+    assert!(BASE.contains(from), "base has no {from:?}");
+    errors(&BASE.replacen(from, to, 1))
+}
+
+fn has(errs: &[ConfigError], node: &str, field: &str, needle: &str) {
+    assert!(
+        errs.iter()
+            .any(|e| e.node == node && e.field == field && e.message.contains(needle)),
+        "expected {node}.{field} ~ {needle:?} in {errs:#?}"
+    );
+}
+
+#[test]
+fn base_is_valid() {
+    assert!(parse(BASE).is_ok(), "{:#?}", errors(BASE));
+}
+
+#[test]
+fn unknown_input() {
+    has(
+        &with(r#"inputs = ["order"]"#, r#"inputs = ["ordr"]"#),
+        "out",
+        "inputs",
+        "input \"ordr\" matches no node",
+    );
+}
+
+#[test]
+fn unknown_output_port() {
+    has(
+        &with(r#"inputs = ["dedup.late"]"#, r#"inputs = ["dedup.tardy"]"#),
+        "late",
+        "inputs",
+        "unknown output",
+    );
+    has(
+        &with(r#"inputs = ["order"]"#, r#"inputs = ["order.late"]"#),
+        "out",
+        "inputs",
+        "has no output \"late\"",
+    );
+}
+
+#[test]
+fn cycle() {
+    let text = BASE.replace(r#"inputs = ["dedup.on_time"]"#, r#"inputs = ["dedup.on_time", "f"]"#)
+        + "\n[operators.f]\ntype = \"filter\"\ninputs = [\"order\"]\nfield = \"level\"\nvalues = [\"error\"]\n";
+    let errs = errors(&text);
+    has(&errs, "order", "inputs", "cycle");
+    has(&errs, "f", "inputs", "cycle");
+}
+
+#[test]
+fn unknown_cluster() {
+    has(
+        &with(r#"cluster = "a""#, r#"cluster = "b""#),
+        "src",
+        "cluster",
+        "unknown cluster \"b\"",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    has(
+        &with(
+            r#"max_out_of_orderness = "2s""#,
+            r#"max_out_of_orderness = "2 secs""#,
+        ),
+        "wm",
+        "max_out_of_orderness",
+        "bad duration",
+    );
+    has(
+        &with(r#"horizon = "10m""#, r#"horizon = "10""#),
+        "dedup",
+        "horizon",
+        "unit is required",
+    );
+    has(
+        &with(r#"horizon = "10m""#, "horizon = 10"),
+        "dedup",
+        "horizon",
+        "string",
+    );
+}
+
+#[test]
+fn watermark_settings_that_make_no_sense() {
+    has(
+        &with(
+            r#"max_out_of_orderness = "2s""#,
+            "max_out_of_orderness = \"2s\"\nidle_timeout = \"0s\"",
+        ),
+        "wm",
+        "idle_timeout",
+        "above zero",
+    );
+    has(
+        &with(
+            r#"max_out_of_orderness = "2s""#,
+            "max_out_of_orderness = \"2s\"\nmax_future_skew = \"0s\"",
+        ),
+        "wm",
+        "max_future_skew",
+        "above zero",
+    );
+    has(
+        &with(
+            r#"max_out_of_orderness = "2s""#,
+            "max_out_of_orderness = \"2s\"\nmax_split_hold = \"30s\"",
+        ),
+        "wm",
+        "max_split_hold",
+        "replicated_from",
+    );
+    has(
+        &with(r#"horizon = "10m""#, r#"horizon = "1s""#),
+        "dedup",
+        "horizon",
+        "shorter than max_out_of_orderness",
+    );
+}
+
+#[test]
+fn unknown_and_missing_fields() {
+    has(
+        &with(r#"horizon = "10m""#, "horizon = \"10m\"\nhorizn = \"1m\""),
+        "dedup",
+        "horizn",
+        "unknown field",
+    );
+    has(
+        &with("partitions = 4", ""),
+        "order",
+        "partitions",
+        "missing field",
+    );
+    has(
+        &with(r#"type = "dedup""#, r#"type = "dedupe""#),
+        "dedup",
+        "type",
+        "unknown type",
+    );
+    has(
+        &with("[sinks.out]\ntype = \"null\"", "[sinks.out]"),
+        "out",
+        "type",
+        "missing",
+    );
+    has(
+        &errors(&(BASE.to_string() + "\n[extra]\nx = 1\n")),
+        "extra",
+        "",
+        "unknown section",
+    );
+}
+
+#[test]
+fn replicated_from_own_region() {
+    has(
+        &with(
+            r#"region = "region-a""#,
+            "region = \"region-a\"\nreplicated_from = \"region-a\"",
+        ),
+        "src",
+        "replicated_from",
+        "own region",
+    );
+}
+
+#[test]
+fn stream_kinds() {
+    has(
+        &with(r#"inputs = ["dedup.on_time"]"#, r#"inputs = ["dedup"]"#),
+        "order",
+        "inputs",
+        "late events",
+    );
+    has(
+        &with(
+            r#"inputs = ["dedup.on_time"]"#,
+            r#"inputs = ["dedup.on_time", "wm.invalid"]"#,
+        ),
+        "order",
+        "inputs",
+        "invalid records",
+    );
+    has(
+        &with(
+            r#"inputs = ["dedup.late"]"#,
+            r#"inputs = ["dedup.late", "wm.invalid"]"#,
+        ),
+        "late",
+        "inputs",
+        "mixes events and invalid",
+    );
+    has(
+        &with(r#"inputs = ["order"]"#, r#"inputs = ["src"]"#),
+        "out",
+        "inputs",
+        "is a source",
+    );
+    has(
+        &with(r#"inputs = ["src"]"#, r#"inputs = ["dedup"]"#),
+        "wm",
+        "inputs",
+        "reads sources only",
+    );
+    has(
+        &with(r#"inputs = ["order"]"#, r#"inputs = ["late"]"#),
+        "out",
+        "inputs",
+        "is a sink",
+    );
+}
+
+#[test]
+fn dangling_outputs_would_lose_events() {
+    has(
+        &with(r#"inputs = ["wm.invalid"]"#, r#"inputs = ["wm.late"]"#),
+        "wm",
+        "",
+        "\"wm.invalid\" is not consumed",
+    );
+    has(
+        &with(r#"inputs = ["dedup.late"]"#, r#"inputs = ["wm.invalid"]"#),
+        "dedup",
+        "",
+        "\"dedup.late\" is not consumed",
+    );
+}
+
+#[test]
+fn sources_feed_exactly_one_watermark() {
+    let text =
+        BASE.to_string() + "\n[sources.spare]\ntype = \"file\"\npaths = [\"x\"]\nregion = \"r\"\n";
+    has(&errors(&text), "spare", "", "not read by any watermark");
+    let text = BASE.to_string()
+        + "\n[operators.wm2]\ntype = \"watermark\"\ninputs = [\"src\"]\nmax_out_of_orderness = \"1s\"\n\n[sinks.all2]\ntype = \"null\"\ninputs = [\"wm2\"]\n\n[sinks.inv2]\ntype = \"null\"\ninputs = [\"wm2.invalid\"]\n";
+    has(&errors(&text), "src", "", "read by 2 watermark operators");
+}
+
+#[test]
+fn node_settings() {
+    has(
+        &with(r#"topics = ["log-events"]"#, "topics = []"),
+        "src",
+        "topics",
+        "at least one",
+    );
+    has(
+        &with(r#"bootstrap = "127.0.0.1:19092""#, r#"bootstrap = """#),
+        "clusters.a",
+        "bootstrap",
+        "empty",
+    );
+    has(
+        &with("partitions = 4", "partitions = 0"),
+        "order",
+        "partitions",
+        "",
+    );
+    let gen = BASE.replace(
+        "type = \"kafka\"\ncluster = \"a\"\ntopics = [\"log-events\"]\nregion = \"region-a\"",
+        "type = \"generator\"\nregion = \"region-a\"\nduplicate_rate = 1.5\npayload_bytes = 10",
+    );
+    let errs = errors(&gen);
+    has(&errs, "src", "duplicate_rate", "[0, 1)");
+    has(&errs, "src", "payload_bytes", "between");
+}
+
+#[test]
+fn duplicate_names_across_tables() {
+    let text = BASE.to_string() + "\n[sinks.dedup]\ntype = \"null\"\ninputs = [\"dedup.late\"]\n";
+    has(&errors(&text), "dedup", "", "more than one node");
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = BASE
+        .replacen(r#"cluster = "a""#, r#"cluster = "zz""#, 1)
+        .replacen(r#"horizon = "10m""#, r#"horizon = "ten minutes""#, 1)
+        .replacen(r#"inputs = ["order"]"#, r#"inputs = ["nothing"]"#, 1);
+    let errs = errors(&text);
+    has(&errs, "src", "cluster", "unknown cluster");
+    has(&errs, "dedup", "horizon", "bad duration");
+    has(&errs, "out", "inputs", "matches no node");
+    assert!(errs.len() >= 3);
+}
+
+#[test]
+fn not_toml() {
+    has(&errors("[sources\n"), "file", "", "not valid TOML");
+}

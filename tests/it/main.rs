@@ -1,0 +1,9 @@
+//! One integration-test binary, with modules by theme.
+
+mod cli;
+mod config;
+mod crash;
+mod mock;
+mod model;
+mod processes;
+mod support;
