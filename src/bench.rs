@@ -42,7 +42,9 @@ impl Figures {
 }
 
 fn bench_pipeline(events: u64) -> anyhow::Result<String> {
-    let mut table: toml::Table = include_str!("../pipelines/bench.toml").parse().context("embedded bench.toml")?;
+    let mut table: toml::Table = include_str!("../pipelines/bench.toml")
+        .parse()
+        .context("embedded bench.toml")?;
     table
         .get_mut("sources")
         .and_then(|s| s.get_mut("gen"))
@@ -54,7 +56,8 @@ fn bench_pipeline(events: u64) -> anyhow::Result<String> {
 
 fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
     let text = bench_pipeline(events)?;
-    let (config, graph) = crate::config::parse(&text).map_err(|e| anyhow::anyhow!("bench pipeline: {e:?}"))?;
+    let (config, graph) =
+        crate::config::parse(&text).map_err(|e| anyhow::anyhow!("bench pipeline: {e:?}"))?;
     let metrics = Metrics::new();
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -71,13 +74,29 @@ fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
             peak
         })
     };
-    let options = crate::pipeline::RunOptions { workers, bounded: true, ..Default::default() };
+    let options = crate::pipeline::RunOptions {
+        workers,
+        bounded: true,
+        ..Default::default()
+    };
     let started = Instant::now();
-    let summary = crate::pipeline::run(&config, &graph, &options, &metrics, Arc::new(AtomicBool::new(false)))?;
+    let summary = crate::pipeline::run(
+        &config,
+        &graph,
+        &options,
+        &metrics,
+        Arc::new(AtomicBool::new(false)),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     done.store(true, Ordering::SeqCst);
     let (peak_ids, peak_bytes) = sampler.join().unwrap_or_default();
-    Ok(Figures { config: format!("1 process x {workers} worker(s)"), events: summary.read, seconds, peak_ids, peak_bytes })
+    Ok(Figures {
+        config: format!("1 process x {workers} worker(s)"),
+        events: summary.read,
+        seconds,
+        peak_ids,
+        peak_bytes,
+    })
 }
 
 fn two_processes(events: u64) -> anyhow::Result<Figures> {
@@ -86,10 +105,17 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
     let pipeline = dir.join("bench.toml");
     std::fs::write(&pipeline, bench_pipeline(events)?)?;
     let ports: Vec<u16> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        })
         .collect::<Result<_, _>>()?;
     let hostfile = dir.join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]))?;
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )?;
     let exe = std::env::current_exe()?;
     let started = Instant::now();
     let children: Vec<_> = (0..2)
@@ -97,7 +123,16 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
             std::process::Command::new(&exe)
                 .arg("run")
                 .arg(&pipeline)
-                .args(["--bounded", "--workers", "1", "--processes", "2", "--process", &i.to_string(), "--hostfile"])
+                .args([
+                    "--bounded",
+                    "--workers",
+                    "1",
+                    "--processes",
+                    "2",
+                    "--process",
+                    &i.to_string(),
+                    "--hostfile",
+                ])
                 .arg(&hostfile)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -110,12 +145,22 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
         let text = String::from_utf8_lossy(&out.stdout);
         read += text
             .lines()
-            .find_map(|l| l.strip_prefix("read").and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix("read")
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
             .unwrap_or(0);
     }
     let seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Figures { config: "2 processes x 1 worker".into(), events: read, seconds, peak_ids: 0, peak_bytes: 0 })
+    Ok(Figures {
+        config: "2 processes x 1 worker".into(),
+        events: read,
+        seconds,
+        peak_ids: 0,
+        peak_bytes: 0,
+    })
 }
 
 fn peak_rss_bytes() -> Option<u64> {
@@ -127,7 +172,9 @@ fn peak_rss_bytes() -> Option<u64> {
 
 /// Runs the benchmark and prints its figures.
 pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("tidemark bench: {} events per configuration, ~300-byte JSON events, 5% duplicates, {cores} cores", options.events);
     let mut all = Vec::new();
     for workers in [1, 2] {
@@ -141,14 +188,21 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
         all.push((f, 2));
     }
     if let Some(rss) = peak_rss_bytes() {
-        println!("peak RSS of the bench process: {:.1} MiB", rss as f64 / (1 << 20) as f64);
+        println!(
+            "peak RSS of the bench process: {:.1} MiB",
+            rss as f64 / (1 << 20) as f64
+        );
     }
     let _ = std::io::stdout().flush();
     Ok(())
 }
 
 fn print_row(f: &Figures, cores_used: usize) {
-    let bytes_per_id = if f.peak_ids > 0 { f.peak_bytes as f64 / f.peak_ids as f64 } else { f64::NAN };
+    let bytes_per_id = if f.peak_ids > 0 {
+        f.peak_bytes as f64 / f.peak_ids as f64
+    } else {
+        f64::NAN
+    };
     println!(
         "{:<26} {:>11.0} events/s  {:>7.1} ns/event  {:>11.0} events/s/core  peak ids {:>9}  {:>5.1} bytes/id",
         f.config,

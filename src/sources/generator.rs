@@ -72,9 +72,12 @@ pub fn generate_event(
     out.extend_from_slice(b"\",\"level\":\"info\",\"message\":\"");
     let close = b"\"}";
     let pad = payload_bytes.saturating_sub(out.len() + close.len()).max(1);
-    let filler = b"request served in time; upstream healthy; cache warm; ";
-    for k in 0..pad {
-        out.push(filler[k % filler.len()]);
+    let filler: &[u8] = b"request served in time; upstream healthy; cache warm; ";
+    let mut left = pad;
+    while left > 0 {
+        let take = left.min(filler.len());
+        out.extend_from_slice(&filler[..take]);
+        left -= take;
     }
     out.extend_from_slice(close);
 }

@@ -113,7 +113,8 @@ fn metrics_doc_lists_exactly_the_declared_series() {
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
         .collect();
-    let declared: std::collections::BTreeSet<&str> = tidemark::metrics::NAMES.iter().copied().collect();
+    let declared: std::collections::BTreeSet<&str> =
+        tidemark::metrics::NAMES.iter().copied().collect();
     assert_eq!(documented, declared);
     // And every declared name is really registered and exported.
     let m = tidemark::metrics::Metrics::new();
@@ -124,11 +125,16 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.watermark_ms.with_label_values(&["n", "0"]).set(1);
     m.watermark_lag.with_label_values(&["n", "0"]).set(1.0);
     m.consumer_lag.with_label_values(&["c", "t", "0"]).set(1);
-    m.committed_offset.with_label_values(&["c", "t", "0"]).set(1);
+    m.committed_offset
+        .with_label_values(&["c", "t", "0"])
+        .set(1);
     m.sink_errors.with_label_values(&["s"]).inc();
     let text = m.render();
     for name in tidemark::metrics::NAMES {
-        assert!(text.contains(&format!("\n{name}")) || text.starts_with(name), "{name} not exported");
+        assert!(
+            text.contains(&format!("\n{name}")) || text.starts_with(name),
+            "{name} not exported"
+        );
     }
 }
 
@@ -139,7 +145,8 @@ fn metrics_endpoint_serves_the_registry() {
     m.dedup_unique.inc_by(7);
     let server = tidemark::metrics::serve("127.0.0.1:0".parse().unwrap(), m).unwrap();
     let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut body = String::new();
     conn.read_to_string(&mut body).unwrap();
     assert!(body.starts_with("HTTP/1.1 200"));
