@@ -10,7 +10,7 @@ use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
 use crate::sources::generate_event;
 use crate::sources::generator::SplitMix;
-use crate::verify::{self, Expected, Observed, Output};
+use crate::verify::{self, Expected};
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -306,22 +306,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let summary = summary?;
     let run_secs = run_started.elapsed().as_secs_f64();
 
-    let mut observed = Vec::new();
-    for (topic, kind) in [
-        ("log-events-ordered", None),
-        ("log-events-late", Some(Output::Late)),
-        ("log-events-invalid", Some(Output::Invalid)),
-    ] {
-        for (partition, payload, headers) in
-            verify::read_topic(&a, topic).with_context(|| format!("reading back {topic}"))?
-        {
-            observed.push(Observed {
-                output: kind.unwrap_or(Output::Ordered(partition)),
-                payload,
-                headers,
-            });
-        }
-    }
+    let observed = verify::read_outputs(&a).context("reading back the output topics")?;
     let report = verify::verify(&t.expected, &observed, &config.event);
     println!("{report}");
     println!(

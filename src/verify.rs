@@ -229,3 +229,23 @@ pub fn read_topic(
     }
     Ok(out)
 }
+
+/// Reads the ordered, late and invalid topics (`log-events-*`) of one cluster.
+pub fn read_outputs(bootstrap: &str) -> Result<Vec<Observed>, rdkafka::error::KafkaError> {
+    let mut observed = Vec::new();
+    for (topic, kind) in [
+        ("log-events-ordered", None),
+        ("log-events-late", Some(Output::Late)),
+        ("log-events-invalid", Some(Output::Invalid)),
+    ] {
+        for (partition, payload, headers) in read_topic(bootstrap, topic)? {
+            let output = kind.unwrap_or(Output::Ordered(partition));
+            observed.push(Observed {
+                output,
+                payload,
+                headers,
+            });
+        }
+    }
+    Ok(observed)
+}

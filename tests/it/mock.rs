@@ -3,7 +3,7 @@
 use rdkafka::mocking::MockCluster;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tidemark::verify::{read_topic, verify, Observed, Output};
+use tidemark::verify::{verify, Observed, Output};
 
 pub fn regions(
     in_parts: i32,
@@ -27,21 +27,7 @@ pub fn regions(
 }
 
 pub fn read_outputs(bootstrap: &str) -> Vec<Observed> {
-    let mut observed = Vec::new();
-    for (topic, kind) in [
-        ("log-events-ordered", None),
-        ("log-events-late", Some(Output::Late)),
-        ("log-events-invalid", Some(Output::Invalid)),
-    ] {
-        for (partition, payload, headers) in read_topic(bootstrap, topic).unwrap() {
-            observed.push(Observed {
-                output: kind.unwrap_or(Output::Ordered(partition)),
-                payload,
-                headers,
-            });
-        }
-    }
-    observed
+    tidemark::verify::read_outputs(bootstrap).unwrap()
 }
 
 #[test]
