@@ -304,15 +304,28 @@ fn build<'s>(
             .map(|r| streams[r].clone())
             .collect()
     };
+    // A stream with several consumers has every batch cloned for each of them, so the
+    // combined outputs are only built when a node reads them, and a lone input is used as is.
+    let consumed = |node: &str, port: Port| {
+        graph
+            .inputs
+            .values()
+            .flatten()
+            .any(|r| r.node == node && r.port == port)
+    };
     let events = |list: Vec<AnyStream<'s>>| -> Stream<'s, u64, Vec<Event>> {
-        let v: Vec<_> = list
+        let mut v: Vec<_> = list
             .into_iter()
             .filter_map(|s| match s {
                 AnyStream::Events(e) => Some(e),
                 AnyStream::Invalid(_) => None,
             })
             .collect();
-        scope.concatenate(v)
+        if v.len() == 1 {
+            v.pop().expect("one stream")
+        } else {
+            scope.concatenate(v)
+        }
     };
     let put = |streams: &mut BTreeMap<NodeRef, AnyStream<'s>>,
                node: &str,
@@ -351,14 +364,10 @@ fn build<'s>(
                         ctx,
                     );
                     handles.push(handle);
-                    put(
-                        &mut streams,
-                        name,
-                        Port::All,
-                        AnyStream::Events(
-                            scope.concatenate([out.on_time.clone(), out.late.clone()]),
-                        ),
-                    );
+                    if consumed(name, Port::All) {
+                        let all = scope.concatenate([out.on_time.clone(), out.late.clone()]);
+                        put(&mut streams, name, Port::All, AnyStream::Events(all));
+                    }
                     put(
                         &mut streams,
                         name,
@@ -376,12 +385,10 @@ fn build<'s>(
                 OperatorConfig::Dedup(d) => {
                     let input = events(inputs(name, &streams));
                     let (on, late) = dedup::dedup(input, name, d.horizon.0, ctx);
-                    put(
-                        &mut streams,
-                        name,
-                        Port::All,
-                        AnyStream::Events(scope.concatenate([on.clone(), late.clone()])),
-                    );
+                    if consumed(name, Port::All) {
+                        let all = scope.concatenate([on.clone(), late.clone()]);
+                        put(&mut streams, name, Port::All, AnyStream::Events(all));
+                    }
                     put(&mut streams, name, Port::OnTime, AnyStream::Events(on));
                     put(&mut streams, name, Port::Late, AnyStream::Events(late));
                 }
