@@ -13,8 +13,8 @@ pub struct Event {
     pub time: u64,
     /// 128-bit hash of the id: the dedup key and the exchange key.
     pub id_hash: u128,
-    /// The event id, decoded.
-    pub id: Box<str>,
+    /// Where the event id is.
+    pub id: EventId,
     /// The original bytes, unchanged.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
@@ -37,7 +37,30 @@ pub struct Late {
     pub arrival_ms: u64,
 }
 
+/// An event id: a span of the payload (no allocation), or its own string when the JSON
+/// string had escapes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventId {
+    /// Bytes `start..end` of the payload.
+    Span(u32, u32),
+    /// The unescaped id.
+    Owned(Box<str>),
+}
+
 impl Event {
+    /// The id's bytes (UTF-8).
+    pub fn id_bytes(&self) -> &[u8] {
+        match &self.id {
+            EventId::Span(a, b) => &self.payload[*a as usize..*b as usize],
+            EventId::Owned(s) => s.as_bytes(),
+        }
+    }
+
+    /// The id as text.
+    pub fn id(&self) -> &str {
+        std::str::from_utf8(self.id_bytes()).unwrap_or_default()
+    }
+
     /// How far behind the watermark the event arrived.
     pub fn lateness_ms(&self) -> Option<u64> {
         self.late.map(|l| l.watermark - self.time)

@@ -128,7 +128,7 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
             r.foreign += 1;
             continue;
         };
-        match expected.events.get_key_value(d.id.as_str()) {
+        match expected.events.get_key_value(d.id.as_str(&o.payload)) {
             Some((id, (_, payload))) if *payload == o.payload => {
                 *seen.entry(id.as_str()).or_default() += 1
             }

@@ -216,7 +216,7 @@ mod tests {
         Event {
             time,
             id_hash: xxhash_rust::xxh3::xxh3_128(id.as_bytes()),
-            id: id.into(),
+            id: crate::record::EventId::Owned(id.into()),
             payload: payload.as_bytes().to_vec(),
             split: 0,
             offset: 0,

@@ -44,6 +44,14 @@ impl Partitioner {
     }
 }
 
+/// Keeps a few emptied bucket vectors of moderate size for reuse; the rest are freed so a
+/// burst (or the final flush) does not pin its memory.
+fn recycle(spare: &mut Vec<Vec<(Event, u64)>>, v: Vec<(Event, u64)>) {
+    if spare.len() < 64 && v.capacity() <= 4096 {
+        spare.push(v);
+    }
+}
+
 /// Orders `input` by event time within each output partition.
 pub fn reorder<'scope>(
     input: Stream<'scope, u64, Vec<Event>>,
@@ -62,6 +70,8 @@ pub fn reorder<'scope>(
             let mut held_times: BTreeMap<u64, usize> = BTreeMap::new();
             let mut held: Option<Capability<u64>> = None;
             let mut ready: Vec<(Event, u64)> = Vec::new();
+            // Emptied bucket vectors, reused so a steady stream does not allocate per bucket.
+            let mut spare: Vec<Vec<(Event, u64)>> = Vec::new();
             let mut buffered = 0i64;
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -97,17 +107,23 @@ pub fn reorder<'scope>(
                                 }
                             }
                             if v.is_empty() {
-                                entry.remove();
+                                recycle(&mut spare, entry.remove());
                             }
                             break;
                         }
-                        _ => ready.append(&mut entry.remove()),
+                        _ => {
+                            let mut v = entry.remove();
+                            ready.append(&mut v);
+                            recycle(&mut spare, v);
+                        }
                     }
                 }
                 if ready.is_empty() {
                     return;
                 }
-                ready.sort_unstable_by(|a, b| (a.0.time, &*a.0.id).cmp(&(b.0.time, &*b.0.id)));
+                ready.sort_unstable_by(|a, b| {
+                    (a.0.time, a.0.id_bytes()).cmp(&(b.0.time, b.0.id_bytes()))
+                });
                 let cap = held
                     .as_ref()
                     .expect("buffered events imply a held capability");

@@ -11,8 +11,8 @@
 
 use super::{wall_ms, WorkerContext};
 use crate::config::{EventFormat, Millis, WatermarkConfig};
-use crate::record::{Event, Invalid, Late, Reason, Splits};
-use crate::sources::decode::decode;
+use crate::record::{Event, EventId, Invalid, Late, Reason, Splits};
+use crate::sources::decode::{decode, IdText};
 use crate::sources::{Polled, SplitReader};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -310,16 +310,21 @@ pub fn watermark<'scope>(
                                         arrival_ms: now,
                                     });
                                     p.max_time = Some(p.max_time.map_or(d.time, |m| m.max(d.time)));
-                                    let event = Event {
+                                    let id = match d.id {
+                                        IdText::Span(a, z) => EventId::Span(a as u32, z as u32),
+                                        IdText::Owned(s) => EventId::Owned(s.into_boxed_str()),
+                                    };
+                                    let mut event = Event {
                                         time: d.time,
-                                        id_hash: xxhash_rust::xxh3::xxh3_128(d.id.as_bytes()),
-                                        id: d.id.into_boxed_str(),
+                                        id_hash: 0,
+                                        id,
                                         payload: bytes.to_vec(),
                                         split,
                                         offset,
                                         late,
                                         partition: None,
                                     };
+                                    event.id_hash = xxhash_rust::xxh3::xxh3_128(event.id_bytes());
                                     if late.is_some() {
                                         late_counts[splits.get(split).region_index] += 1;
                                         late_buf.push(event);

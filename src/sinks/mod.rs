@@ -60,7 +60,7 @@ impl SinkItem for Event {
         &self.payload
     }
     fn key(&self) -> Option<&str> {
-        Some(&self.id)
+        Some(self.id())
     }
     fn partition(&self) -> Option<u32> {
         self.partition

@@ -14,10 +14,37 @@ pub const MAX_ID_BYTES: usize = 128;
 /// The parts of an event the pipeline needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
-    /// The id, unescaped.
-    pub id: String,
+    /// The id.
+    pub id: IdText,
     /// Event time, epoch milliseconds.
     pub time: u64,
+}
+
+/// Where an id's text is: in the payload as is (the common case, no allocation), or unescaped
+/// into a string of its own when the JSON string had escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdText {
+    /// Bytes `start..end` of the payload.
+    Span(usize, usize),
+    /// The unescaped text.
+    Owned(String),
+}
+
+impl IdText {
+    /// The id as text, given the payload it was decoded from.
+    pub fn as_str<'a>(&'a self, payload: &'a [u8]) -> &'a str {
+        match self {
+            IdText::Span(a, b) => std::str::from_utf8(&payload[*a..*b]).unwrap_or_default(),
+            IdText::Owned(s) => s,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            IdText::Span(a, b) => b - a,
+            IdText::Owned(s) => s.len(),
+        }
+    }
 }
 
 /// Why decoding failed, with a detail for the dead-letter record.
@@ -36,21 +63,19 @@ fn reject(reason: Reason, detail: impl Into<String>) -> Rejected {
     }
 }
 
-/// Decodes one record.
+/// Decodes one record: size, UTF-8, a one-pass JSON validation that extracts only the id and
+/// time fields, then the checks on their values.
 pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
-    let max = format.max_event_bytes.get() as usize;
-    if bytes.len() > max {
-        return Err(reject(
-            Reason::TooLarge,
-            format!("{} bytes, limit {max}", bytes.len()),
-        ));
-    }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(reject(
-            Reason::NotUtf8,
-            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        ));
-    }
+    precheck(bytes, format)?;
+    let (id, time) = scan::object_fields(bytes, format)?;
+    classify(id, time, format, bytes)
+}
+
+/// The same verdicts as [`decode`], through serde_json. Slower; kept as the reference the
+/// scanner is tested against.
+#[doc(hidden)]
+pub fn decode_with_serde(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
+    precheck(bytes, format)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let top = de
         .deserialize_any(TopVisitor { format })
@@ -65,6 +90,32 @@ pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
             "the document is not a JSON object",
         ));
     };
+    classify(id, time, format, bytes)
+}
+
+fn precheck(bytes: &[u8], format: &EventFormat) -> Result<(), Rejected> {
+    let max = format.max_event_bytes.get() as usize;
+    if bytes.len() > max {
+        return Err(reject(
+            Reason::TooLarge,
+            format!("{} bytes, limit {max}", bytes.len()),
+        ));
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(reject(
+            Reason::NotUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        ));
+    }
+    Ok(())
+}
+
+fn classify(
+    id: Option<FieldValue>,
+    time: Option<FieldValue>,
+    format: &EventFormat,
+    bytes: &[u8],
+) -> Result<Decoded, Rejected> {
     let id = match id {
         None => {
             return Err(reject(
@@ -78,7 +129,7 @@ pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
                 format!("\"{}\" is {kind}", format.id_field),
             ))
         }
-        Some(FieldValue::Str(s)) if s.is_empty() => {
+        Some(FieldValue::Str(s)) if s.len() == 0 => {
             return Err(reject(
                 Reason::IdEmpty,
                 format!("\"{}\" is empty", format.id_field),
@@ -119,15 +170,19 @@ pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
                 format!("{f} is not whole epoch milliseconds"),
             ))
         }
-        Some(FieldValue::Str(s)) => match parse_rfc3339(&s) {
+        Some(FieldValue::Str(text)) => match parse_rfc3339(text.as_str(bytes)) {
             Ok(ms) if ms < 0 => {
+                let s = text.as_str(bytes);
                 return Err(reject(
                     Reason::TimeNegative,
                     format!("\"{s}\" is before 1970"),
-                ))
+                ));
             }
             Ok(ms) => ms as u64,
-            Err(why) => return Err(reject(Reason::TimeUnparseable, format!("\"{s}\": {why}"))),
+            Err(why) => {
+                let s = text.as_str(bytes);
+                return Err(reject(Reason::TimeUnparseable, format!("\"{s}\": {why}")));
+            }
         },
         Some(FieldValue::Other(kind)) => {
             return Err(reject(
@@ -139,6 +194,372 @@ pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
     Ok(Decoded { id, time })
 }
 
+/// The one-pass scanner behind [`decode`]: validates the whole document as JSON (RFC 8259
+/// grammar and string escapes, judged as serde_json judges them) and extracts the id and
+/// time fields of the top-level object. Strings are scanned eight bytes at a time for quotes,
+/// backslashes and control bytes; UTF-8 was already checked for the whole input.
+mod scan {
+    use super::{reject, FieldValue, IdText, Rejected};
+    use crate::config::EventFormat;
+    use crate::record::Reason;
+
+    type Fields = (Option<FieldValue>, Option<FieldValue>);
+
+    struct Parser<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    fn syntax(what: &str, at: usize) -> Rejected {
+        reject(Reason::NotJson, format!("{what} at byte {at}"))
+    }
+
+    /// Extracts the id and time of a top-level object, or says why the bytes are not one.
+    pub(super) fn object_fields(b: &[u8], format: &EventFormat) -> Result<Fields, Rejected> {
+        let mut p = Parser { b, i: 0 };
+        p.ws();
+        if p.peek() != Some(b'{') {
+            p.value()?;
+            p.end()?;
+            return Err(reject(
+                Reason::NotObject,
+                "the document is not a JSON object",
+            ));
+        }
+        p.i += 1;
+        let (mut id, mut time) = (None, None);
+        p.ws();
+        if p.peek() == Some(b'}') {
+            p.i += 1;
+        } else {
+            loop {
+                if p.peek() != Some(b'"') {
+                    return Err(syntax("expected a field name", p.i));
+                }
+                let key = p.key()?;
+                p.ws();
+                p.expect(b':')?;
+                p.ws();
+                let which = match &key {
+                    IdText::Span(a, z) => {
+                        let k = &b[*a..*z];
+                        (
+                            same(k, format.id_field.as_bytes()),
+                            same(k, format.time_field.as_bytes()),
+                        )
+                    }
+                    IdText::Owned(k) => (*k == format.id_field, *k == format.time_field),
+                };
+                match which {
+                    (true, _) => id = Some(p.field()?),
+                    (_, true) => time = Some(p.field()?),
+                    _ => p.value()?,
+                }
+                p.ws();
+                match p.next() {
+                    Some(b',') => p.ws(),
+                    Some(b'}') => break,
+                    _ => return Err(syntax("expected ',' or '}'", p.i.saturating_sub(1))),
+                }
+            }
+        }
+        p.end()?;
+        Ok((id, time))
+    }
+
+    /// Field-name equality with cheap rejections first: most names differ in length or first
+    /// byte, and a libc memcmp call per name would cost more than the rest of the check.
+    #[inline]
+    fn same(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.first() == b.first() && a == b
+    }
+
+    /// True where a byte of `x` is a quote, a backslash or below 0x20.
+    #[inline]
+    fn special(x: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let quote = zero(x ^ (ONES * u64::from(b'"')));
+        let slash = zero(x ^ (ONES * u64::from(b'\\')));
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        quote | slash | control != 0
+    }
+
+    impl Parser<'_> {
+        #[inline]
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+
+        #[inline]
+        fn next(&mut self) -> Option<u8> {
+            let c = self.peek();
+            self.i += 1;
+            c
+        }
+
+        #[inline]
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+                self.i += 1;
+            }
+        }
+
+        fn expect(&mut self, c: u8) -> Result<(), Rejected> {
+            if self.next() == Some(c) {
+                Ok(())
+            } else {
+                Err(syntax(&format!("expected '{}'", c as char), self.i - 1))
+            }
+        }
+
+        fn end(&mut self) -> Result<(), Rejected> {
+            self.ws();
+            if self.i < self.b.len() {
+                Err(syntax("trailing characters", self.i))
+            } else {
+                Ok(())
+            }
+        }
+
+        /// A string starting at the opening quote; returns its content, unescaped only when it
+        /// had escapes.
+        fn string(&mut self) -> Result<IdText, Rejected> {
+            self.string_with(false)
+        }
+
+        /// A string that is skipped: its escapes are checked for syntax only (serde_json does
+        /// not decode what it ignores, so a lone surrogate there is accepted).
+        fn skip_string(&mut self) -> Result<(), Rejected> {
+            self.string_with(true).map(|_| ())
+        }
+
+        fn string_with(&mut self, lenient: bool) -> Result<IdText, Rejected> {
+            let open = self.i;
+            self.i += 1;
+            let start = self.i;
+            let mut escaped = false;
+            loop {
+                while self.i + 8 <= self.b.len() {
+                    let chunk: [u8; 8] = self.b[self.i..self.i + 8].try_into().expect("8 bytes");
+                    if special(u64::from_le_bytes(chunk)) {
+                        break;
+                    }
+                    self.i += 8;
+                }
+                match self.peek() {
+                    None => return Err(syntax("unterminated string", open)),
+                    Some(b'"') => break,
+                    Some(b'\\') => {
+                        escaped = true;
+                        self.i += 1;
+                        match self.next() {
+                            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                            Some(b'u') => {
+                                let hex = self.b.get(self.i..self.i + 4).unwrap_or_default();
+                                if hex.len() < 4 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                                    return Err(syntax("bad \\u escape", self.i));
+                                }
+                                self.i += 4;
+                            }
+                            _ => return Err(syntax("bad escape", self.i - 1)),
+                        }
+                    }
+                    Some(c) if c < 0x20 => {
+                        return Err(syntax("control character in string", self.i))
+                    }
+                    Some(_) => self.i += 1,
+                }
+            }
+            let end = self.i;
+            self.i += 1;
+            if !escaped {
+                return Ok(IdText::Span(start, end));
+            }
+            // Rare: let serde_json unescape (and reject lone surrogates).
+            match serde_json::from_slice::<String>(&self.b[open..=end]) {
+                Ok(text) => Ok(IdText::Owned(text)),
+                Err(_) if lenient => Ok(IdText::Owned(String::new())),
+                Err(e) => Err(reject(Reason::NotJson, e.to_string())),
+            }
+        }
+
+        /// A field name. A name whose escapes do not decode (a lone surrogate) cannot equal the
+        /// configured field names, so it is skipped rather than rejected, as serde_json does.
+        fn key(&mut self) -> Result<IdText, Rejected> {
+            self.string_with(true)
+        }
+
+        /// A field whose value we keep: strings and numbers as values, the rest by kind.
+        fn field(&mut self) -> Result<FieldValue, Rejected> {
+            match self.peek() {
+                Some(b'"') => self.string().map(FieldValue::Str),
+                Some(b'-' | b'0'..=b'9') => self.number(true),
+                Some(b'{') => self.value().map(|_| FieldValue::Other("an object")),
+                Some(b'[') => self.value().map(|_| FieldValue::Other("an array")),
+                Some(b't' | b'f') => self.value().map(|_| FieldValue::Other("a boolean")),
+                _ => self.value().map(|_| FieldValue::Other("null")),
+            }
+        }
+
+        /// A number, classified as serde_json would: u64, negative i64, or float (which includes
+        /// integers out of range).
+        /// `materialize`: the value is kept, so like serde_json refuse what f64 cannot hold;
+        /// skipped numbers are only checked for syntax, as serde_json's IgnoredAny does.
+        fn number(&mut self, materialize: bool) -> Result<FieldValue, Rejected> {
+            let start = self.i;
+            let neg = self.peek() == Some(b'-');
+            if neg {
+                self.i += 1;
+            }
+            let mut value: u64 = 0;
+            let mut overflow = false;
+            match self.peek() {
+                Some(b'0') => self.i += 1,
+                Some(b'1'..=b'9') => {
+                    while let Some(c @ b'0'..=b'9') = self.peek() {
+                        match value
+                            .checked_mul(10)
+                            .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                        {
+                            Some(v) => value = v,
+                            None => overflow = true,
+                        }
+                        self.i += 1;
+                    }
+                }
+                _ => return Err(syntax("bad number", start)),
+            }
+            let mut float = false;
+            if self.peek() == Some(b'.') {
+                self.i += 1;
+                float = true;
+                self.digits(start)?;
+            }
+            if let Some(b'e' | b'E') = self.peek() {
+                self.i += 1;
+                float = true;
+                if let Some(b'+' | b'-') = self.peek() {
+                    self.i += 1;
+                }
+                self.digits(start)?;
+            }
+            let text = || {
+                std::str::from_utf8(&self.b[start..self.i])
+                    .unwrap_or_default()
+                    .parse::<f64>()
+                    .unwrap_or(f64::NAN)
+            };
+            if materialize && (float || overflow) && text().is_infinite() {
+                // serde_json refuses numbers beyond f64 rather than reading infinity.
+                return Err(syntax("number out of range", start));
+            }
+            Ok(match (neg, float || overflow) {
+                (false, false) => FieldValue::Int(value),
+                // serde_json reads "-0" as the float -0.0.
+                (true, false) if value == 0 => FieldValue::Float(-0.0),
+                (true, false) if value <= i64::MAX as u64 + 1 => {
+                    FieldValue::Neg((value as i64).wrapping_neg())
+                }
+                _ => FieldValue::Float(text()),
+            })
+        }
+
+        fn digits(&mut self, start: usize) -> Result<(), Rejected> {
+            let from = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == from {
+                Err(syntax("bad number", start))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn literal(&mut self, word: &[u8]) -> Result<(), Rejected> {
+            if self.b[self.i..].starts_with(word) {
+                self.i += word.len();
+                Ok(())
+            } else {
+                Err(syntax("unexpected literal", self.i))
+            }
+        }
+
+        /// Any value, validated and skipped. Iterative, so no nesting depth can exhaust the
+        /// stack; like serde_json's IgnoredAny, skipped values have no depth limit.
+        fn value(&mut self) -> Result<(), Rejected> {
+            // Closing brackets of the containers we are inside; allocated only when nested.
+            let mut stack: Vec<u8> = Vec::new();
+            loop {
+                match self.peek() {
+                    Some(b'"') => self.skip_string()?,
+                    Some(b'-' | b'0'..=b'9') => {
+                        self.number(false)?;
+                    }
+                    Some(b't') => self.literal(b"true")?,
+                    Some(b'f') => self.literal(b"false")?,
+                    Some(b'n') => self.literal(b"null")?,
+                    Some(open @ (b'{' | b'[')) => {
+                        self.i += 1;
+                        self.ws();
+                        let close = if open == b'{' { b'}' } else { b']' };
+                        if self.peek() == Some(close) {
+                            self.i += 1;
+                        } else {
+                            stack.push(close);
+                            if open == b'{' {
+                                self.member_name()?;
+                            }
+                            continue;
+                        }
+                    }
+                    None => return Err(syntax("unexpected end", self.i)),
+                    Some(_) => return Err(syntax("unexpected character", self.i)),
+                }
+                // A value is complete: close finished containers, or move to the next element.
+                loop {
+                    let Some(&close) = stack.last() else {
+                        return Ok(());
+                    };
+                    self.ws();
+                    match self.next() {
+                        Some(b',') => {
+                            self.ws();
+                            if close == b'}' {
+                                self.member_name()?;
+                            }
+                            break;
+                        }
+                        Some(c) if c == close => {
+                            stack.pop();
+                        }
+                        _ => {
+                            return Err(syntax(
+                                "expected ',' or a closing bracket",
+                                self.i.saturating_sub(1),
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+
+        /// `"name" :` inside a skipped object.
+        fn member_name(&mut self) -> Result<(), Rejected> {
+            if self.peek() != Some(b'"') {
+                return Err(syntax("expected a field name", self.i));
+            }
+            self.skip_string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            Ok(())
+        }
+    }
+}
+
 enum Top {
     Object {
         id: Option<FieldValue>,
@@ -148,7 +569,7 @@ enum Top {
 }
 
 enum FieldValue {
-    Str(String),
+    Str(IdText),
     Int(u64),
     Neg(i64),
     Float(f64),
@@ -255,10 +676,10 @@ impl<'de> Visitor<'de> for ValueSeed {
         f.write_str("a JSON value")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldValue, E> {
-        Ok(FieldValue::Str(v.to_owned()))
+        Ok(FieldValue::Str(IdText::Owned(v.to_owned())))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<FieldValue, E> {
-        Ok(FieldValue::Str(v))
+        Ok(FieldValue::Str(IdText::Owned(v)))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<FieldValue, E> {
         Ok(FieldValue::Int(v))
@@ -300,7 +721,7 @@ pub fn extract_field(bytes: &[u8], field: &str) -> Option<String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match de.deserialize_any(TopVisitor { format: &format }).ok()? {
         Top::Object { id: Some(v), .. } => match v {
-            FieldValue::Str(s) => Some(s),
+            FieldValue::Str(s) => Some(s.as_str(bytes).to_string()),
             FieldValue::Int(n) => Some(n.to_string()),
             FieldValue::Neg(n) => Some(n.to_string()),
             FieldValue::Float(f) => Some(f.to_string()),
@@ -418,30 +839,20 @@ mod tests {
 
     #[test]
     fn extracts_id_and_time() {
-        let d = decode(
-            br#"{"eventId":"a-1","timestamp":1700000000123,"x":[1,{"y":null}]}"#,
-            &fmt(),
-        )
-        .expect("valid");
-        assert_eq!(
-            d,
-            Decoded {
-                id: "a-1".into(),
-                time: 1_700_000_000_123
-            }
+        let bytes = br#"{"eventId":"a-1","timestamp":1700000000123,"x":[1,{"y":null}]}"#;
+        let d = decode(bytes, &fmt()).expect("valid");
+        assert_eq!((d.id.as_str(bytes), d.time), ("a-1", 1_700_000_000_123));
+        assert!(
+            matches!(d.id, IdText::Span(..)),
+            "no escapes: no allocation"
         );
         let d = decode(
             br#"{"timestamp":"2023-11-14T22:13:20.5Z","eventId":"caf\u00e9"}"#,
             &fmt(),
         )
         .expect("valid");
-        assert_eq!(
-            d,
-            Decoded {
-                id: "café".into(),
-                time: 1_700_000_000_500
-            }
-        );
+        assert_eq!(d.id, IdText::Owned("café".into()));
+        assert_eq!(d.time, 1_700_000_000_500);
     }
 
     #[test]
@@ -505,11 +916,8 @@ mod tests {
         };
         let d = decode(br#"{"id":"z","ts":5,"eventId":7}"#, &f).expect("valid");
         assert_eq!(
-            d,
-            Decoded {
-                id: "z".into(),
-                time: 5
-            }
+            (d.id.as_str(br#"{"id":"z","ts":5,"eventId":7}"#), d.time),
+            ("z", 5)
         );
     }
 
@@ -528,5 +936,126 @@ mod tests {
         assert!(parse_rfc3339("2023-02-29T00:00:00Z").is_err());
         assert!(parse_rfc3339("2023-11-14T22:13:20").is_err());
         assert!(parse_rfc3339("2023-11-14T25:13:20Z").is_err());
+    }
+
+    /// Both decoders must agree on every input: same reason, or same id and time.
+    fn agree(bytes: &[u8]) {
+        let f = fmt();
+        let fast = decode(bytes, &f)
+            .map(|d| (d.id.as_str(bytes).to_string(), d.time))
+            .map_err(|r| r.reason);
+        let slow = decode_with_serde(bytes, &f)
+            .map(|d| (d.id.as_str(bytes).to_string(), d.time))
+            .map_err(|r| r.reason);
+        assert_eq!(
+            fast,
+            slow,
+            "decoders disagree on {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_edge_cases() {
+        let cases: &[&[u8]] = &[
+            br#"{}"#,
+            br#"  { "eventId" : "a" , "timestamp" : 1 }  "#,
+            br#"{"eventId":"a","timestamp":1,}"#,
+            br#"{"eventId":"a" "timestamp":1}"#,
+            br#"{"eventId":"a","timestamp":01}"#,
+            br#"{"eventId":"a","timestamp":-0}"#,
+            br#"{"eventId":"a","timestamp":-0.0}"#,
+            br#"{"eventId":"a","timestamp":1e3}"#,
+            br#"{"eventId":"a","timestamp":1.}"#,
+            br#"{"eventId":"a","timestamp":18446744073709551615}"#,
+            br#"{"eventId":"a","timestamp":18446744073709551616}"#,
+            br#"{"eventId":"a","timestamp":-9223372036854775808}"#,
+            br#"{"eventId":"a","timestamp":-9223372036854775809}"#,
+            br#"{"eventId":"a\"b","timestamp":1}"#,
+            br#"{"eventId":"\ud800","timestamp":1}"#,
+            br#"{"eventId":"\ud83d\ude00","timestamp":1}"#,
+            br#"{"x":"\ud800","eventId":"a","timestamp":1}"#,
+            br#"{"\u0065ventId":"esc-key","timestamp":1}"#,
+            br#"{"eventId":"a","timestamp":1,"x":[1,2,{"y":[true,false,null]}]}"#,
+            br#"{"eventId":"a","timestamp":1,"x":tru}"#,
+            br#"{"eventId":"a","timestamp":1,"x":"\q"}"#,
+            br#"{"eventId":"a","timestamp":1,"x":"\u12"}"#,
+            b"{\"eventId\":\"a\tb\",\"timestamp\":1}",
+            br#"{"eventId":"a","timestamp":"2023-11-14T22:13:20Z"}"#,
+            br#"{"eventId":null,"timestamp":1}"#,
+            br#"{"eventId":[],"timestamp":1}"#,
+            br#"{"eventId":"a","timestamp":{}}"#,
+            br#"{"eventId":"a","eventId":"b","timestamp":1}"#,
+            br#"[]"#,
+            br#"null"#,
+            br#"12"#,
+            br#""s""#,
+            br#""#,
+            br#"   "#,
+            br#"{"eventId":"a","timestamp":1}{}"#,
+            br#"{"a":1 "#,
+            br#"{"eventId":"a","timestamp":1,"n":-}"#,
+        ];
+        for c in cases {
+            agree(c);
+        }
+        let deep = format!(
+            r#"{{"eventId":"a","timestamp":1,"x":{}}}"#,
+            "[".repeat(1 << 20)
+        );
+        assert_eq!(
+            decode(
+                deep.as_bytes(),
+                &EventFormat {
+                    max_event_bytes: std::num::NonZeroU32::new(1 << 21).unwrap(),
+                    ..fmt()
+                }
+            )
+            .unwrap_err()
+            .reason,
+            Reason::NotJson
+        );
+        for depth in [125, 126, 127, 128, 129] {
+            let doc = format!(
+                r#"{{"eventId":"a","timestamp":1,"x":{}1{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            agree(doc.as_bytes());
+            let doc = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            agree(doc.as_bytes());
+        }
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_mutated_events() {
+        let mut rng = crate::sources::generator::SplitMix(99);
+        let mut buf = Vec::new();
+        let alphabet = b"{}[]\",:\\ -0123456789.eEtrufalsn\tu\x01";
+        for i in 0..20_000u64 {
+            crate::sources::generate_event(
+                &mut buf,
+                u128::from(rng.next_u64()),
+                1_700_000_000_000 + i,
+                "region-a",
+                3,
+                160,
+            );
+            for _ in 0..rng.below(4) {
+                if buf.is_empty() {
+                    break;
+                }
+                let at = rng.below(buf.len() as u64) as usize;
+                let c = alphabet[rng.below(alphabet.len() as u64) as usize];
+                match rng.below(3) {
+                    0 => buf[at] = c,
+                    1 => buf.insert(at, c),
+                    _ => {
+                        buf.truncate(at);
+                    }
+                }
+            }
+            agree(&buf);
+        }
     }
 }
