@@ -32,12 +32,17 @@ impl ClientContext for Quiet {
 
 impl rdkafka::consumer::ConsumerContext for Quiet {}
 
-/// Settings shared by every client of `cluster`.
-pub fn base(cluster: &ClusterConfig) -> ClientConfig {
+/// Settings shared by every client of `cluster` (before the cluster's own `options`).
+fn base(cluster: &ClusterConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cluster.bootstrap);
     // Stats feed the per-partition consumer-lag and producer-queue gauges.
     c.set("statistics.interval.ms", "5000");
+    c
+}
+
+/// The cluster's own `options` go on last, so a user's setting always wins over ours.
+fn with_options(mut c: ClientConfig, cluster: &ClusterConfig) -> ClientConfig {
     for (k, v) in &cluster.options {
         c.set(k, v);
     }
@@ -66,7 +71,7 @@ pub fn consumer(cluster: &ClusterConfig, group_id: &str) -> ClientConfig {
     // A partition fetch returns as soon as any data is there; latency matters more than batching
     // at the source because the watermark waits for the slowest partition.
     c.set("fetch.wait.max.ms", "50");
-    c
+    with_options(c, cluster)
 }
 
 /// An idempotent producer with `acks=all`: a write is acknowledged only once every in-sync
@@ -89,5 +94,5 @@ pub fn producer(cluster: &ClusterConfig) -> ClientConfig {
     c.set("message.timeout.ms", "120000");
     // lz4 is cheap to compress and log lines compress well.
     c.set("compression.type", "lz4");
-    c
+    with_options(c, cluster)
 }

@@ -217,6 +217,9 @@ pub fn run(
     let graph = Arc::new(graph.clone());
     let bounded = options.bounded;
     let worker_metrics = metrics.clone();
+    // Set by the first worker of this process that fails, so its peers stop too instead of
+    // waiting forever for progress from a worker that is gone.
+    let aborted = Arc::new(AtomicBool::new(false));
     metrics.up.set(1.0);
     let guards = timely::execute(timely_config, move |worker| {
         let config = &config_for_workers;
@@ -233,30 +236,41 @@ pub fn run(
         let built = worker.dataflow::<u64, _, _>(|scope| {
             build(scope, config, &graph, &ctx, index, peers, bounded)
         });
+        // On failure the dataflow is dropped: timely would otherwise keep stepping it after the
+        // closure returns, and a sink holding an unacknowledged write never completes.
+        let abort = |worker: &mut timely::worker::Worker, message: Option<String>| {
+            match &message {
+                Some(m) => tracing::debug!(worker = index, message = %m, "worker stops"),
+                None => tracing::debug!(worker = index, "worker stops: a peer failed"),
+            }
+            aborted.store(true, Ordering::SeqCst);
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+            Err(message)
+        };
         let handles = match built {
             Ok(h) => h,
-            Err(e) => {
-                // Peers are waiting on this worker's dataflow; drain what was built so they can
-                // finish, then report.
-                ctx.shutdown.store(true, Ordering::SeqCst);
-                while worker.step_or_park(Some(Duration::from_millis(50))) {}
-                return Err(e.to_string());
-            }
+            Err(e) => return abort(worker, Some(e.to_string())),
         };
         while !ctx.probe.done() {
             if let Some(message) = ctx.failure.borrow().clone() {
-                return Err(message);
+                return abort(worker, Some(message));
+            }
+            if aborted.load(Ordering::SeqCst) {
+                // Another worker failed and reported why.
+                return abort(worker, None);
             }
             worker.step_or_park(Some(Duration::from_millis(100)));
         }
         if let Some(message) = ctx.failure.borrow().clone() {
-            return Err(message);
+            return abort(worker, Some(message));
         }
         // Everything is durable: commit every offset read.
         for h in &handles {
-            h.borrow_mut()
-                .commit(None, true)
-                .map_err(|e| e.to_string())?;
+            if let Err(e) = h.borrow_mut().commit(None, true) {
+                return abort(worker, Some(e.to_string()));
+            }
         }
         Ok(())
     })
@@ -264,8 +278,8 @@ pub fn run(
     let mut first_error = None;
     for (i, result) in guards.join().into_iter().enumerate() {
         let failed = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(message)) => Some(message),
+            Ok(Ok(())) | Ok(Err(None)) => None,
+            Ok(Err(Some(message))) => Some(message),
             Err(panic) => Some(format!("panicked: {panic}")),
         };
         if let (Some(message), None) = (failed, &first_error) {

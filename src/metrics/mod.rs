@@ -48,6 +48,8 @@ pub struct Metrics {
     pub committed_offset: IntGaugeVec,
     /// `tidemark_sink_errors_total{sink}`: failed deliveries (each stops the job).
     pub sink_errors: IntCounterVec,
+    /// `tidemark_dead_letters_dropped_total{sink,reason}`: invalid records no topic would take.
+    pub dead_letters_dropped: IntCounterVec,
     /// `tidemark_up`: 1 while the pipeline runs.
     pub up: Gauge,
 }
@@ -69,6 +71,7 @@ pub const NAMES: &[&str] = &[
     "tidemark_consumer_lag_records",
     "tidemark_committed_offset",
     "tidemark_sink_errors_total",
+    "tidemark_dead_letters_dropped_total",
     "tidemark_up",
 ];
 
@@ -195,6 +198,12 @@ impl Metrics {
                 "tidemark_committed_offset",
                 "Committed source offset",
                 &["cluster", "topic", "partition"],
+            ),
+            dead_letters_dropped: counter_vec(
+                &r,
+                "tidemark_dead_letters_dropped_total",
+                "Invalid records too large for their topic",
+                &["sink", "reason"],
             ),
             sink_errors: counter_vec(
                 &r,

@@ -16,12 +16,25 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+/// What the delivery callback learns about one write.
+struct Report {
+    /// Batch time (the opaque).
+    time: u64,
+    /// The record may be dropped, counted, when Kafka refuses it as too large.
+    droppable: bool,
+    /// The error, if the write failed, and whether it was "too large".
+    error: Option<(String, bool)>,
+}
+
 /// Delivery reports, collected by librdkafka's callback (run inside `poll`, on our thread) and
 /// drained by the operator.
 #[derive(Default)]
 pub struct Deliveries {
-    /// (batch time, error) per report.
-    reports: Mutex<Vec<(u64, Option<String>)>>,
+    reports: Mutex<Vec<Report>>,
+}
+
+fn too_large(e: &rdkafka::error::KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
 }
 
 /// Producer context that records delivery reports.
@@ -36,12 +49,20 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<u64>;
+    type DeliveryOpaque = Box<(u64, bool)>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, time: Box<u64>) {
-        let error = result.as_ref().err().map(|(e, _)| e.to_string());
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Box<(u64, bool)>) {
+        let (time, droppable) = *opaque;
+        let error = result
+            .as_ref()
+            .err()
+            .map(|(e, _)| (e.to_string(), too_large(e)));
         if let Ok(mut r) = self.deliveries.reports.lock() {
-            r.push((*time, error));
+            r.push(Report {
+                time,
+                droppable,
+                error,
+            });
         }
     }
 }
@@ -117,6 +138,10 @@ pub fn kafka_sink<'scope, T: SinkItem>(
     let splits = Arc::clone(&ctx.splits);
     let counter = ctx.metrics.events_out.with_label_values(&[name]);
     let errors = ctx.metrics.sink_errors.with_label_values(&[name]);
+    let dropped = ctx
+        .metrics
+        .dead_letters_dropped
+        .with_label_values(&[name, "too_large"]);
     let failure = std::rc::Rc::clone(&ctx.failure);
     let topic = topic.to_string();
     let sink = name.to_string();
@@ -141,8 +166,9 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                             value: Some(v.as_bytes()),
                         });
                     }
-                    let mut record: BaseRecord<'_, str, [u8], Box<u64>> =
-                        BaseRecord::with_opaque_to(&topic, Box::new(t))
+                    let droppable = item.droppable();
+                    let mut record: BaseRecord<'_, str, [u8], Box<(u64, bool)>> =
+                        BaseRecord::with_opaque_to(&topic, Box::new((t, droppable)))
                             .payload(item.payload())
                             .headers(headers);
                     if let Some(k) = item.key() {
@@ -151,15 +177,22 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                     if let Some(p) = item.partition() {
                         record = record.partition(p as i32);
                     }
-                    loop {
+                    let sent = loop {
                         match producer.send(record) {
-                            Ok(()) => break,
+                            Ok(()) => break true,
                             Err((e, r))
                                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
                             {
                                 // Back-pressure: wait for deliveries to make room.
                                 producer.poll(Duration::from_millis(50));
                                 record = r;
+                            }
+                            Err((e, _)) if droppable && too_large(&e) => {
+                                // A dead letter too large even for its topic: counted and
+                                // logged, and its offset still advances.
+                                dropped.inc();
+                                tracing::error!(sink = %sink, topic = %topic, bytes = item.payload().len(), "dead letter too large for its topic; dropped");
+                                break false;
                             }
                             Err((e, _)) => {
                                 errors.inc();
@@ -169,23 +202,39 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                                 return;
                             }
                         }
-                    }
-                    entry.1 += 1;
+                    };
+                    entry.1 += usize::from(sent);
+                }
+                if entry.1 == 0 {
+                    pending.remove(&t);
                 }
             });
             producer.poll(Duration::ZERO);
-            let reports: Vec<(u64, Option<String>)> = deliveries
+            let reports: Vec<Report> = deliveries
                 .reports
                 .lock()
                 .map(|mut r| std::mem::take(&mut *r))
                 .unwrap_or_default();
             let mut ok = 0;
-            for (t, error) in reports {
+            for Report { time: t, droppable, error } in reports {
+                let error = match error {
+                    Some((_, true)) if droppable => {
+                        dropped.inc();
+                        tracing::error!(sink = %sink, topic = %topic, "dead letter refused by the broker as too large; dropped");
+                        None
+                    }
+                    Some((e, _)) => Some(e),
+                    None => {
+                        ok += 1;
+                        None
+                    }
+                };
                 if let Some(e) = error {
                     // librdkafka already retried up to message.timeout.ms; the capability stays
                     // held so no offset behind this write is ever committed.
                     errors.inc();
                     if !failed {
+                        tracing::error!(sink = %sink, topic = %topic, error = %e, "delivery failed; stopping without committing past it");
                         *failure.borrow_mut() = Some(format!(
                             "kafka sink {sink}: delivery to {topic} failed: {e}"
                         ));
@@ -193,7 +242,6 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                     failed = true;
                     continue;
                 }
-                ok += 1;
                 if let Some(entry) = pending.get_mut(&t) {
                     entry.1 -= 1;
                     if entry.1 == 0 && !failed {

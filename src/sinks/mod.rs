@@ -53,6 +53,11 @@ pub trait SinkItem: timely::ExchangeData + Clone {
     fn partition(&self) -> Option<u32>;
     /// `tidemark-*` headers.
     fn headers(&self, splits: &Splits) -> Vec<(&'static str, String)>;
+    /// True for dead letters: one too large for any topic is counted and dropped rather than
+    /// stopping the job, since it was already rejected.
+    fn droppable(&self) -> bool {
+        false
+    }
 }
 
 impl SinkItem for Event {
@@ -85,6 +90,9 @@ impl SinkItem for Event {
 }
 
 impl SinkItem for Invalid {
+    fn droppable(&self) -> bool {
+        true
+    }
     fn payload(&self) -> &[u8] {
         &self.payload
     }

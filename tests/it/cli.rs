@@ -129,6 +129,9 @@ fn metrics_doc_lists_exactly_the_declared_series() {
         .with_label_values(&["c", "t", "0"])
         .set(1);
     m.sink_errors.with_label_values(&["s"]).inc();
+    m.dead_letters_dropped
+        .with_label_values(&["s", "too_large"])
+        .inc();
     let text = m.render();
     for name in tidemark::metrics::NAMES {
         assert!(

@@ -103,3 +103,134 @@ fn a_missing_sink_topic_is_a_clear_error() {
     .expect_err("no output topics exist");
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+fn pipeline_with_region_a_options(
+    ba: &str,
+    bb: &str,
+    options: &[(&str, &str)],
+) -> (tidemark::config::PipelineConfig, tidemark::config::Graph) {
+    let mut table: toml::Table = tidemark::demo::pipeline_text(ba, bb, 8)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut opts = toml::Table::new();
+    for (k, v) in options {
+        opts.insert((*k).into(), (*v).into());
+    }
+    table["clusters"]["region-a"]
+        .as_table_mut()
+        .unwrap()
+        .insert("options".into(), opts.into());
+    tidemark::config::parse(&table.to_string()).unwrap()
+}
+
+#[test]
+fn a_dead_letter_too_large_for_its_topic_is_counted_and_its_offset_advances() {
+    let (a, b) = regions(2, 8);
+    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
+    let good = tidemark::demo::traffic(500, 3, 65_536);
+    let mut records = good.region_a.clone();
+    // Not JSON, so invalid; and larger than the region-a producer accepts.
+    records.push((None, vec![b'x'; 30_000]));
+    tidemark::demo::produce(&ba, "log-events", &records).unwrap();
+    tidemark::demo::produce(&bb, "log-events", &good.region_b).unwrap();
+    let (config, graph) =
+        pipeline_with_region_a_options(&ba, &bb, &[("message.max.bytes", "20000")]);
+    let metrics = tidemark::metrics::Metrics::new();
+    let options = tidemark::pipeline::RunOptions {
+        workers: 2,
+        bounded: true,
+        ..Default::default()
+    };
+    tidemark::pipeline::run(
+        &config,
+        &graph,
+        &options,
+        &metrics,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect("the job does not stop");
+    // Ours, and the demo traffic's own 64 KiB too_large record.
+    assert_eq!(
+        metrics
+            .dead_letters_dropped
+            .with_label_values(&["invalid", "too_large"])
+            .get(),
+        2
+    );
+    let mut expected = good.expected.clone();
+    expected.sent += 1;
+    let report = verify(&expected, &read_outputs(&ba), &config.event);
+    assert_eq!(
+        (report.lost, report.duplicated, report.order_violations),
+        (0, 0, 0),
+        "{report}"
+    );
+    assert_eq!(
+        report.invalid,
+        good.expected.invalid - 1,
+        "only the two oversized dead letters are missing"
+    );
+    // Its offset advanced: a second run reads nothing.
+    let again = tidemark::metrics::Metrics::new();
+    let summary = tidemark::pipeline::run(
+        &config,
+        &graph,
+        &options,
+        &again,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    assert_eq!(
+        summary.read, 0,
+        "everything, the oversized record included, was committed"
+    );
+}
+
+#[test]
+fn a_failed_delivery_stops_the_job_and_commits_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (a, b) = regions(2, 8);
+    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
+    let t = tidemark::demo::traffic(2_000, 4, 65_536);
+    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
+    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    // From now on region-a refuses every write: the sinks cannot make anything durable.
+    a.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 5000],
+    );
+    // Writes are retried until message.timeout.ms; a short one makes the failure come soon.
+    let (config, graph) =
+        pipeline_with_region_a_options(&ba, &bb, &[("message.timeout.ms", "3000")]);
+    let metrics = tidemark::metrics::Metrics::new();
+    let options = tidemark::pipeline::RunOptions {
+        workers: 2,
+        bounded: true,
+        ..Default::default()
+    };
+    let err = tidemark::pipeline::run(
+        &config,
+        &graph,
+        &options,
+        &metrics,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect_err("a refused write must stop the job");
+    assert!(err.to_string().contains("kafka sink"), "{err}");
+    a.clear_request_errors(RDKafkaApiKey::Produce);
+    // Nothing was committed, so a clean rerun reads (and delivers) everything.
+    let again = tidemark::metrics::Metrics::new();
+    let summary = tidemark::pipeline::run(
+        &config,
+        &graph,
+        &options,
+        &again,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    assert_eq!(
+        summary.read, t.expected.sent,
+        "no offset was committed past an unwritten event"
+    );
+}
