@@ -59,3 +59,66 @@ fn kill_and_restart_loses_nothing() {
     assert_eq!(report.late_violations, 0, "{report}");
     assert_eq!(report.invalid_expected, t.expected.invalid);
 }
+
+#[test]
+fn sigterm_drains_and_commits() {
+    let t = tidemark::demo::traffic(40_000, 8, 65_536);
+    let (a, b) = regions(4, 8);
+    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
+    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
+    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    let dir = Scratch::new("sigterm");
+    let file = dir.path("pipeline.toml");
+    let text = tidemark::demo::pipeline_text(&ba, &bb, 8).unwrap();
+    std::fs::write(&file, &text).unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", &file, "--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && tidemark::verify::read_topic(&ba, "log-events-ordered")
+            .unwrap()
+            .is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // A drain is bounded by in-flight work; give it a generous limit, then fail rather than hang.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            let _ = run.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM must drain and exit 0, got {status:?}"
+    );
+    // Whatever the first run read is committed; the rest is read by a bounded run.
+    let second = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", &file, "--workers", "2", "--bounded"])
+        .output()
+        .unwrap();
+    assert!(second.status.success());
+    let (config, _) = tidemark::config::parse(&text).unwrap();
+    let report = tidemark::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.foreign, 0, "{report}");
+    assert_eq!(
+        report.invalid, report.invalid_expected,
+        "a drained run re-reads nothing: {report}"
+    );
+}

@@ -5,5 +5,6 @@ mod config;
 mod crash;
 mod mock;
 mod model;
+mod operators;
 mod processes;
 mod support;

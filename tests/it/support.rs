@@ -213,8 +213,8 @@ pub fn read_envelopes(dir: &Scratch) -> Vec<Observed> {
                 }
                 other => serde_json::to_vec(other).unwrap(),
             };
-            let output =
-                kind.unwrap_or_else(|| Output::Ordered(v["partition"].as_i64().unwrap() as i32));
+            let output = kind
+                .unwrap_or_else(|| Output::Ordered(v["partition"].as_i64().unwrap_or(-1) as i32));
             out.push(Observed {
                 output,
                 payload,
