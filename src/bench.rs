@@ -1,10 +1,12 @@
 //! `tidemark bench`: the engine-only chain (generator -> parse -> watermark -> dedup ->
-//! reorder -> null sink) at 1 and 2 workers and on 2 processes, reported as figures, never
-//! asserted.
+//! reorder -> null sink) at 1 and 2 workers and on 2 processes, plus the memory of the dedup
+//! state per id. It reports figures and draws them; it asserts nothing.
+//!
+//! Each configuration runs in a child process of its own, so its peak memory is its own.
 
 use crate::metrics::Metrics;
 use anyhow::Context;
-use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,13 +20,24 @@ pub struct BenchOptions {
     /// Skip the two-process configuration.
     #[arg(long)]
     pub no_processes: bool,
+    /// Live ids for the dedup memory measurement (comma-separated).
+    #[arg(long, default_value = "1000000,10000000", value_delimiter = ',')]
+    pub ids: Vec<u64>,
+    /// Where to draw the events/s chart (PNG).
+    #[arg(long, default_value = "docs/bench.png")]
+    pub plot: String,
+    /// Internal: run one in-process configuration with this many workers and print its line.
+    #[arg(long, hide = true)]
+    pub only_workers: Option<usize>,
 }
 
 /// One configuration's figures.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Figures {
     /// Label.
     pub config: String,
+    /// Cores the configuration uses.
+    pub cores: usize,
     /// Records read.
     pub events: u64,
     /// Wall seconds.
@@ -33,11 +46,39 @@ pub struct Figures {
     pub peak_ids: i64,
     /// Dedup table bytes at that peak.
     pub peak_bytes: i64,
+    /// Peak resident memory of the process (the largest one, with several).
+    pub peak_rss: u64,
 }
 
 impl Figures {
     fn rate(&self) -> f64 {
         self.events as f64 / self.seconds
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "RESULT\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            self.config,
+            self.cores,
+            self.events,
+            self.seconds,
+            self.peak_ids,
+            self.peak_bytes,
+            self.peak_rss
+        )
+    }
+
+    fn parse(line: &str) -> Option<Figures> {
+        let f: Vec<&str> = line.strip_prefix("RESULT\t")?.split('\t').collect();
+        Some(Figures {
+            config: f.first()?.to_string(),
+            cores: f.get(1)?.parse().ok()?,
+            events: f.get(2)?.parse().ok()?,
+            seconds: f.get(3)?.parse().ok()?,
+            peak_ids: f.get(4)?.parse().ok()?,
+            peak_bytes: f.get(5)?.parse().ok()?,
+            peak_rss: f.get(6)?.parse().ok()?,
+        })
     }
 }
 
@@ -92,11 +133,34 @@ fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
     let (peak_ids, peak_bytes) = sampler.join().unwrap_or_default();
     Ok(Figures {
         config: format!("1 process x {workers} worker(s)"),
+        cores: workers,
         events: summary.read,
         seconds,
         peak_ids,
         peak_bytes,
+        peak_rss: peak_rss_bytes().unwrap_or(0),
     })
+}
+
+fn child(events: u64, workers: usize) -> anyhow::Result<Figures> {
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "bench",
+            "--events",
+            &events.to_string(),
+            "--only-workers",
+            &workers.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bench child with {workers} worker(s) failed"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(Figures::parse)
+        .context("bench child printed no result")
 }
 
 fn two_processes(events: u64) -> anyhow::Result<Figures> {
@@ -120,7 +184,7 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let children: Vec<_> = (0..2)
         .map(|i| {
-            std::process::Command::new(&exe)
+            Command::new(&exe)
                 .arg("run")
                 .arg(&pipeline)
                 .args([
@@ -134,82 +198,205 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
                     "--hostfile",
                 ])
                 .arg(&hostfile)
-                .stdout(std::process::Stdio::piped())
+                .stdout(Stdio::piped())
                 .spawn()
         })
         .collect::<Result<_, _>>()?;
-    let mut read = 0;
+    let (mut read, mut rss) = (0, 0);
     for child in children {
         let out = child.wait_with_output()?;
         anyhow::ensure!(out.status.success(), "a bench process failed");
         let text = String::from_utf8_lossy(&out.stdout);
-        read += text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("read")
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
-            .unwrap_or(0);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|n| n.parse::<f64>().ok())
+                })
+                .unwrap_or(0.0)
+        };
+        read += field("read") as u64;
+        rss = rss.max((field("peak RSS") * (1 << 20) as f64) as u64);
     }
     let seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Figures {
         config: "2 processes x 1 worker".into(),
+        cores: 2,
         events: read,
         seconds,
-        peak_ids: 0,
-        peak_bytes: 0,
+        peak_rss: rss,
+        ..Figures::default()
     })
 }
 
-fn peak_rss_bytes() -> Option<u64> {
+/// Peak resident memory of this process (VmHWM).
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+fn rss_bytes() -> Option<u64> {
+    proc_status_kb("VmRSS:").map(|kb| kb * 1024)
+}
+
+fn proc_status_kb(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Bytes per live id of the dedup state, by resident-memory delta, and the insert rate.
+fn dedup_memory(ids: u64) -> (f64, f64, f64) {
+    use crate::record::{Event, EventId};
+    let mut state = crate::operators::dedup::DedupState::new(u64::MAX / 2);
+    let before = rss_bytes().unwrap_or(0);
+    let mut rng = crate::sources::generator::SplitMix(ids);
+    let mut e = Event {
+        time: 1_700_000_000_000,
+        id_hash: 0,
+        id: EventId::Span(0, 0),
+        payload: b"{}".to_vec(),
+        split: 0,
+        offset: 0,
+        late: None,
+        partition: None,
+    };
+    let started = Instant::now();
+    for _ in 0..ids {
+        e.id_hash = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+        state.offer(&e);
+    }
+    let ns = started.elapsed().as_nanos() as f64 / ids as f64;
+    let after = rss_bytes().unwrap_or(0);
+    let rss_per_id = after.saturating_sub(before) as f64 / ids as f64;
+    let table_per_id = state.bytes() as f64 / state.len().max(1) as f64;
+    drop(state);
+    (rss_per_id, table_per_id, ns)
 }
 
 /// Runs the benchmark and prints its figures.
 pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
+    if let Some(workers) = options.only_workers {
+        println!("{}", in_process(options.events, workers)?.line());
+        return Ok(());
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    println!("tidemark bench: {} events per configuration, ~300-byte JSON events, 5% duplicates, {cores} cores", options.events);
+    println!(
+        "tidemark bench: {} events per configuration, ~300-byte JSON events, 5% duplicates, 500 ms disorder; {cores} cores",
+        options.events
+    );
+    println!(
+        "{:<26} {:>12} {:>10} {:>15} {:>10} {:>10} {:>9}",
+        "configuration",
+        "events/s",
+        "ns/event",
+        "events/s/core",
+        "peak ids",
+        "table B/id",
+        "peak RSS"
+    );
     let mut all = Vec::new();
     for workers in [1, 2] {
-        let f = in_process(options.events, workers)?;
-        print_row(&f, workers);
-        all.push((f, workers));
+        all.push(child(options.events, workers)?);
+        print_row(all.last().expect("pushed"));
     }
     if !options.no_processes {
-        let f = two_processes(options.events)?;
-        print_row(&f, 2);
-        all.push((f, 2));
+        all.push(two_processes(options.events)?);
+        print_row(all.last().expect("pushed"));
     }
-    if let Some(rss) = peak_rss_bytes() {
-        println!(
-            "peak RSS of the bench process: {:.1} MiB",
-            rss as f64 / (1 << 20) as f64
-        );
+    println!();
+    println!(
+        "{:<14} {:>14} {:>16} {:>14}",
+        "dedup live ids", "RSS bytes/id", "table bytes/id", "ns/insert"
+    );
+    for &n in &options.ids {
+        let (rss, table, ns) = dedup_memory(n);
+        println!("{n:<14} {rss:>14.1} {table:>16.1} {ns:>14.1}");
     }
-    let _ = std::io::stdout().flush();
+    match plot(&all, &options.plot) {
+        Ok(()) => println!("\nchart: {}", options.plot),
+        Err(e) => println!("\nchart not drawn: {e}"),
+    }
     Ok(())
 }
 
-fn print_row(f: &Figures, cores_used: usize) {
-    let bytes_per_id = if f.peak_ids > 0 {
-        f.peak_bytes as f64 / f.peak_ids as f64
+fn print_row(f: &Figures) {
+    let table = if f.peak_ids > 0 {
+        format!("{:.1}", f.peak_bytes as f64 / f.peak_ids as f64)
     } else {
-        f64::NAN
+        "-".into()
     };
     println!(
-        "{:<26} {:>11.0} events/s  {:>7.1} ns/event  {:>11.0} events/s/core  peak ids {:>9}  {:>5.1} bytes/id",
+        "{:<26} {:>12.0} {:>10.1} {:>15.0} {:>10} {:>10} {:>6.0} MiB",
         f.config,
         f.rate(),
         1e9 / f.rate(),
-        f.rate() / cores_used as f64,
+        f.rate() / f.cores as f64,
         f.peak_ids,
-        bytes_per_id
+        table,
+        f.peak_rss as f64 / (1 << 20) as f64
     );
+}
+
+/// A bar chart of events/s per configuration.
+fn plot(all: &[Figures], path: &str) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let font = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok())
+    .context("no DejaVu Sans font (Debian: fonts-dejavu-core)")?;
+    // The font registry wants 'static bytes; the process draws one chart and exits.
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| anyhow::anyhow!("font could not be loaded"))?;
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = all.iter().map(Figures::rate).fold(0.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "tidemark engine: events/s (generator -> parse -> watermark -> dedup -> reorder)",
+            ("sans-serif", 18),
+        )
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0f64..all.len() as f64, 0f64..max.max(1.0))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("events/s")
+        .y_label_formatter(&|y| format!("{:.1}M", y / 1e6))
+        .draw()?;
+    chart.draw_series(all.iter().enumerate().map(|(i, f)| {
+        Rectangle::new(
+            [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, f.rate())],
+            BLUE.mix(0.6).filled(),
+        )
+    }))?;
+    chart.draw_series(all.iter().enumerate().map(|(i, f)| {
+        Text::new(
+            format!("{:.2}M", f.rate() / 1e6),
+            (i as f64 + 0.4, f.rate() + max * 0.06),
+            ("sans-serif", 16),
+        )
+    }))?;
+    chart.draw_series(all.iter().enumerate().map(|(i, f)| {
+        Text::new(
+            f.config.clone(),
+            (i as f64 + 0.2, max * 0.04),
+            ("sans-serif", 14).into_font().color(&WHITE),
+        )
+    }))?;
+    root.present()?;
+    Ok(())
 }

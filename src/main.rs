@@ -164,6 +164,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tidemark::pipeline::run(&config, &graph, &options, &metrics, shutdown_flag()?)?;
             if bounded {
                 println!("{summary}");
+                if let Some(bytes) = tidemark::bench::peak_rss_bytes() {
+                    println!(
+                        "peak RSS    {:>12.1} MiB",
+                        bytes as f64 / f64::from(1 << 20)
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -32,15 +32,26 @@ impl Hasher for IdHasher {
             self.0 ^= u64::from_le_bytes(b);
         }
     }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64 ^ (v >> 64) as u64;
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A 128-bit id hash as two words: 8-byte alignment keeps a table entry at 24 bytes, where a
+/// `u128` key (16-byte aligned) would pad it to 32.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct IdKey(u64, u64);
+
+impl std::hash::Hash for IdKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 ^ self.1);
     }
 }
 
 /// The remembered ids of one worker.
 pub struct DedupState {
     /// id hash -> payload fingerprint (high 32 bits) and event time in seconds (low 32 bits).
-    table: HashMap<u128, u64, BuildHasherDefault<IdHasher>>,
+    table: HashMap<IdKey, u64, BuildHasherDefault<IdHasher>>,
     horizon_ms: u64,
     /// Ids below this time (ms) have been evicted.
     evicted_below: u64,
@@ -71,7 +82,10 @@ impl DedupState {
     pub fn offer(&mut self, e: &Event) -> Verdict {
         let fp = xxhash_rust::xxh3::xxh3_64(&e.payload) as u32;
         let secs = (e.time / 1000).min(u64::from(u32::MAX));
-        match self.table.entry(e.id_hash) {
+        match self
+            .table
+            .entry(IdKey((e.id_hash >> 64) as u64, e.id_hash as u64))
+        {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert((u64::from(fp) << 32) | secs);
                 Verdict::First
@@ -120,7 +134,7 @@ impl DedupState {
         } else {
             (self.table.capacity() * 8 / 7).next_power_of_two()
         };
-        buckets * (std::mem::size_of::<(u128, u64)>() + 1)
+        buckets * (std::mem::size_of::<(IdKey, u64)>() + 1)
     }
 }
 
