@@ -225,7 +225,11 @@ pub fn watermark<'scope>(
             finished: false,
         })
         .collect();
-    let slot: BTreeMap<u32, usize> = mine.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    // Split index -> position in `parts`, as a vector: this lookup runs for every record.
+    let mut slot = vec![usize::MAX; splits.splits.len()];
+    for (i, &s) in mine.iter().enumerate() {
+        slot[s as usize] = i;
+    }
     // Counters are kept per batch and added once, see `metrics`.
     let in_counters: Vec<_> = mine
         .iter()
@@ -281,7 +285,7 @@ pub fn watermark<'scope>(
                             offset,
                             bytes,
                         } => {
-                            let i = slot[&split];
+                            let i = slot[split as usize];
                             let p = &mut parts[i];
                             p.at_end = false;
                             p.last_record_ms = now;
@@ -344,8 +348,8 @@ pub fn watermark<'scope>(
                                 }
                             }
                         }
-                        Polled::End { split } => parts[slot[&split]].at_end = true,
-                        Polled::Finished { split } => parts[slot[&split]].finished = true,
+                        Polled::End { split } => parts[slot[split as usize]].at_end = true,
+                        Polled::Finished { split } => parts[slot[split as usize]].finished = true,
                     });
                     match result {
                         Ok(n) => {
