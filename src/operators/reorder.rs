@@ -44,9 +44,21 @@ impl Partitioner {
     }
 }
 
+/// A buffered event: the event, the input time it arrived at, and the first eight bytes of its
+/// id as a big-endian number, so most ties in time are broken without comparing strings.
+struct Held(Event, u64, u64);
+
+fn id_prefix(e: &Event) -> u64 {
+    let mut b = [0u8; 8];
+    let id = e.id_bytes();
+    let n = id.len().min(8);
+    b[..n].copy_from_slice(&id[..n]);
+    u64::from_be_bytes(b)
+}
+
 /// Keeps a few emptied bucket vectors of moderate size for reuse; the rest are freed so a
 /// burst (or the final flush) does not pin its memory.
-fn recycle(spare: &mut Vec<Vec<(Event, u64)>>, v: Vec<(Event, u64)>) {
+fn recycle(spare: &mut Vec<Vec<Held>>, v: Vec<Held>) {
     if spare.len() < 64 && v.capacity() <= 4096 {
         spare.push(v);
     }
@@ -65,13 +77,13 @@ pub fn reorder<'scope>(
         Exchange::new(move |e: &Event| u64::from(route.partition(e))),
         &format!("Reorder({name})"),
         move |_cap, _info| {
-            let mut buckets: BTreeMap<u64, Vec<(Event, u64)>> = BTreeMap::new();
+            let mut buckets: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
             // Input time -> buffered events that arrived at it; its least key is what we hold.
             let mut held_times: BTreeMap<u64, usize> = BTreeMap::new();
             let mut held: Option<Capability<u64>> = None;
-            let mut ready: Vec<(Event, u64)> = Vec::new();
+            let mut ready: Vec<Held> = Vec::new();
             // Emptied bucket vectors, reused so a steady stream does not allocate per bucket.
-            let mut spare: Vec<Vec<(Event, u64)>> = Vec::new();
+            let mut spare: Vec<Vec<Held>> = Vec::new();
             let mut buffered = 0i64;
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -84,10 +96,11 @@ pub fn reorder<'scope>(
                     gauge.add(data.len() as i64);
                     for mut e in data.drain(..) {
                         e.partition = Some(partitioner.partition(&e));
+                        let prefix = id_prefix(&e);
                         buckets
                             .entry(e.time >> BUCKET_SHIFT)
-                            .or_default()
-                            .push((e, t));
+                            .or_insert_with(|| spare.pop().unwrap_or_default())
+                            .push(Held(e, t, prefix));
                     }
                 });
                 let limit = frontier.frontier().iter().next().copied();
@@ -122,7 +135,9 @@ pub fn reorder<'scope>(
                     return;
                 }
                 ready.sort_unstable_by(|a, b| {
-                    (a.0.time, a.0.id_bytes()).cmp(&(b.0.time, b.0.id_bytes()))
+                    (a.0.time, a.2)
+                        .cmp(&(b.0.time, b.2))
+                        .then_with(|| a.0.id_bytes().cmp(b.0.id_bytes()))
                 });
                 let cap = held
                     .as_ref()
@@ -132,7 +147,7 @@ pub fn reorder<'scope>(
                     let released = ready.len() as i64;
                     buffered -= released;
                     gauge.sub(released);
-                    for (e, t) in ready.drain(..) {
+                    for Held(e, t, _) in ready.drain(..) {
                         let n = held_times
                             .get_mut(&t)
                             .expect("every buffered event counted");
