@@ -310,7 +310,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let report = verify::verify(&t.expected, &observed, &config.event);
     println!("{report}");
     println!(
-        "pipeline            {:>10.0} events/s  ({} records in {:.2} s on {} workers; demo total {:.1} s)",
+        "pipeline            {:>10.0} records/s  ({} records in {:.2} s on {} workers, client start-up included; demo total {:.1} s)",
         summary.read as f64 / run_secs.max(1e-3),
         summary.read,
         run_secs,

@@ -190,6 +190,7 @@ pub fn run(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let splits = Arc::new(sources::plan(config)?);
+    tracing::debug!(splits = splits.splits.len(), "planned");
     // Check every Kafka sink's topic before any worker starts, so a missing topic is one clear
     // error instead of a half-built dataflow.
     for (name, sink) in &config.sinks {
@@ -249,6 +250,7 @@ pub fn run(
             }
             Err(message)
         };
+        tracing::debug!(worker = index, "dataflow built");
         let handles = match built {
             Ok(h) => h,
             Err(e) => return abort(worker, Some(e.to_string())),
@@ -266,12 +268,14 @@ pub fn run(
         if let Some(message) = ctx.failure.borrow().clone() {
             return abort(worker, Some(message));
         }
+        tracing::debug!(worker = index, "dataflow drained");
         // Everything is durable: commit every offset read.
         for h in &handles {
             if let Err(e) = h.borrow_mut().commit(None, true) {
                 return abort(worker, Some(e.to_string()));
             }
         }
+        tracing::debug!(worker = index, "offsets committed");
         Ok(())
     })
     .map_err(RunError::Timely)?;
