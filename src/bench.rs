@@ -115,19 +115,8 @@ fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
             peak
         })
     };
-    let options = crate::pipeline::RunOptions {
-        workers,
-        bounded: true,
-        ..Default::default()
-    };
     let started = Instant::now();
-    let summary = crate::pipeline::run(
-        &config,
-        &graph,
-        &options,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    let summary = crate::pipeline::run_bounded(&config, &graph, workers, &metrics)?;
     let seconds = started.elapsed().as_secs_f64();
     done.store(true, Ordering::SeqCst);
     let (peak_ids, peak_bytes) = sampler.join().unwrap_or_default();

@@ -289,18 +289,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let done = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress(metrics.clone(), t.expected.sent, Arc::clone(&done));
     let run_started = Instant::now();
-    let options_run = crate::pipeline::RunOptions {
-        workers: options.workers,
-        bounded: true,
-        ..Default::default()
-    };
-    let summary = crate::pipeline::run(
-        &config,
-        &graph,
-        &options_run,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    );
+    let summary = crate::pipeline::run_bounded(&config, &graph, options.workers, &metrics);
     done.store(true, Ordering::SeqCst);
     let _ = progress.join();
     let summary = summary?;

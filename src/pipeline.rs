@@ -84,6 +84,28 @@ impl Default for RunOptions {
     }
 }
 
+/// Runs `config` in bounded mode on `workers` threads of this process, with no signal handling:
+/// the common case of tests, the demo and the benchmark.
+pub fn run_bounded(
+    config: &PipelineConfig,
+    graph: &Graph,
+    workers: usize,
+    metrics: &Metrics,
+) -> Result<Summary, RunError> {
+    let options = RunOptions {
+        workers,
+        bounded: true,
+        ..RunOptions::default()
+    };
+    run(
+        config,
+        graph,
+        &options,
+        metrics,
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
 /// Reads a hostfile: one `host:port` per line; blank lines and `#` comments are ignored.
 pub fn read_hostfile(path: &str) -> Result<Vec<String>, RunError> {
     let text = std::fs::read_to_string(path).map_err(|e| RunError::Hostfile {

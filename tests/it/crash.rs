@@ -1,7 +1,7 @@
 //! Kill the job mid-run with SIGKILL and restart it: nothing is lost, because offsets are only
 //! committed behind what the sinks have durably written.
 
-use crate::mock::{read_outputs, regions};
+use crate::mock::{loaded_regions, read_outputs};
 use crate::support::Scratch;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn kill_and_restart_loses_nothing() {
     let t = tidemark::demo::traffic(60_000, 5, 65_536);
-    let (a, b) = regions(4, 8);
-    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
-    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
-    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    let (_region_a, _region_b, ba, bb) = loaded_regions(&t, 4, 8);
     let dir = Scratch::new("crash");
     let file = dir.path("pipeline.toml");
     let text = tidemark::demo::pipeline_text(&ba, &bb, 8)
@@ -63,10 +60,7 @@ fn kill_and_restart_loses_nothing() {
 #[test]
 fn sigterm_drains_and_commits() {
     let t = tidemark::demo::traffic(40_000, 8, 65_536);
-    let (a, b) = regions(4, 8);
-    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
-    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
-    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    let (_region_a, _region_b, ba, bb) = loaded_regions(&t, 4, 8);
     let dir = Scratch::new("sigterm");
     let file = dir.path("pipeline.toml");
     let text = tidemark::demo::pipeline_text(&ba, &bb, 8).unwrap();

@@ -5,13 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tidemark::verify::{verify, Observed, Output};
 
-pub fn regions(
-    in_parts: i32,
-    out_parts: i32,
-) -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-) {
+pub fn regions(in_parts: i32, out_parts: i32) -> (Mock, Mock) {
     let a = MockCluster::new(1).unwrap();
     let b = MockCluster::new(1).unwrap();
     for (topic, parts) in [
@@ -26,6 +20,21 @@ pub fn regions(
     (a, b)
 }
 
+type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+/// Two regions with `t` produced into their `log-events`, and their bootstrap addresses.
+pub fn loaded_regions(
+    t: &tidemark::demo::Traffic,
+    in_parts: i32,
+    out_parts: i32,
+) -> (Mock, Mock, String, String) {
+    let (a, b) = regions(in_parts, out_parts);
+    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
+    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
+    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    (a, b, ba, bb)
+}
+
 pub fn read_outputs(bootstrap: &str) -> Vec<Observed> {
     tidemark::verify::read_outputs(bootstrap).unwrap()
 }
@@ -33,25 +42,10 @@ pub fn read_outputs(bootstrap: &str) -> Vec<Observed> {
 #[test]
 fn two_regions_through_mock_kafka() {
     let t = tidemark::demo::traffic(20_000, 9, 65_536);
-    let (a, b) = regions(4, 8);
-    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
-    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
-    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    let (_region_a, _region_b, ba, bb) = loaded_regions(&t, 4, 8);
     let (config, graph) = tidemark::demo::pipeline(&ba, &bb, 8).unwrap();
     let metrics = tidemark::metrics::Metrics::new();
-    let options = tidemark::pipeline::RunOptions {
-        workers: 2,
-        bounded: true,
-        ..Default::default()
-    };
-    let summary = tidemark::pipeline::run(
-        &config,
-        &graph,
-        &options,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    let summary = tidemark::pipeline::run_bounded(&config, &graph, 2, &metrics).unwrap();
     let observed = read_outputs(&ba);
     let report = verify(&t.expected, &observed, &config.event);
     assert!(report.ok(), "{report}");
@@ -137,19 +131,7 @@ fn a_dead_letter_too_large_for_its_topic_is_counted_and_its_offset_advances() {
     let (config, graph) =
         pipeline_with_region_a_options(&ba, &bb, &[("message.max.bytes", "20000")]);
     let metrics = tidemark::metrics::Metrics::new();
-    let options = tidemark::pipeline::RunOptions {
-        workers: 2,
-        bounded: true,
-        ..Default::default()
-    };
-    tidemark::pipeline::run(
-        &config,
-        &graph,
-        &options,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("the job does not stop");
+    tidemark::pipeline::run_bounded(&config, &graph, 2, &metrics).expect("the job does not stop");
     // Ours, and the demo traffic's own 64 KiB too_large record.
     assert_eq!(
         metrics
@@ -173,14 +155,7 @@ fn a_dead_letter_too_large_for_its_topic_is_counted_and_its_offset_advances() {
     );
     // Its offset advanced: a second run reads nothing.
     let again = tidemark::metrics::Metrics::new();
-    let summary = tidemark::pipeline::run(
-        &config,
-        &graph,
-        &options,
-        &again,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    let summary = tidemark::pipeline::run_bounded(&config, &graph, 2, &again).unwrap();
     assert_eq!(
         summary.read, 0,
         "everything, the oversized record included, was committed"
@@ -204,31 +179,13 @@ fn a_failed_delivery_stops_the_job_and_commits_nothing() {
     let (config, graph) =
         pipeline_with_region_a_options(&ba, &bb, &[("message.timeout.ms", "3000")]);
     let metrics = tidemark::metrics::Metrics::new();
-    let options = tidemark::pipeline::RunOptions {
-        workers: 2,
-        bounded: true,
-        ..Default::default()
-    };
-    let err = tidemark::pipeline::run(
-        &config,
-        &graph,
-        &options,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect_err("a refused write must stop the job");
+    let err = tidemark::pipeline::run_bounded(&config, &graph, 2, &metrics)
+        .expect_err("a refused write must stop the job");
     assert!(err.to_string().contains("kafka sink"), "{err}");
     a.clear_request_errors(RDKafkaApiKey::Produce);
     // Nothing was committed, so a clean rerun reads (and delivers) everything.
     let again = tidemark::metrics::Metrics::new();
-    let summary = tidemark::pipeline::run(
-        &config,
-        &graph,
-        &options,
-        &again,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    let summary = tidemark::pipeline::run_bounded(&config, &graph, 2, &again).unwrap();
     assert_eq!(
         summary.read, t.expected.sent,
         "no offset was committed past an unwritten event"

@@ -13,19 +13,7 @@ fn check_chain(seed: u64, workers: usize) {
     let (config, graph) =
         tidemark::config::parse(&file_pipeline(&inputs, &dir, 4)).expect("valid pipeline");
     let metrics = tidemark::metrics::Metrics::new();
-    let options = RunOptions {
-        workers,
-        bounded: true,
-        ..Default::default()
-    };
-    let summary = run(
-        &config,
-        &graph,
-        &options,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("run");
+    let summary = tidemark::pipeline::run_bounded(&config, &graph, workers, &metrics).expect("run");
     let expected = canonical(&reference(&stream));
     let observed = read_envelopes(&dir);
     let report = tidemark::verify::verify(&expected, &observed, &config.event);

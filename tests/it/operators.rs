@@ -2,9 +2,6 @@
 
 use crate::support::*;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use tidemark::pipeline::{run, RunOptions};
 use tidemark::verify::Output;
 
 /// watermark -> `middle` -> envelope files, where `middle` is the text of the operators.
@@ -56,19 +53,7 @@ inputs = ["wm.invalid"]
 fn run_file(text: &str, workers: usize) -> tidemark::pipeline::Summary {
     let (config, graph) = tidemark::config::parse(text).expect("valid pipeline");
     let metrics = tidemark::metrics::Metrics::new();
-    let options = RunOptions {
-        workers,
-        bounded: true,
-        ..Default::default()
-    };
-    run(
-        &config,
-        &graph,
-        &options,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("run")
+    tidemark::pipeline::run_bounded(&config, &graph, workers, &metrics).expect("run")
 }
 
 /// Ids with how often each valid record carries them, in input order.
