@@ -341,3 +341,80 @@ fn every_error_is_reported_at_once() {
 fn not_toml() {
     has(&errors("[sources\n"), "file", "", "not valid TOML");
 }
+
+#[test]
+fn names_and_empty_pipelines() {
+    has(
+        &errors(
+            &(BASE.to_string() + "\n[sinks.\"a.b\"]\ntype = \"null\"\ninputs = [\"dedup.late\"]\n"),
+        ),
+        "a.b",
+        "",
+        "contain no '.'",
+    );
+    let errs = errors("[pipeline]\nname = \"empty\"\n");
+    has(&errs, "sources", "", "no source");
+    has(&errs, "sinks", "", "no sink");
+    has(
+        &errors("sources = 3\n"),
+        "sources",
+        "",
+        "table of named entries",
+    );
+}
+
+#[test]
+fn inputs_listed_twice_or_on_a_source_port() {
+    has(
+        &with(r#"inputs = ["order"]"#, r#"inputs = ["order", "order"]"#),
+        "out",
+        "inputs",
+        "listed twice",
+    );
+    has(
+        &with(r#"inputs = ["src"]"#, r#"inputs = ["src.late"]"#),
+        "wm",
+        "inputs",
+        "a source has one output",
+    );
+    has(
+        &with(r#"inputs = ["order"]"#, "inputs = []"),
+        "out",
+        "inputs",
+        "at least one input",
+    );
+}
+
+#[test]
+fn filter_file_and_sink_settings() {
+    let filter = BASE.replace(
+        r#"inputs = ["dedup.on_time"]"#,
+        r#"inputs = ["f"]"#,
+    ) + "\n[operators.f]\ntype = \"filter\"\ninputs = [\"dedup.on_time\"]\nfield = \"\"\nvalues = []\n";
+    let errs = errors(&filter);
+    has(&errs, "f", "field", "must name a field");
+    has(&errs, "f", "values", "at least one value");
+    let file_source = BASE.replace(
+        "type = \"kafka\"\ncluster = \"a\"\ntopics = [\"log-events\"]\nregion = \"region-a\"",
+        "type = \"file\"\npaths = []\nregion = \"region-a\"",
+    );
+    has(&errors(&file_source), "src", "paths", "at least one file");
+    let file_sink = BASE.replace(
+        "[sinks.out]\ntype = \"null\"",
+        "[sinks.out]\ntype = \"file\"\npath = \"\"",
+    );
+    has(&errors(&file_sink), "out", "path", "must not be empty");
+    let kafka_sink = BASE.replace(
+        "[sinks.out]\ntype = \"null\"",
+        "[sinks.out]\ntype = \"kafka\"\ncluster = \"nope\"\ntopic = \"\"",
+    );
+    let errs = errors(&kafka_sink);
+    has(&errs, "out", "cluster", "unknown cluster");
+    has(&errs, "out", "topic", "must not be empty");
+    has(
+        &with(r#"partitions = 4"#, "partitions = 4\npartition_by = \" \""),
+        "order",
+        "partition_by",
+        "must name a field",
+    );
+}
