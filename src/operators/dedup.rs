@@ -166,8 +166,6 @@ pub fn dedup<'scope>(
     builder.build(move |caps: Vec<Capability<u64>>| {
         drop(caps);
         let mut state = DedupState::new(horizon_ms);
-        let mut on_buf = Vec::new();
-        let mut late_buf = Vec::new();
         let mut dups = vec![0u64; dup_counters.len()];
         let (mut conflicts, mut unique) = (0u64, 0u64);
         let (mut reported_len, mut reported_bytes) = (0i64, 0i64);
@@ -175,14 +173,18 @@ pub fn dedup<'scope>(
             let mut on_handle = on_out.activate();
             let mut late_handle = late_out.activate();
             input.for_each(|cap, data| {
+                let on_cap = cap.retain_least(0).expect("a message has a time");
+                let late_cap = cap.retain_least(1).expect("a message has a time");
+                let mut on_time = on_handle.session(&on_cap);
+                let mut late = late_handle.session(&late_cap);
                 for e in data.drain(..) {
                     match state.offer(&e) {
                         Verdict::First => {
                             unique += 1;
                             if e.late.is_some() {
-                                late_buf.push(e);
+                                late.give(e);
                             } else {
-                                on_buf.push(e);
+                                on_time.give(e);
                             }
                         }
                         v => {
@@ -190,18 +192,6 @@ pub fn dedup<'scope>(
                             conflicts += u64::from(v == Verdict::Conflict);
                         }
                     }
-                }
-                if !on_buf.is_empty() {
-                    on_handle
-                        .session(&cap.retain_least(0).expect("a message has a time"))
-                        .give_container(&mut on_buf);
-                    on_buf.clear();
-                }
-                if !late_buf.is_empty() {
-                    late_handle
-                        .session(&cap.retain_least(1).expect("a message has a time"))
-                        .give_container(&mut late_buf);
-                    late_buf.clear();
                 }
             });
             let frontier = frontiers[0].frontier().iter().next().copied();

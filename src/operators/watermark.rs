@@ -255,9 +255,6 @@ pub fn watermark<'scope>(
             // Nothing to read on this worker: let the frontier move on without us.
             caps.clear();
         }
-        let mut on_time_buf: Vec<Event> = Vec::new();
-        let mut late_buf: Vec<Event> = Vec::new();
-        let mut invalid_buf: Vec<Invalid> = Vec::new();
         let mut touched: Vec<(u32, i64)> = Vec::new();
         let mut in_counts = vec![0u64; parts.len()];
         let mut late_counts = vec![0u64; late_counters.len()];
@@ -275,7 +272,16 @@ pub fn watermark<'scope>(
             let cap_time = *caps[0].time();
             let mut read = 0;
             let mut more = false;
+            let mut read_error = None;
             {
+                // Records go straight into timely's output buffers, at the capability held
+                // while reading: that is the commit point of every offset read now.
+                let mut on_handle = on_time_out.activate();
+                let mut late_handle = late_out.activate();
+                let mut invalid_handle = invalid_out.activate();
+                let mut on_time = on_handle.session(&caps[0]);
+                let mut late_out = late_handle.session(&caps[1]);
+                let mut invalid_out = invalid_handle.session(&caps[2]);
                 let mut h = shared.borrow_mut();
                 let SourceHandle { readers, .. } = &mut *h;
                 for reader in readers.iter_mut() {
@@ -297,7 +303,7 @@ pub fn watermark<'scope>(
                             match decode(bytes, &format) {
                                 Ok(d) if d.time > now + policy.max_future_skew => {
                                     invalid_counts[Reason::FutureTimestamp as usize] += 1;
-                                    invalid_buf.push(Invalid {
+                                    invalid_out.give(Invalid {
                                         reason: Reason::FutureTimestamp,
                                         detail: format!(
                                             "{} ms ahead of the wall clock",
@@ -331,14 +337,14 @@ pub fn watermark<'scope>(
                                     event.id_hash = xxhash_rust::xxh3::xxh3_128(event.id_bytes());
                                     if late.is_some() {
                                         late_counts[splits.get(split).region_index] += 1;
-                                        late_buf.push(event);
+                                        late_out.give(event);
                                     } else {
-                                        on_time_buf.push(event);
+                                        on_time.give(event);
                                     }
                                 }
                                 Err(r) => {
                                     invalid_counts[r.reason as usize] += 1;
-                                    invalid_buf.push(Invalid {
+                                    invalid_out.give(Invalid {
                                         reason: r.reason,
                                         detail: r.detail,
                                         payload: bytes.to_vec(),
@@ -357,36 +363,16 @@ pub fn watermark<'scope>(
                             more |= n >= BUDGET;
                         }
                         Err(e) => {
-                            *failure.borrow_mut() = Some(e.to_string());
-                            caps.clear();
-                            return;
+                            read_error = Some(e);
+                            break;
                         }
                     }
                 }
             }
-
-            // Emit at the capability held while reading: that is the commit point of every
-            // offset read in this activation.
-            if !on_time_buf.is_empty() {
-                on_time_out
-                    .activate()
-                    .session(&caps[0])
-                    .give_container(&mut on_time_buf);
-                on_time_buf.clear();
-            }
-            if !late_buf.is_empty() {
-                late_out
-                    .activate()
-                    .session(&caps[1])
-                    .give_container(&mut late_buf);
-                late_buf.clear();
-            }
-            if !invalid_buf.is_empty() {
-                invalid_out
-                    .activate()
-                    .session(&caps[2])
-                    .give_container(&mut invalid_buf);
-                invalid_buf.clear();
+            if let Some(e) = read_error {
+                *failure.borrow_mut() = Some(e.to_string());
+                caps.clear();
+                return;
             }
             {
                 let mut h = shared.borrow_mut();
