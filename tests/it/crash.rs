@@ -6,6 +6,26 @@ use crate::support::Scratch;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Starts `tidemark run file` (unbounded) and returns once the ordered topic has output, or
+/// after 60 s at the most.
+fn start_until_output(file: &str, bootstrap: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", file, "--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && tidemark::verify::read_topic(bootstrap, "log-events-ordered")
+            .unwrap()
+            .is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 #[test]
 fn kill_and_restart_loses_nothing() {
     let t = tidemark::demo::traffic(60_000, 5, 65_536);
@@ -17,24 +37,8 @@ fn kill_and_restart_loses_nothing() {
         .replace("commit_interval = \"1s\"", "commit_interval = \"50ms\"");
     std::fs::write(&file, &text).unwrap();
 
-    let mut first = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", &file, "--workers", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill as soon as the ordered topic has some output: the run is then certainly mid-way
-    // through writing. Bounded: give up waiting after 60 s and kill anyway.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if !tidemark::verify::read_topic(&ba, "log-events-ordered")
-            .unwrap()
-            .is_empty()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Kill as soon as the ordered topic has some output: the run is then mid-way through.
+    let mut first = start_until_output(&file, &ba);
     first.kill().unwrap();
     first.wait().unwrap();
     let written_before = read_outputs(&ba).len();
@@ -65,20 +69,7 @@ fn sigterm_drains_and_commits() {
     let file = dir.path("pipeline.toml");
     let text = tidemark::demo::pipeline_text(&ba, &bb, 8).unwrap();
     std::fs::write(&file, &text).unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", &file, "--workers", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline
-        && tidemark::verify::read_topic(&ba, "log-events-ordered")
-            .unwrap()
-            .is_empty()
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = start_until_output(&file, &ba);
     let term = Command::new("kill")
         .args(["-TERM", &run.id().to_string()])
         .status()

@@ -4,52 +4,6 @@ use crate::support::*;
 use std::collections::HashMap;
 use tidemark::verify::Output;
 
-/// watermark -> `middle` -> envelope files, where `middle` is the text of the operators.
-fn pipeline(
-    inputs: &[String],
-    dir: &Scratch,
-    middle: &str,
-    ordered_from: &str,
-    late_from: &str,
-) -> String {
-    let paths = inputs
-        .iter()
-        .map(|p| format!("{p:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-[sources.files]
-type = "file"
-paths = [{paths}]
-region = "region-a"
-
-[operators.wm]
-type = "watermark"
-inputs = ["files"]
-max_out_of_orderness = "200ms"
-{middle}
-[sinks.ordered]
-type = "file"
-inputs = ["{ordered_from}"]
-path = {ordered:?}
-format = "envelope"
-
-[sinks.late]
-type = "file"
-inputs = ["{late_from}"]
-path = {late:?}
-format = "envelope"
-
-[sinks.invalid]
-type = "null"
-inputs = ["wm.invalid"]
-"#,
-        ordered = dir.path("ordered.jsonl"),
-        late = dir.path("late.jsonl"),
-    )
-}
-
 fn run_file(text: &str, workers: usize) -> tidemark::pipeline::Summary {
     let (config, graph) = tidemark::config::parse(text).expect("valid pipeline");
     let metrics = tidemark::metrics::Metrics::new();
@@ -96,7 +50,7 @@ fn dedup_alone_keeps_exactly_one_copy_of_each_id() {
         let inputs = write_partitions(&dir, &stream);
         let middle = "[operators.dedup]\ntype = \"dedup\"\ninputs = [\"wm.on_time\", \"wm.late\"]\nhorizon = \"10m\"\n";
         let summary = run_file(
-            &pipeline(&inputs, &dir, middle, "dedup.on_time", "dedup.late"),
+            &envelope_pipeline(&inputs, &dir, middle, "dedup.on_time", "dedup.late"),
             workers,
         );
         let want = valid_ids(&stream);
@@ -122,7 +76,7 @@ fn reorder_alone_passes_every_on_time_event_in_order() {
         let middle =
             "[operators.order]\ntype = \"reorder\"\ninputs = [\"wm.on_time\"]\npartitions = 3\n";
         run_file(
-            &pipeline(&inputs, &dir, middle, "order", "wm.late"),
+            &envelope_pipeline(&inputs, &dir, middle, "order", "wm.late"),
             workers,
         );
         let observed = read_envelopes(&dir);
@@ -146,7 +100,7 @@ fn watermark_alone_never_marks_an_event_late_that_is_not() {
         let stream = seeded_stream(23, 4, 2_500);
         let inputs = write_partitions(&dir, &stream);
         let summary = run_file(
-            &pipeline(&inputs, &dir, "", "wm.on_time", "wm.late"),
+            &envelope_pipeline(&inputs, &dir, "", "wm.on_time", "wm.late"),
             workers,
         );
         let observed = read_envelopes(&dir);

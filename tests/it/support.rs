@@ -132,6 +132,31 @@ pub fn write_partitions(dir: &Scratch, stream: &Stream) -> Vec<String> {
 
 /// The chain under test, reading files and writing envelope files.
 pub fn file_pipeline(inputs: &[String], dir: &Scratch, partitions: u32) -> String {
+    let operators = format!(
+        r#"
+[operators.dedup]
+type = "dedup"
+inputs = ["wm.on_time", "wm.late"]
+horizon = "10m"
+
+[operators.order]
+type = "reorder"
+inputs = ["dedup.on_time"]
+partitions = {partitions}
+"#
+    );
+    envelope_pipeline(inputs, dir, &operators, "order", "dedup.late")
+}
+
+/// Files -> watermark -> `operators` -> envelope files: `ordered_from` to ordered.jsonl,
+/// `late_from` to late.jsonl, the watermark's invalid output to invalid.jsonl.
+pub fn envelope_pipeline(
+    inputs: &[String],
+    dir: &Scratch,
+    operators: &str,
+    ordered_from: &str,
+    late_from: &str,
+) -> String {
     let paths = inputs
         .iter()
         .map(|p| format!("{p:?}"))
@@ -153,26 +178,16 @@ inputs = ["files"]
 max_out_of_orderness = "200ms"
 idle_timeout = "1s"
 max_future_skew = "10m"
-
-[operators.dedup]
-type = "dedup"
-inputs = ["wm.on_time", "wm.late"]
-horizon = "10m"
-
-[operators.order]
-type = "reorder"
-inputs = ["dedup.on_time"]
-partitions = {partitions}
-
+{operators}
 [sinks.ordered]
 type = "file"
-inputs = ["order"]
+inputs = ["{ordered_from}"]
 path = {ordered:?}
 format = "envelope"
 
 [sinks.late]
 type = "file"
-inputs = ["dedup.late"]
+inputs = ["{late_from}"]
 path = {late:?}
 format = "envelope"
 
