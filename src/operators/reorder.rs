@@ -56,6 +56,13 @@ fn id_prefix(e: &Event) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// Release order: event time, then id (its prefix first, the whole id on a tie).
+fn by_time_then_id(a: &Held, b: &Held) -> std::cmp::Ordering {
+    (a.0.time, a.2)
+        .cmp(&(b.0.time, b.2))
+        .then_with(|| a.0.id_bytes().cmp(b.0.id_bytes()))
+}
+
 /// Keeps a few emptied bucket vectors of moderate size for reuse; the rest are freed so a
 /// burst (or the final flush) does not pin its memory.
 fn recycle(spare: &mut Vec<Vec<Held>>, v: Vec<Held>) {
@@ -105,8 +112,11 @@ pub fn reorder<'scope>(
                 });
                 let limit = frontier.frontier().iter().next().copied();
                 // Everything strictly below `limit` is complete (all of it when the input ended).
+                // Buckets cover disjoint, increasing time ranges, so sorting each as it is
+                // released gives the same order as one big sort, in smaller, cache-warm pieces.
                 while let Some(mut entry) = buckets.first_entry() {
                     let bucket = *entry.key();
+                    let start = ready.len();
                     match limit {
                         Some(l) if (bucket << BUCKET_SHIFT) >= l => break,
                         Some(l) if ((bucket + 1) << BUCKET_SHIFT) > l => {
@@ -122,23 +132,20 @@ pub fn reorder<'scope>(
                             if v.is_empty() {
                                 recycle(&mut spare, entry.remove());
                             }
+                            ready[start..].sort_unstable_by(by_time_then_id);
                             break;
                         }
                         _ => {
                             let mut v = entry.remove();
                             ready.append(&mut v);
                             recycle(&mut spare, v);
+                            ready[start..].sort_unstable_by(by_time_then_id);
                         }
                     }
                 }
                 if ready.is_empty() {
                     return;
                 }
-                ready.sort_unstable_by(|a, b| {
-                    (a.0.time, a.2)
-                        .cmp(&(b.0.time, b.2))
-                        .then_with(|| a.0.id_bytes().cmp(b.0.id_bytes()))
-                });
                 let cap = held
                     .as_ref()
                     .expect("buffered events imply a held capability");

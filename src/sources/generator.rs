@@ -82,6 +82,60 @@ pub fn generate_event(
     out.extend_from_slice(close);
 }
 
+/// [`generate_event`] precomputed for one region and size: each event copies the template and
+/// patches the id, the time and the service in place.
+struct Template {
+    bytes: Vec<u8>,
+    time_at: usize,
+    time_len: usize,
+    service_at: usize,
+}
+
+/// Where the id starts: right after `{"eventId":"`.
+const ID_AT: usize = 12;
+
+impl Template {
+    fn new(region: &str, payload_bytes: usize, time_len: usize) -> Template {
+        let mut bytes = Vec::new();
+        let sample_time = 10u64.pow(time_len.saturating_sub(1) as u32);
+        generate_event(&mut bytes, 0, sample_time, region, 0, payload_bytes);
+        let time_at = ID_AT + 32 + b"\",\"timestamp\":".len();
+        let service_at = time_at
+            + time_len
+            + b",\"region\":\"".len()
+            + region.len()
+            + b"\",\"service\":\"svc-".len();
+        Template {
+            bytes,
+            time_at,
+            time_len,
+            service_at,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, id: u128, time: u64, service: u32) {
+        out.clear();
+        out.extend_from_slice(&self.bytes);
+        for (i, b) in out[ID_AT..ID_AT + 32].iter_mut().enumerate() {
+            *b = HEX[((id >> ((31 - i) * 4)) & 0xf) as usize];
+        }
+        let mut n = time;
+        for b in out[self.time_at..self.time_at + self.time_len]
+            .iter_mut()
+            .rev()
+        {
+            *b = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out[self.service_at] = b'0' + (service / 10 % 10) as u8;
+        out[self.service_at + 1] = b'0' + (service % 10) as u8;
+    }
+}
+
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
 struct Part {
     split: u32,
     rng: SplitMix,
@@ -101,6 +155,7 @@ pub(super) struct GeneratorReader {
     jitter: u64,
     payload_bytes: usize,
     buf: Vec<u8>,
+    template: Option<Template>,
 }
 
 impl GeneratorReader {
@@ -137,6 +192,7 @@ impl GeneratorReader {
             jitter: g.jitter.0,
             payload_bytes: g.payload_bytes as usize,
             buf: Vec::new(),
+            template: None,
         }
     }
 }
@@ -175,14 +231,14 @@ impl SplitReader for GeneratorReader {
                         crate::operators::wall_ms().saturating_sub(jitter)
                     };
                     let service = (id % 20) as u32;
-                    generate_event(
-                        &mut self.buf,
-                        id,
-                        time,
-                        &self.region,
-                        service,
-                        self.payload_bytes,
-                    );
+                    let width = digits(time);
+                    if self.template.as_ref().is_none_or(|t| t.time_len != width) {
+                        self.template =
+                            Some(Template::new(&self.region, self.payload_bytes, width));
+                    }
+                    if let Some(t) = &self.template {
+                        t.write(&mut self.buf, id, time, service);
+                    }
                     each(Polled::Record {
                         split: p.split,
                         offset,
@@ -199,5 +255,28 @@ impl SplitReader for GeneratorReader {
 
     fn commit(&mut self, _offsets: &[(u32, i64)], _sync: bool) -> Result<(), SourceError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_writes_what_generate_event_writes() {
+        let mut rng = SplitMix(5);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for region in ["region-a", "r"] {
+            for size in [128, 300, 1000] {
+                for time in [0, 7, 1_700_000_000_000, u64::MAX] {
+                    let t = Template::new(region, size, digits(time));
+                    let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+                    let service = (rng.below(100)) as u32;
+                    generate_event(&mut a, id, time, region, service, size);
+                    t.write(&mut b, id, time, service);
+                    assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+                }
+            }
+        }
     }
 }
