@@ -245,7 +245,7 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
         time: 1_700_000_000_000,
         id_hash: 0,
         id: EventId::Span(0, 0),
-        payload: b"{}".to_vec(),
+        payload: b"{}".as_slice().into(),
         split: 0,
         offset: 0,
         late: None,

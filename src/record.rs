@@ -15,9 +15,10 @@ pub struct Event {
     pub id_hash: u128,
     /// Where the event id is.
     pub id: EventId,
-    /// The original bytes, unchanged.
+    /// The original bytes, unchanged. A boxed slice, not a Vec: events are moved through
+    /// several buffers, and every byte of the record is memory traffic.
     #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
+    pub payload: Box<[u8]>,
     /// Index into the pipeline's [`Splits`].
     pub split: u32,
     /// Offset within the split (Kafka offset, or line number for files).
@@ -31,8 +32,9 @@ pub struct Event {
 /// What is known about a late event at its arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Late {
-    /// The worker's watermark when the event arrived (always above the event time).
-    pub watermark: u64,
+    /// The worker's watermark when the event arrived (always above the event time, so never
+    /// zero; that lets `Option<Late>` take no extra space).
+    pub watermark: std::num::NonZeroU64,
     /// Wall-clock arrival time, epoch milliseconds.
     pub arrival_ms: u64,
 }
@@ -63,7 +65,7 @@ impl Event {
 
     /// How far behind the watermark the event arrived.
     pub fn lateness_ms(&self) -> Option<u64> {
-        self.late.map(|l| l.watermark - self.time)
+        self.late.map(|l| l.watermark.get() - self.time)
     }
 }
 

@@ -221,7 +221,7 @@ mod tests {
             time,
             id_hash: xxhash_rust::xxh3::xxh3_128(id.as_bytes()),
             id: crate::record::EventId::Owned(id.into()),
-            payload: payload.as_bytes().to_vec(),
+            payload: payload.as_bytes().into(),
             split: 0,
             offset: 0,
             late: None,

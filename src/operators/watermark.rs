@@ -315,10 +315,13 @@ pub fn watermark<'scope>(
                                     });
                                 }
                                 Ok(d) => {
-                                    let late = (d.time < cap_time).then_some(Late {
-                                        watermark: cap_time,
-                                        arrival_ms: now,
-                                    });
+                                    // Below the capability means the capability is above zero.
+                                    let late = std::num::NonZeroU64::new(cap_time)
+                                        .filter(|_| d.time < cap_time)
+                                        .map(|watermark| Late {
+                                            watermark,
+                                            arrival_ms: now,
+                                        });
                                     p.max_time = Some(p.max_time.map_or(d.time, |m| m.max(d.time)));
                                     let id = match d.id {
                                         IdText::Span(a, z) => EventId::Span(a as u32, z as u32),
@@ -328,7 +331,7 @@ pub fn watermark<'scope>(
                                         time: d.time,
                                         id_hash: 0,
                                         id,
-                                        payload: bytes.to_vec(),
+                                        payload: bytes.into(),
                                         split,
                                         offset,
                                         late,

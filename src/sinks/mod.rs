@@ -81,7 +81,7 @@ impl SinkItem for Event {
             h.push(("tidemark-watermark", late.watermark.to_string()));
             h.push((
                 "tidemark-lateness-ms",
-                (late.watermark - self.time).to_string(),
+                (late.watermark.get() - self.time).to_string(),
             ));
             h.push(("tidemark-arrival-ms", late.arrival_ms.to_string()));
         }
