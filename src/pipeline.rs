@@ -442,8 +442,17 @@ fn build<'s>(
                     } else {
                         Partitioner::Field(r.partition_by.clone(), r.partitions.get())
                     };
-                    let out =
-                        reorder::reorder(events(inputs(name, &streams)), name, partitioner, ctx);
+                    let from_dedup = graph.inputs[name].iter().all(|r| {
+                        matches!(
+                            config.operators.get(&r.node),
+                            Some(OperatorConfig::Dedup(_))
+                        )
+                    });
+                    let colocated = matches!(partitioner, Partitioner::Id(_))
+                        && from_dedup
+                        && r.partitions.get() as usize % peers == 0;
+                    let input = events(inputs(name, &streams));
+                    let out = reorder::reorder(input, name, partitioner, colocated, ctx);
                     put(&mut streams, name, Port::All, AnyStream::Events(out));
                 }
             }

@@ -13,7 +13,7 @@ use super::WorkerContext;
 use crate::record::Event;
 use crate::sources::decode::extract_field;
 use std::collections::BTreeMap;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
@@ -72,109 +72,126 @@ fn recycle(spare: &mut Vec<Vec<Held>>, v: Vec<Held>) {
 }
 
 /// Orders `input` by event time within each output partition.
+///
+/// `colocated` says the input is already on the worker that owns each event's partition: it
+/// comes straight from a dedup (exchanged by the same id hash) and the partition count is a
+/// multiple of the worker count, so `hash % partitions % workers == hash % workers`. The
+/// exchange is then skipped.
 pub fn reorder<'scope>(
     input: Stream<'scope, u64, Vec<Event>>,
     name: &str,
     partitioner: Partitioner,
+    colocated: bool,
     ctx: &WorkerContext,
 ) -> Stream<'scope, u64, Vec<Event>> {
-    let route = partitioner.clone();
+    if colocated {
+        reorder_with(input, name, partitioner, Pipeline, ctx)
+    } else {
+        let route = partitioner.clone();
+        let pact = Exchange::new(move |e: &Event| u64::from(route.partition(e)));
+        reorder_with(input, name, partitioner, pact, ctx)
+    }
+}
+
+fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
+    input: Stream<'scope, u64, Vec<Event>>,
+    name: &str,
+    partitioner: Partitioner,
+    pact: P,
+    ctx: &WorkerContext,
+) -> Stream<'scope, u64, Vec<Event>> {
     let gauge = ctx.metrics.reorder_buffered.clone();
-    input.unary_frontier(
-        Exchange::new(move |e: &Event| u64::from(route.partition(e))),
-        &format!("Reorder({name})"),
-        move |_cap, _info| {
-            let mut buckets: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
-            // Input time -> buffered events that arrived at it; its least key is what we hold.
-            let mut held_times: BTreeMap<u64, usize> = BTreeMap::new();
-            let mut held: Option<Capability<u64>> = None;
-            let mut ready: Vec<Held> = Vec::new();
-            // Emptied bucket vectors, reused so a steady stream does not allocate per bucket.
-            let mut spare: Vec<Vec<Held>> = Vec::new();
-            let mut buffered = 0i64;
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    let t = *cap.least().expect("a message has a time");
-                    if held.as_ref().is_none_or(|h| t < *h.time()) {
-                        held = cap.retain_least(0);
-                    }
-                    *held_times.entry(t).or_default() += data.len();
-                    buffered += data.len() as i64;
-                    gauge.add(data.len() as i64);
-                    for mut e in data.drain(..) {
-                        e.partition = Some(partitioner.partition(&e));
-                        let prefix = id_prefix(&e);
-                        buckets
-                            .entry(e.time >> BUCKET_SHIFT)
-                            .or_insert_with(|| spare.pop().unwrap_or_default())
-                            .push(Held(e, t, prefix));
-                    }
-                });
-                let limit = frontier.frontier().iter().next().copied();
-                // Everything strictly below `limit` is complete (all of it when the input ended).
-                // Buckets cover disjoint, increasing time ranges, so sorting each as it is
-                // released gives the same order as one big sort, in smaller, cache-warm pieces.
-                while let Some(mut entry) = buckets.first_entry() {
-                    let bucket = *entry.key();
-                    let start = ready.len();
-                    match limit {
-                        Some(l) if (bucket << BUCKET_SHIFT) >= l => break,
-                        Some(l) if ((bucket + 1) << BUCKET_SHIFT) > l => {
-                            let v = entry.get_mut();
-                            let mut i = 0;
-                            while i < v.len() {
-                                if v[i].0.time < l {
-                                    ready.push(v.swap_remove(i));
-                                } else {
-                                    i += 1;
-                                }
+    input.unary_frontier(pact, &format!("Reorder({name})"), move |_cap, _info| {
+        let mut buckets: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
+        // Input time -> buffered events that arrived at it; its least key is what we hold.
+        let mut held_times: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut held: Option<Capability<u64>> = None;
+        let mut ready: Vec<Held> = Vec::new();
+        // Emptied bucket vectors, reused so a steady stream does not allocate per bucket.
+        let mut spare: Vec<Vec<Held>> = Vec::new();
+        let mut buffered = 0i64;
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let t = *cap.least().expect("a message has a time");
+                if held.as_ref().is_none_or(|h| t < *h.time()) {
+                    held = cap.retain_least(0);
+                }
+                *held_times.entry(t).or_default() += data.len();
+                buffered += data.len() as i64;
+                gauge.add(data.len() as i64);
+                for mut e in data.drain(..) {
+                    e.partition = Some(partitioner.partition(&e));
+                    let prefix = id_prefix(&e);
+                    buckets
+                        .entry(e.time >> BUCKET_SHIFT)
+                        .or_insert_with(|| spare.pop().unwrap_or_default())
+                        .push(Held(e, t, prefix));
+                }
+            });
+            let limit = frontier.frontier().iter().next().copied();
+            // Everything strictly below `limit` is complete (all of it when the input ended).
+            // Buckets cover disjoint, increasing time ranges, so sorting each as it is
+            // released gives the same order as one big sort, in smaller, cache-warm pieces.
+            while let Some(mut entry) = buckets.first_entry() {
+                let bucket = *entry.key();
+                let start = ready.len();
+                match limit {
+                    Some(l) if (bucket << BUCKET_SHIFT) >= l => break,
+                    Some(l) if ((bucket + 1) << BUCKET_SHIFT) > l => {
+                        let v = entry.get_mut();
+                        let mut i = 0;
+                        while i < v.len() {
+                            if v[i].0.time < l {
+                                ready.push(v.swap_remove(i));
+                            } else {
+                                i += 1;
                             }
-                            if v.is_empty() {
-                                recycle(&mut spare, entry.remove());
-                            }
-                            ready[start..].sort_unstable_by(by_time_then_id);
-                            break;
                         }
-                        _ => {
-                            let mut v = entry.remove();
-                            ready.append(&mut v);
-                            recycle(&mut spare, v);
-                            ready[start..].sort_unstable_by(by_time_then_id);
+                        if v.is_empty() {
+                            recycle(&mut spare, entry.remove());
                         }
+                        ready[start..].sort_unstable_by(by_time_then_id);
+                        break;
+                    }
+                    _ => {
+                        let mut v = entry.remove();
+                        ready.append(&mut v);
+                        recycle(&mut spare, v);
+                        ready[start..].sort_unstable_by(by_time_then_id);
                     }
                 }
-                if ready.is_empty() {
-                    return;
-                }
-                let cap = held
-                    .as_ref()
-                    .expect("buffered events imply a held capability");
-                {
-                    let mut session = output.session(cap);
-                    let released = ready.len() as i64;
-                    buffered -= released;
-                    gauge.sub(released);
-                    for Held(e, t, _) in ready.drain(..) {
-                        let n = held_times
-                            .get_mut(&t)
-                            .expect("every buffered event counted");
-                        *n -= 1;
-                        if *n == 0 {
-                            held_times.remove(&t);
-                        }
-                        session.give(e);
-                    }
-                }
-                match held_times.first_key_value() {
-                    Some((&t, _)) => {
-                        if let Some(h) = held.as_mut() {
-                            h.downgrade(&t);
-                        }
-                    }
-                    None => held = None,
-                }
-                debug_assert!(buffered >= 0);
             }
-        },
-    )
+            if ready.is_empty() {
+                return;
+            }
+            let cap = held
+                .as_ref()
+                .expect("buffered events imply a held capability");
+            {
+                let mut session = output.session(cap);
+                let released = ready.len() as i64;
+                buffered -= released;
+                gauge.sub(released);
+                for Held(e, t, _) in ready.drain(..) {
+                    let n = held_times
+                        .get_mut(&t)
+                        .expect("every buffered event counted");
+                    *n -= 1;
+                    if *n == 0 {
+                        held_times.remove(&t);
+                    }
+                    session.give(e);
+                }
+            }
+            match held_times.first_key_value() {
+                Some((&t, _)) => {
+                    if let Some(h) = held.as_mut() {
+                        h.downgrade(&t);
+                    }
+                }
+                None => held = None,
+            }
+            debug_assert!(buffered >= 0);
+        }
+    })
 }
