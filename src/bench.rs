@@ -17,6 +17,9 @@ pub struct BenchOptions {
     /// Events per configuration.
     #[arg(long, default_value_t = 4_000_000)]
     pub events: u64,
+    /// Runs per configuration; the median is reported, with the slowest and fastest.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Skip the two-process configuration.
     #[arg(long)]
     pub no_processes: bool,
@@ -274,8 +277,8 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     println!(
-        "tidemark bench: {} events per configuration, ~300-byte JSON events, 5% duplicates, 500 ms disorder; {cores} cores",
-        options.events
+        "tidemark bench: {} events per configuration, ~300-byte JSON events, 5% duplicates, 500 ms disorder; {cores} cores; median of {} runs",
+        options.events, options.runs.max(1)
     );
     println!(
         "{:<26} {:>12} {:>10} {:>15} {:>10} {:>10} {:>9}",
@@ -289,12 +292,10 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
     );
     let mut all = Vec::new();
     for workers in [1, 2] {
-        all.push(child(options.events, workers)?);
-        print_row(all.last().expect("pushed"));
+        all.push(median(options.runs, || child(options.events, workers))?);
     }
     if !options.no_processes {
-        all.push(two_processes(options.events)?);
-        print_row(all.last().expect("pushed"));
+        all.push(median(options.runs, || two_processes(options.events))?);
     }
     println!();
     println!(
@@ -310,6 +311,31 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
         Err(e) => println!("\nchart not drawn: {e}"),
     }
     Ok(())
+}
+
+/// Runs a configuration `runs` times; prints and returns the median run.
+fn median(
+    runs: usize,
+    mut once: impl FnMut() -> anyhow::Result<Figures>,
+) -> anyhow::Result<Figures> {
+    let mut all = (0..runs.max(1))
+        .map(|_| once())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    all.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let (min, max) = (all[0].rate(), all[all.len() - 1].rate());
+    let mid = all.swap_remove(all.len() / 2);
+    print_row(&mid);
+    println!(
+        "{:<26} {:>12}",
+        "",
+        format!(
+            "({:.2}M-{:.2}M over {} runs)",
+            min / 1e6,
+            max / 1e6,
+            runs.max(1)
+        )
+    );
+    Ok(mid)
 }
 
 fn print_row(f: &Figures) {
