@@ -75,16 +75,24 @@ pub const NAMES: &[&str] = &[
     "tidemark_up",
 ];
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// Registers `m` and returns it; every name is declared once, so a clash is a bug.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
     r.register(Box::new(m.clone())).expect("registered once");
     m
 }
 
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(m.clone())).expect("registered once");
-    m
+    registered(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 impl Metrics {
@@ -96,50 +104,58 @@ impl Metrics {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
             r.register(Box::new(pc)).expect("registered once");
         }
-        let dedup_conflicts = IntCounter::new(
-            "tidemark_dedup_conflicts_total",
-            "Duplicates with a different payload than the first copy",
-        )
-        .expect("valid metric");
-        r.register(Box::new(dedup_conflicts.clone()))
-            .expect("registered once");
-        let dedup_unique = IntCounter::new(
-            "tidemark_dedup_unique_total",
-            "Events passed by dedup as first copies",
-        )
-        .expect("valid metric");
-        r.register(Box::new(dedup_unique.clone()))
-            .expect("registered once");
-        let reorder_buffered = IntGauge::new(
-            "tidemark_reorder_buffer_events",
-            "Events held by reorder until the watermark passes them",
-        )
-        .expect("valid metric");
-        r.register(Box::new(reorder_buffered.clone()))
-            .expect("registered once");
-        let dedup_retained = IntGauge::new(
-            "tidemark_dedup_ids_retained",
-            "Event ids remembered by dedup",
-        )
-        .expect("valid metric");
-        r.register(Box::new(dedup_retained.clone()))
-            .expect("registered once");
-        let dedup_bytes = IntGauge::new("tidemark_dedup_state_bytes", "Bytes of dedup tables")
-            .expect("valid metric");
-        r.register(Box::new(dedup_bytes.clone()))
-            .expect("registered once");
-        let watermark_lag = GaugeVec::new(
-            Opts::new(
-                "tidemark_watermark_lag_seconds",
-                "Wall clock minus the watermark",
-            ),
-            &["node", "worker"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(watermark_lag.clone()))
-            .expect("registered once");
-        let up = Gauge::new("tidemark_up", "1 while the pipeline runs").expect("valid metric");
-        r.register(Box::new(up.clone())).expect("registered once");
+        let dedup_conflicts = registered(
+            &r,
+            IntCounter::new(
+                "tidemark_dedup_conflicts_total",
+                "Duplicates with a different payload than the first copy",
+            )
+            .expect("valid metric"),
+        );
+        let dedup_unique = registered(
+            &r,
+            IntCounter::new(
+                "tidemark_dedup_unique_total",
+                "Events passed by dedup as first copies",
+            )
+            .expect("valid metric"),
+        );
+        let reorder_buffered = registered(
+            &r,
+            IntGauge::new(
+                "tidemark_reorder_buffer_events",
+                "Events held by reorder until the watermark passes them",
+            )
+            .expect("valid metric"),
+        );
+        let dedup_retained = registered(
+            &r,
+            IntGauge::new(
+                "tidemark_dedup_ids_retained",
+                "Event ids remembered by dedup",
+            )
+            .expect("valid metric"),
+        );
+        let dedup_bytes = registered(
+            &r,
+            IntGauge::new("tidemark_dedup_state_bytes", "Bytes of dedup tables")
+                .expect("valid metric"),
+        );
+        let watermark_lag = registered(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "tidemark_watermark_lag_seconds",
+                    "Wall clock minus the watermark",
+                ),
+                &["node", "worker"],
+            )
+            .expect("valid metric"),
+        );
+        let up = registered(
+            &r,
+            Gauge::new("tidemark_up", "1 while the pipeline runs").expect("valid metric"),
+        );
         let invalid_events = counter_vec(
             &r,
             "tidemark_invalid_events_total",
