@@ -26,7 +26,7 @@ use timely::dataflow::{Scope, Stream};
 
 /// Records read per activation before yielding, so one busy source cannot starve the rest of
 /// the dataflow (dedup, reorder and sinks run on the same thread).
-const BUDGET: usize = 4096;
+const BUDGET: usize = 256;
 
 /// The three outputs of a watermark node.
 pub struct WatermarkStreams<'scope> {
