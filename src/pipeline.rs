@@ -394,12 +394,14 @@ fn build<'s>(
                         &ReadOptions { bounded },
                         &ctx.metrics,
                     )?;
+                    let links = sources::open_links(config, &ctx.splits, &mine)?;
                     let (out, handle) = watermark(
                         scope,
                         name,
                         WatermarkPolicy::from(w),
                         config.event.clone(),
                         readers,
+                        links,
                         mine,
                         ctx,
                     );

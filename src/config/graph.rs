@@ -299,7 +299,8 @@ fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
         }
     }
     for (name, source) in &config.sources {
-        if source.region().trim().is_empty() {
+        let unset = matches!(source, SourceConfig::Kafka(k) if k.region.is_none() && k.replicated_from.is_none());
+        if !unset && source.region().trim().is_empty() {
             err(errors, name, "region", "must not be empty".into());
         }
         match source {
@@ -313,14 +314,35 @@ fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
                         "needs at least one non-empty topic".into(),
                     );
                 }
-                if k.replicated_from.as_deref() == Some(k.region.as_str()) {
-                    err(
+                match (&k.region, &k.replicated_from) {
+                    (None, None) => err(
+                        errors,
+                        name,
+                        "region",
+                        "missing: set the region the events were produced in (or replicated_from for a remote topic)".into(),
+                    ),
+                    (Some(r), Some(from)) if r != from => err(
                         errors,
                         name,
                         "replicated_from",
-                        "names the source's own region; a remote topic comes from the other region"
-                            .into(),
-                    );
+                        format!("is \"{from}\" but region is \"{r}\": a remote topic's events were produced in the region they are replicated from"),
+                    ),
+                    _ => {}
+                }
+                if k.replicated_from.is_none() {
+                    if k.heartbeats_topic.is_some() {
+                        err(
+                            errors,
+                            name,
+                            "heartbeats_topic",
+                            "needs replicated_from".into(),
+                        );
+                    }
+                    if k.link_timeout != super::default_link_timeout() {
+                        err(errors, name, "link_timeout", "needs replicated_from".into());
+                    }
+                } else if k.link_timeout.0 == 0 {
+                    err(errors, name, "link_timeout", "must be above zero".into());
                 }
             }
             SourceConfig::File(f) => {
@@ -359,6 +381,21 @@ fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
                         "max_future_skew",
                         "must be above zero: events stamped a moment ahead of this host's clock would all be invalid".into(),
                     );
+                }
+                for input in &w.inputs {
+                    if let Some(SourceConfig::Kafka(k)) = config.sources.get(input.as_str()) {
+                        if k.replicated_from.is_some() && k.link_timeout >= w.idle_timeout {
+                            err(
+                                errors,
+                                input,
+                                "link_timeout",
+                                format!(
+                                    "is {} but watermark \"{name}\" has idle_timeout {}: a split must be seen before the remote partitions count as idle",
+                                    k.link_timeout, w.idle_timeout
+                                ),
+                            );
+                        }
+                    }
                 }
                 if w.max_split_hold.is_some() {
                     let replicated = w.inputs.iter().any(|i| {

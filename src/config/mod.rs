@@ -147,10 +147,21 @@ pub struct KafkaSource {
     pub cluster: String,
     /// Topics to read.
     pub topics: Vec<String>,
-    /// The region where these events were produced (the `tidemark-region` header).
-    pub region: String,
-    /// Set when the topics are MirrorMaker 2 remote topics replicated from that region.
+    /// The region where these events were produced (the `tidemark-region` header). A remote
+    /// topic's events come from the region they are replicated from, so with `replicated_from`
+    /// this may be left out.
+    pub region: Option<String>,
+    /// Set when the topics are MirrorMaker 2 remote topics replicated from that region. The
+    /// source then follows MM2's replicated heartbeats from it to know whether the link is up.
     pub replicated_from: Option<String>,
+    /// The MM2 heartbeats topic that crossed the same link; by default
+    /// `<replicated_from>.heartbeats` (MM2's default replication policy).
+    pub heartbeats_topic: Option<String>,
+    /// The link is down when the newest replicated heartbeat is older than this. It must be
+    /// shorter than the watermark's `idle_timeout`, so a split is seen before the remote
+    /// partitions could count as idle.
+    #[serde(default = "default_link_timeout")]
+    pub link_timeout: Millis,
     /// Consumer group used only to store offsets (never to assign partitions).
     pub group_id: Option<String>,
     /// Where to start without a committed offset.
@@ -193,6 +204,22 @@ pub struct GeneratorSource {
     pub payload_bytes: u32,
 }
 
+fn default_link_timeout() -> Millis {
+    Millis(3_000)
+}
+
+impl KafkaSource {
+    /// The heartbeats topic to follow, for a replicated source.
+    pub fn heartbeats(&self) -> Option<String> {
+        let from = self.replicated_from.as_ref()?;
+        Some(
+            self.heartbeats_topic
+                .clone()
+                .unwrap_or_else(|| format!("{from}.heartbeats")),
+        )
+    }
+}
+
 fn default_generator_partitions() -> NonZeroU32 {
     NonZeroU32::new(4).expect("non-zero")
 }
@@ -204,7 +231,11 @@ impl SourceConfig {
     /// The origin region of the events this source reads.
     pub fn region(&self) -> &str {
         match self {
-            SourceConfig::Kafka(k) => &k.region,
+            SourceConfig::Kafka(k) => k
+                .region
+                .as_deref()
+                .or(k.replicated_from.as_deref())
+                .unwrap_or_default(),
             SourceConfig::File(f) => &f.region,
             SourceConfig::Generator(g) => &g.region,
         }

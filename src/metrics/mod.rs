@@ -50,6 +50,18 @@ pub struct Metrics {
     pub sink_errors: IntCounterVec,
     /// `tidemark_dead_letters_dropped_total{sink,reason}`: invalid records no topic would take.
     pub dead_letters_dropped: IntCounterVec,
+    /// `tidemark_replication_lag_seconds{from,to}`: wall clock minus the newest MM2 heartbeat
+    /// replicated from `from` into cluster `to`.
+    pub replication_lag: GaugeVec,
+    /// `tidemark_split_brain{from,to}`: 1 while that replication link is down.
+    pub split_brain: IntGaugeVec,
+    /// `tidemark_split_duration_seconds{from,to}`: how long the current split has lasted, 0
+    /// when the link is up.
+    pub split_duration: GaugeVec,
+    /// `tidemark_split_episodes_total{from,to}`: splits seen since start.
+    pub split_episodes: IntCounterVec,
+    /// `tidemark_split_hold_active{from,to}`: 1 while the watermark waits for a down link.
+    pub split_hold: IntGaugeVec,
     /// `tidemark_up`: 1 while the pipeline runs.
     pub up: Gauge,
 }
@@ -72,6 +84,11 @@ pub const NAMES: &[&str] = &[
     "tidemark_committed_offset",
     "tidemark_sink_errors_total",
     "tidemark_dead_letters_dropped_total",
+    "tidemark_replication_lag_seconds",
+    "tidemark_split_brain",
+    "tidemark_split_duration_seconds",
+    "tidemark_split_episodes_total",
+    "tidemark_split_hold_active",
     "tidemark_up",
 ];
 
@@ -85,6 +102,13 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     registered(
         r,
         IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    registered(
+        r,
+        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
     )
 }
 
@@ -141,16 +165,11 @@ impl Metrics {
             IntGauge::new("tidemark_dedup_state_bytes", "Bytes of dedup tables")
                 .expect("valid metric"),
         );
-        let watermark_lag = registered(
+        let watermark_lag = float_gauge_vec(
             &r,
-            GaugeVec::new(
-                Opts::new(
-                    "tidemark_watermark_lag_seconds",
-                    "Wall clock minus the watermark",
-                ),
-                &["node", "worker"],
-            )
-            .expect("valid metric"),
+            "tidemark_watermark_lag_seconds",
+            "Wall clock minus the watermark",
+            &["node", "worker"],
         );
         let up = registered(
             &r,
@@ -226,6 +245,36 @@ impl Metrics {
                 "tidemark_sink_errors_total",
                 "Failed deliveries",
                 &["sink"],
+            ),
+            replication_lag: float_gauge_vec(
+                &r,
+                "tidemark_replication_lag_seconds",
+                "Wall clock minus the newest replicated MM2 heartbeat",
+                &["from", "to"],
+            ),
+            split_brain: gauge_vec(
+                &r,
+                "tidemark_split_brain",
+                "1 while the replication link is down",
+                &["from", "to"],
+            ),
+            split_duration: float_gauge_vec(
+                &r,
+                "tidemark_split_duration_seconds",
+                "Length of the current split, 0 when the link is up",
+                &["from", "to"],
+            ),
+            split_episodes: counter_vec(
+                &r,
+                "tidemark_split_episodes_total",
+                "Replication splits seen",
+                &["from", "to"],
+            ),
+            split_hold: gauge_vec(
+                &r,
+                "tidemark_split_hold_active",
+                "1 while the watermark waits for a down link",
+                &["from", "to"],
             ),
             up,
             registry: r,

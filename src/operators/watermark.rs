@@ -8,11 +8,18 @@
 //! capability on arrival is late: it is emitted at the capability, tagged with the watermark it
 //! missed. Offsets are committed once the sinks' probe shows everything emitted up to the
 //! offset's commit point is durable.
+//!
+//! Replication-aware hold: partitions of an MM2 remote topic belong to a replication link, and
+//! the link is down while its newest replicated heartbeat is older than `link_timeout`. While a
+//! link is down those partitions never count as idle, so the watermark waits for the events the
+//! link has not delivered yet, for up to `max_split_hold` after the newest heartbeat. After that
+//! it moves on, and whatever the link delivers behind it is late.
 
 use super::{wall_ms, WorkerContext};
 use crate::config::{EventFormat, Millis, WatermarkConfig};
 use crate::record::{Event, EventId, Invalid, Late, Reason, Splits};
 use crate::sources::decode::{decode, IdText};
+use crate::sources::heartbeat::LinkWatch;
 use crate::sources::{Polled, SplitReader};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -45,6 +52,8 @@ struct PartitionState {
     last_record_ms: u64,
     at_end: bool,
     finished: bool,
+    /// The replication link this partition's events cross, if it is an MM2 remote topic.
+    link: Option<usize>,
 }
 
 /// Settings of one watermark node, in milliseconds.
@@ -56,6 +65,8 @@ pub struct WatermarkPolicy {
     pub idle_timeout: u64,
     /// Largest accepted lead over the wall clock.
     pub max_future_skew: u64,
+    /// How long a down replication link may hold the watermark (0: not at all).
+    pub max_split_hold: u64,
 }
 
 impl From<&WatermarkConfig> for WatermarkPolicy {
@@ -65,18 +76,49 @@ impl From<&WatermarkConfig> for WatermarkPolicy {
             max_out_of_orderness,
             idle_timeout: c.idle_timeout.0,
             max_future_skew: c.max_future_skew.0,
+            max_split_hold: c.max_split_hold.map_or(0, |m| m.0),
+        }
+    }
+}
+
+/// A replication link's state at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkView {
+    /// The newest heartbeat is older than the link timeout.
+    pub down: bool,
+    /// Down, and still within `max_split_hold`: its partitions hold the watermark.
+    pub held: bool,
+    /// Milliseconds since the newest heartbeat (or since start, before the first one).
+    pub staleness: u64,
+}
+
+impl LinkView {
+    /// The link's state given its newest heartbeat time, when watching began, and the settings.
+    pub fn at(newest: Option<u64>, started: u64, now: u64, timeout: u64, hold: u64) -> LinkView {
+        let staleness = now.saturating_sub(newest.unwrap_or(started));
+        let down = staleness > timeout;
+        LinkView {
+            down,
+            held: down && staleness <= hold,
+            staleness,
         }
     }
 }
 
 /// The watermark a worker may hold given its partitions, or `None` when every partition has
 /// finished (bounded mode) and the capability can go.
-fn worker_watermark(parts: &[PartitionState], policy: &WatermarkPolicy, now: u64) -> Option<u64> {
+fn worker_watermark(
+    parts: &[PartitionState],
+    links: &[LinkView],
+    policy: &WatermarkPolicy,
+    now: u64,
+) -> Option<u64> {
     let mut live = false;
     let mut min: Option<u64> = None;
     for p in parts.iter().filter(|p| !p.finished) {
         live = true;
-        let idle = p.at_end && now.saturating_sub(p.last_record_ms) >= policy.idle_timeout;
+        let held = p.link.is_some_and(|l| links[l].held);
+        let idle = !held && p.at_end && now.saturating_sub(p.last_record_ms) >= policy.idle_timeout;
         if idle {
             continue;
         }
@@ -160,6 +202,88 @@ impl SourceHandle {
     }
 }
 
+/// A replicated source whose partitions follow a link's heartbeats.
+pub struct LinkSpec {
+    /// The source node.
+    pub node: String,
+    /// Its heartbeats.
+    pub watch: LinkWatch,
+    /// The source's `link_timeout`, ms.
+    pub timeout: u64,
+}
+
+/// One link inside the operator: its heartbeats, and its metrics when this worker reports them.
+struct Link {
+    spec: LinkSpec,
+    newest: Option<u64>,
+    was_down: bool,
+    gauges: Option<LinkGauges>,
+}
+
+struct LinkGauges {
+    lag: prometheus::Gauge,
+    split: prometheus::IntGauge,
+    duration: prometheus::Gauge,
+    episodes: prometheus::IntCounter,
+    hold: prometheus::IntGauge,
+}
+
+impl Link {
+    fn new(spec: LinkSpec, splits: &Splits, mine: &[u32], m: &crate::metrics::Metrics) -> Link {
+        // Every worker with a partition of the source follows the link, but only the owner of
+        // its first split reports it, so each link is counted once across the cluster.
+        let first = splits
+            .splits
+            .iter()
+            .position(|s| s.node == spec.node)
+            .map(|i| i as u32);
+        let gauges = first.filter(|f| mine.contains(f)).map(|_| {
+            let l = [spec.watch.from.as_str(), spec.watch.to.as_str()];
+            LinkGauges {
+                lag: m.replication_lag.with_label_values(&l),
+                split: m.split_brain.with_label_values(&l),
+                duration: m.split_duration.with_label_values(&l),
+                episodes: m.split_episodes.with_label_values(&l),
+                hold: m.split_hold.with_label_values(&l),
+            }
+        });
+        Link {
+            spec,
+            newest: None,
+            was_down: false,
+            gauges,
+        }
+    }
+
+    fn observe(&mut self, now: u64, started: u64, hold: u64) -> LinkView {
+        self.newest = self.spec.watch.poll(now);
+        let view = LinkView::at(self.newest, started, now, self.spec.timeout, hold);
+        if view.down != self.was_down {
+            let (from, to) = (&self.spec.watch.from, &self.spec.watch.to);
+            if view.down {
+                tracing::warn!(%from, %to, stale_ms = view.staleness, "replication link down: split brain");
+            } else {
+                tracing::info!(%from, %to, "replication link up again");
+            }
+        }
+        if let Some(g) = &self.gauges {
+            g.lag.set(view.staleness as f64 / 1000.0);
+            g.split.set(i64::from(view.down));
+            g.duration.set(if view.down {
+                view.staleness as f64 / 1000.0
+            } else {
+                0.0
+            });
+            g.hold.set(i64::from(view.held));
+            if view.down && !self.was_down {
+                g.episodes.inc();
+            }
+        }
+        self.was_down = view.down;
+        view
+    }
+}
+
 /// Builds the watermark operator over `readers` (the splits this worker owns).
 pub fn watermark<'scope>(
     scope: Scope<'scope, u64>,
@@ -167,6 +291,7 @@ pub fn watermark<'scope>(
     policy: WatermarkPolicy,
     format: EventFormat,
     readers: Vec<Box<dyn SplitReader>>,
+    links: Vec<LinkSpec>,
     mine: Vec<u32>,
     ctx: &WorkerContext,
 ) -> (WatermarkStreams<'scope>, Rc<RefCell<SourceHandle>>) {
@@ -218,13 +343,19 @@ pub fn watermark<'scope>(
     let start = wall_ms();
     let mut parts: Vec<PartitionState> = mine
         .iter()
-        .map(|_| PartitionState {
+        .map(|&s| PartitionState {
             max_time: None,
             last_record_ms: start,
             at_end: false,
             finished: false,
+            link: links.iter().position(|l| l.node == splits.get(s).node),
         })
         .collect();
+    let mut links: Vec<Link> = links
+        .into_iter()
+        .map(|spec| Link::new(spec, &splits, &mine, &metrics))
+        .collect();
+    let mut views: Vec<LinkView> = Vec::with_capacity(links.len());
     // Split index -> position in `parts`, as a vector: this lookup runs for every record.
     let mut slot = vec![usize::MAX; splits.splits.len()];
     for (i, &s) in mine.iter().enumerate() {
@@ -402,7 +533,11 @@ pub fn watermark<'scope>(
                 }
             }
 
-            match worker_watermark(&parts, &policy, now) {
+            views.clear();
+            for link in &mut links {
+                views.push(link.observe(now, start, policy.max_split_hold));
+            }
+            match worker_watermark(&parts, &views, &policy, now) {
                 None => caps.clear(),
                 Some(wm) if wm > cap_time => {
                     for c in caps.iter_mut() {
@@ -451,6 +586,7 @@ mod tests {
             last_record_ms: last,
             at_end,
             finished,
+            link: None,
         }
     }
 
@@ -458,6 +594,7 @@ mod tests {
         max_out_of_orderness: 2_000,
         idle_timeout: 5_000,
         max_future_skew: 600_000,
+        max_split_hold: 0,
     };
 
     #[test]
@@ -466,7 +603,7 @@ mod tests {
             part(Some(10_000), 0, false, false),
             part(Some(50_000), 0, false, false),
         ];
-        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(8_000));
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 1_000), Some(8_000));
     }
 
     #[test]
@@ -476,19 +613,22 @@ mod tests {
             part(Some(10_000), 0, true, false),
             part(Some(50_000), 9_000, false, false),
         ];
-        assert_eq!(worker_watermark(&parts, &POLICY, 9_000), Some(48_000));
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 9_000), Some(48_000));
         // Quiet but not at its end (a slow fetch): still holds.
         let parts = [
             part(Some(10_000), 0, false, false),
             part(Some(50_000), 9_000, false, false),
         ];
-        assert_eq!(worker_watermark(&parts, &POLICY, 9_000), Some(8_000));
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 9_000), Some(8_000));
     }
 
     #[test]
     fn all_idle_follows_the_wall_clock() {
         let parts = [part(Some(10_000), 0, true, false)];
-        assert_eq!(worker_watermark(&parts, &POLICY, 100_000), Some(93_000));
+        assert_eq!(
+            worker_watermark(&parts, &[], &POLICY, 100_000),
+            Some(93_000)
+        );
     }
 
     #[test]
@@ -497,18 +637,63 @@ mod tests {
             part(None, 0, false, false),
             part(Some(50_000), 0, false, false),
         ];
-        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(0));
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 1_000), Some(0));
     }
 
     #[test]
     fn finished_partitions_release_the_capability() {
         let parts = [part(Some(10_000), 0, true, true)];
-        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), None);
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 1_000), None);
         let parts = [
             part(Some(10_000), 0, true, true),
             part(Some(20_000), 900, false, false),
         ];
-        assert_eq!(worker_watermark(&parts, &POLICY, 1_000), Some(18_000));
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 1_000), Some(18_000));
+    }
+
+    #[test]
+    fn link_is_down_after_its_timeout_and_held_within_the_hold() {
+        // Heartbeat 1 s old: up.
+        let v = LinkView::at(Some(99_000), 0, 100_000, 3_000, 60_000);
+        assert_eq!((v.down, v.held, v.staleness), (false, false, 1_000));
+        // 10 s old: down, and held by a 60 s hold.
+        let v = LinkView::at(Some(90_000), 0, 100_000, 3_000, 60_000);
+        assert_eq!((v.down, v.held), (true, true));
+        // No hold configured: down but never held.
+        let v = LinkView::at(Some(90_000), 0, 100_000, 3_000, 0);
+        assert_eq!((v.down, v.held), (true, false));
+        // The hold has run out.
+        let v = LinkView::at(Some(30_000), 0, 100_000, 3_000, 60_000);
+        assert_eq!((v.down, v.held), (true, false));
+        // Never a heartbeat: down since the watch started.
+        let v = LinkView::at(None, 95_000, 100_000, 3_000, 60_000);
+        assert_eq!((v.down, v.held, v.staleness), (true, true, 5_000));
+    }
+
+    #[test]
+    fn a_held_link_keeps_its_quiet_partitions_in_the_minimum() {
+        let mut remote = part(Some(20_000), 0, true, false);
+        remote.link = Some(0);
+        let local = part(Some(50_000), 9_000, false, false);
+        let parts = [remote, local];
+        let up = LinkView::at(Some(8_500), 0, 9_000, 3_000, 60_000);
+        let held = LinkView::at(Some(1_000), 0, 9_000, 3_000, 60_000);
+        let expired = LinkView::at(Some(1_000), 0, 9_000, 3_000, 5_000);
+        // Link up: the caught-up remote partition is idle and the local one leads.
+        assert_eq!(
+            worker_watermark(&parts, &[up], &POLICY, 9_000),
+            Some(48_000)
+        );
+        // Split within the hold: the remote partition holds the watermark at its own.
+        assert_eq!(
+            worker_watermark(&parts, &[held], &POLICY, 9_000),
+            Some(18_000)
+        );
+        // Hold over: it is idle again and the watermark moves on.
+        assert_eq!(
+            worker_watermark(&parts, &[expired], &POLICY, 9_000),
+            Some(48_000)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod decode;
 mod file;
 pub mod generator;
+pub mod heartbeat;
 mod kafka;
 
 use crate::config::{PipelineConfig, SourceConfig};
@@ -111,7 +112,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Splits, SourceError> {
                     for partition in partitions {
                         splits.push(
                             node,
-                            &k.region,
+                            source.region(),
                             SplitSource::Kafka {
                                 cluster: k.cluster.clone(),
                                 topic: topic.clone(),
@@ -175,6 +176,32 @@ pub fn open(
         }
     }
     Ok(readers)
+}
+
+/// Opens a heartbeat watch for each replicated Kafka source among `nodes` of which this worker
+/// owns a split in `mine`.
+pub fn open_links(
+    config: &PipelineConfig,
+    splits: &Splits,
+    mine: &[u32],
+) -> Result<Vec<crate::operators::watermark::LinkSpec>, SourceError> {
+    let mut links = Vec::new();
+    for (node, source) in &config.sources {
+        let SourceConfig::Kafka(k) = source else {
+            continue;
+        };
+        if !mine.iter().any(|&s| splits.get(s).node == *node) {
+            continue;
+        }
+        if let Some(watch) = heartbeat::LinkWatch::open(node, k, &config.clusters[&k.cluster])? {
+            links.push(crate::operators::watermark::LinkSpec {
+                node: node.clone(),
+                watch,
+                timeout: k.link_timeout.0,
+            });
+        }
+    }
+    Ok(links)
 }
 
 pub use generator::generate_event;

@@ -205,16 +205,68 @@ fn unknown_and_missing_fields() {
 }
 
 #[test]
-fn replicated_from_own_region() {
+fn replicated_sources() {
     has(
         &with(
             r#"region = "region-a""#,
-            "region = \"region-a\"\nreplicated_from = \"region-a\"",
+            "region = \"region-a\"\nreplicated_from = \"region-b\"",
         ),
         "src",
         "replicated_from",
-        "own region",
+        "replicated from",
     );
+    has(
+        &with(r#"region = "region-a""#, ""),
+        "src",
+        "region",
+        "missing",
+    );
+    has(
+        &with(
+            r#"region = "region-a""#,
+            "region = \"region-a\"\nheartbeats_topic = \"hb\"\nlink_timeout = \"1s\"",
+        ),
+        "src",
+        "heartbeats_topic",
+        "needs replicated_from",
+    );
+    has(
+        &with(
+            r#"region = "region-a""#,
+            "region = \"region-a\"\nlink_timeout = \"1s\"",
+        ),
+        "src",
+        "link_timeout",
+        "needs replicated_from",
+    );
+    // Seen after the partitions could go idle: the split would already have cost late events.
+    has(
+        &with(
+            r#"region = "region-a""#,
+            "replicated_from = \"region-b\"\nlink_timeout = \"5s\"",
+        ),
+        "src",
+        "link_timeout",
+        "idle_timeout",
+    );
+    // A remote topic with the region left out is valid, and a hold is then accepted.
+    let text = BASE
+        .replacen(
+            r#"region = "region-a""#,
+            r#"replicated_from = "region-b""#,
+            1,
+        )
+        .replacen(
+            r#"max_out_of_orderness = "2s""#,
+            "max_out_of_orderness = \"2s\"\nmax_split_hold = \"30s\"",
+            1,
+        );
+    let (config, _) = parse(&text).expect("a remote-topic source is valid");
+    let tidemark::config::SourceConfig::Kafka(k) = &config.sources["src"] else {
+        panic!("kafka source")
+    };
+    assert_eq!(config.sources["src"].region(), "region-b");
+    assert_eq!(k.heartbeats().as_deref(), Some("region-b.heartbeats"));
 }
 
 #[test]
