@@ -4,7 +4,7 @@
 use crate::config::{Graph, NodeRef, OperatorConfig, PipelineConfig, Port, SinkConfig};
 use crate::metrics::Metrics;
 use crate::operators::reorder::Partitioner;
-use crate::operators::watermark::{watermark, SourceHandle, WatermarkPolicy};
+use crate::operators::watermark::{watermark, Owned, SourceHandle, WatermarkPolicy};
 use crate::operators::{dedup, filter, reorder, WorkerContext};
 use crate::record::{Event, Invalid, Splits};
 use crate::sinks::{file::file_sink, kafka, null::null_sink, SinkError};
@@ -400,9 +400,11 @@ fn build<'s>(
                         name,
                         WatermarkPolicy::from(w),
                         config.event.clone(),
-                        readers,
-                        links,
-                        mine,
+                        Owned {
+                            readers,
+                            links,
+                            mine,
+                        },
                         ctx,
                     );
                     handles.push(handle);

@@ -202,6 +202,16 @@ impl SourceHandle {
     }
 }
 
+/// What one worker reads for a watermark node.
+pub struct Owned {
+    /// Readers of the splits it owns.
+    pub readers: Vec<Box<dyn SplitReader>>,
+    /// Heartbeat watches of the replicated sources among them.
+    pub links: Vec<LinkSpec>,
+    /// The splits, by index.
+    pub mine: Vec<u32>,
+}
+
 /// A replicated source whose partitions follow a link's heartbeats.
 pub struct LinkSpec {
     /// The source node.
@@ -290,11 +300,14 @@ pub fn watermark<'scope>(
     name: &str,
     policy: WatermarkPolicy,
     format: EventFormat,
-    readers: Vec<Box<dyn SplitReader>>,
-    links: Vec<LinkSpec>,
-    mine: Vec<u32>,
+    owned: Owned,
     ctx: &WorkerContext,
 ) -> (WatermarkStreams<'scope>, Rc<RefCell<SourceHandle>>) {
+    let Owned {
+        readers,
+        links,
+        mine,
+    } = owned;
     let mut builder = OperatorBuilder::new(format!("Watermark({name})"), scope);
     let info = builder.operator_info();
     let (on_time_out, on_time) = builder.new_output::<Vec<Event>>();
