@@ -21,7 +21,8 @@
 //! - [`metrics`]: every Prometheus series, declared once, and the `/metrics` endpoint.
 //! - [`record`]: the records that flow between operators.
 //! - [`kafka`]: the one constructor of Kafka clients, with the reason for every setting.
-//! - [`demo`] and [`verify`]: the embedded two-region demo and the checker of the guarantees.
+//! - [`demo`] and [`verify`]: the embedded two-region demo and the checker of the guarantees;
+//!   [`loadgen`] sends traffic to real regions and records what Kafka acknowledged.
 //! - [`bench`]: the engine benchmark behind `tidemark bench`.
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod kafka;
+pub mod loadgen;
 pub mod metrics;
 pub mod operators;
 pub mod pipeline;

@@ -54,6 +54,8 @@ pub struct Report {
     pub late: u64,
     /// Records on the invalid topic.
     pub invalid: u64,
+    /// Distinct payloads on the invalid topic (a replication retry may deliver one twice).
+    pub invalid_distinct: u64,
     /// Invalid records that were sent.
     pub invalid_expected: u64,
     /// Unique ids found on neither the ordered nor the late topic.
@@ -79,7 +81,7 @@ impl Report {
             && self.late_violations == 0
             && self.foreign == 0
             && self.reasonless == 0
-            && self.invalid == self.invalid_expected
+            && self.invalid_distinct == self.invalid_expected
     }
 }
 
@@ -97,8 +99,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "invalid             {:>10}  (sent {})",
-            self.invalid, self.invalid_expected
+            "invalid             {:>10}  (distinct {}, sent {})",
+            self.invalid, self.invalid_distinct, self.invalid_expected
         )?;
         writeln!(f, "lost                {:>10}", self.lost)?;
         writeln!(f, "duplicated          {:>10}", self.duplicated)?;
@@ -118,9 +120,11 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
     };
     let mut seen: HashMap<&str, u32> = HashMap::new();
     let mut last_time: HashMap<i32, u64> = HashMap::new();
+    let mut invalid_payloads: std::collections::HashSet<&[u8]> = Default::default();
     for o in observed {
         if o.output == Output::Invalid {
             r.invalid += 1;
+            r.invalid_distinct += u64::from(invalid_payloads.insert(&o.payload));
             r.reasonless += u64::from(!o.headers.contains_key("tidemark-reason"));
             continue;
         }
@@ -248,4 +252,115 @@ pub fn read_outputs(bootstrap: &str) -> Result<Vec<Observed>, rdkafka::error::Ka
         }
     }
     Ok(observed)
+}
+
+/// The ids on the ordered and late outputs.
+pub fn output_ids(observed: &[Observed], format: &EventFormat) -> std::collections::BTreeSet<String> {
+    observed
+        .iter()
+        .filter(|o| o.output != Output::Invalid)
+        .filter_map(|o| {
+            decode(&o.payload, format)
+                .ok()
+                .map(|d| d.id.as_str(&o.payload).to_string())
+        })
+        .collect()
+}
+
+/// Options of `tidemark verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyOptions {
+    /// A cluster whose `log-events-ordered`, `-late` and `-invalid` topics to check; repeat it
+    /// for each region. Every cluster must hold every acknowledged id, and the same id set.
+    #[arg(long = "bootstrap", required = true)]
+    pub bootstraps: Vec<String>,
+    /// The ids file written by `tidemark loadgen --out`.
+    #[arg(long)]
+    pub ids: std::path::PathBuf,
+    /// While ids are missing, read again for up to this long (outputs may still be draining).
+    #[arg(long, default_value = "0s", value_parser = parse_wait)]
+    pub wait: Duration,
+}
+
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    crate::config::Millis::parse(s).map(|m| Duration::from_millis(m.0))
+}
+
+/// Runs `tidemark verify`: prints a table, one column per cluster, and returns whether every
+/// guarantee holds in every cluster.
+pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
+    let expected = crate::loadgen::read_ids(&o.ids)?;
+    let format = EventFormat::default();
+    let deadline = std::time::Instant::now() + o.wait;
+    let mut results = Vec::new();
+    for bootstrap in &o.bootstraps {
+        loop {
+            let observed = read_outputs(bootstrap)
+                .map_err(|e| anyhow::anyhow!("reading the outputs of {bootstrap}: {e}"))?;
+            let report = verify(&expected, &observed, &format);
+            if report.lost == 0 || std::time::Instant::now() >= deadline {
+                results.push((bootstrap.clone(), report, output_ids(&observed, &format)));
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    let same = results.windows(2).all(|w| w[0].2 == w[1].2);
+    println!("{}", table(&results, same));
+    let ok = same && results.iter().all(|(_, r, _)| r.ok());
+    println!(
+        "{}",
+        if ok {
+            "verified: every acknowledged event exactly once, in order, late means late"
+        } else {
+            "FAILED: a guarantee does not hold (see the table)"
+        }
+    );
+    Ok(ok)
+}
+
+type Checked = (String, Report, std::collections::BTreeSet<String>);
+
+fn table(results: &[Checked], same: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = write!(out, "{:<28}", "");
+    for (b, _, _) in results {
+        let _ = write!(out, "{b:>18}");
+    }
+    out.push('\n');
+    type Row = (&'static str, fn(&Report) -> String, bool);
+    let rows: &[Row] = &[
+        ("acknowledged unique ids", |r| r.unique.to_string(), false),
+        ("records sent", |r| r.sent.to_string(), false),
+        ("ordered", |r| r.ordered.to_string(), false),
+        ("late", |r| r.late.to_string(), false),
+        ("lost", |r| r.lost.to_string(), true),
+        ("duplicated", |r| r.duplicated.to_string(), true),
+        ("order violations", |r| r.order_violations.to_string(), true),
+        ("late violations", |r| r.late_violations.to_string(), true),
+        ("changed or unknown", |r| r.foreign.to_string(), true),
+        (
+            "invalid (distinct/sent)",
+            |r| format!("{}/{}", r.invalid_distinct, r.invalid_expected),
+            false,
+        ),
+        ("invalid without reason", |r| r.reasonless.to_string(), true),
+    ];
+    for (name, value, must_be_zero) in rows {
+        let _ = write!(out, "{name:<28}");
+        for (_, r, _) in results {
+            let v = value(r);
+            let flag = if *must_be_zero && v != "0" { " !" } else { "  " };
+            let _ = write!(out, "{:>16}{flag}", v);
+        }
+        out.push('\n');
+    }
+    let _ = write!(
+        out,
+        "{:<28}{:>16}",
+        "same id set in every cluster",
+        if same { "yes" } else { "NO !" }
+    );
+    out
 }

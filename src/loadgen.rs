@@ -1,0 +1,332 @@
+//! `tidemark loadgen`: log traffic sent straight to both regions' Kafka, the way producers behind
+//! a failing-over gateway would send it, and a record of what Kafka acknowledged.
+//!
+//! Each event has a home region (alternating, so the regions get even shares). A share of them
+//! are failover copies, also sent to the other region; a share are retries, sent twice to the
+//! home region. Event times trail the wall clock by a random jitter. Invalid records go on top.
+//! The ids file lists every unique valid event with at least one acknowledged copy: that is what
+//! the pipelines owe, and what `tidemark verify` checks.
+
+use crate::sources::generate_event;
+use crate::sources::generator::SplitMix;
+use anyhow::Context;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of `tidemark loadgen`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadgenOptions {
+    /// region-a's bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:19092")]
+    pub region_a: String,
+    /// region-b's bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:29092")]
+    pub region_b: String,
+    /// Topic written in both regions.
+    #[arg(long, default_value = "log-events")]
+    pub topic: String,
+    /// Unique events in total; with `--rate`, the rate times the duration.
+    #[arg(long, conflicts_with = "rate")]
+    pub events: Option<u64>,
+    /// Unique events per second, both regions together.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to send, e.g. `60s`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Seed for ids, regions, copies and jitter.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of events also sent to the other region (a producer that failed over).
+    #[arg(long, default_value_t = 0.03)]
+    pub failover: f64,
+    /// Share of events sent twice to their home region (a retry after a lost acknowledgement).
+    #[arg(long, default_value_t = 0.02)]
+    pub retries: f64,
+    /// Event time = send time minus a uniform jitter below this.
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    pub jitter: Duration,
+    /// Invalid records per valid event, sent on top.
+    #[arg(long, default_value_t = 0.002)]
+    pub invalid: f64,
+    /// Approximate payload size in bytes.
+    #[arg(long, default_value_t = 300)]
+    pub payload_bytes: usize,
+    /// Where to write the acknowledged unique ids (for `tidemark verify --ids`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::config::Millis::parse(s).map(|m| Duration::from_millis(m.0))
+}
+
+/// Counts acknowledged copies per record index.
+struct Acks {
+    ok: Arc<Vec<AtomicU32>>,
+    failed: Arc<AtomicU32>,
+}
+
+impl ClientContext for Acks {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::log_client_error(&error, reason);
+    }
+}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+        match result {
+            Ok(_) => {
+                self.ok[index].fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "a loadgen record was not acknowledged");
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One planned record: which event (or invalid record) and where it goes.
+struct Send {
+    index: usize,
+    to_b: bool,
+}
+
+/// What was sent and acknowledged.
+#[derive(Debug, Clone, Default)]
+pub struct LoadgenSummary {
+    /// Records sent, all copies and invalid ones included.
+    pub sent: u64,
+    /// Unique valid events with at least one acknowledged copy (the ids file's lines).
+    pub acked_unique: u64,
+    /// Unique valid events none of whose copies was acknowledged.
+    pub unacked_unique: u64,
+    /// Failover copies and retries sent.
+    pub copies: u64,
+    /// Invalid records acknowledged.
+    pub invalid_acked: u64,
+    /// Sends that failed.
+    pub failed: u64,
+}
+
+/// Sends the load and writes the ids file.
+pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
+    let secs = o.duration.as_secs_f64();
+    let events = match (o.events, o.rate) {
+        (Some(n), _) => n,
+        (None, Some(r)) => (r * secs).round() as u64,
+        (None, None) => anyhow::bail!("give --events or --rate"),
+    };
+    anyhow::ensure!(events > 0, "nothing to send");
+    for (name, share) in [
+        ("failover", o.failover),
+        ("retries", o.retries),
+        ("invalid", o.invalid),
+    ] {
+        anyhow::ensure!((0.0..1.0).contains(&share), "--{name} must be in [0, 1)");
+    }
+    let invalid = (events as f64 * o.invalid).round() as usize;
+    let total = events as usize + invalid;
+    let ok: Arc<Vec<AtomicU32>> = Arc::new((0..total).map(|_| AtomicU32::new(0)).collect());
+    let failed = Arc::new(AtomicU32::new(0));
+    let producer = |bootstrap: &str| -> anyhow::Result<BaseProducer<Acks>> {
+        let cluster = crate::config::ClusterConfig {
+            bootstrap: bootstrap.into(),
+            options: Default::default(),
+        };
+        crate::kafka::producer(&cluster)
+            .create_with_context(Acks {
+                ok: Arc::clone(&ok),
+                failed: Arc::clone(&failed),
+            })
+            .with_context(|| format!("creating a producer for {bootstrap}"))
+    };
+    let a = producer(&o.region_a)?;
+    let b = producer(&o.region_b)?;
+
+    let mut rng = SplitMix(o.seed);
+    let mut ids: Vec<(String, u64, Vec<u8>)> = Vec::with_capacity(events as usize);
+    let mut summary = LoadgenSummary::default();
+    let started = Instant::now();
+    let interval = secs / events as f64;
+    let mut buf = Vec::new();
+    let mut sent_events = 0u64;
+    let mut next_invalid = 0usize;
+    let mut progress_at = Instant::now();
+    while sent_events < events {
+        // Send everything due by now, then sleep a little: the rate holds without busy-waiting.
+        let due = ((started.elapsed().as_secs_f64() / interval) as u64 + 1).min(events);
+        while sent_events < due {
+            let i = sent_events as usize;
+            let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let home_b = i % 2 == 1;
+            let time = crate::operators::wall_ms()
+                .saturating_sub(rng.below(o.jitter.as_millis() as u64));
+            let region = if home_b { "region-b" } else { "region-a" };
+            generate_event(&mut buf, id, time, region, (i % 20) as u32, o.payload_bytes);
+            let mut plan = vec![Send {
+                index: i,
+                to_b: home_b,
+            }];
+            let roll = rng.next_f64();
+            if roll < o.failover {
+                plan.push(Send {
+                    index: i,
+                    to_b: !home_b,
+                });
+            } else if roll < o.failover + o.retries {
+                plan.push(Send {
+                    index: i,
+                    to_b: home_b,
+                });
+            }
+            summary.copies += plan.len() as u64 - 1;
+            let key = format!("{id:032x}");
+            for s in &plan {
+                send(if s.to_b { &b } else { &a }, &o.topic, Some(&key), &buf, s.index)?;
+                summary.sent += 1;
+            }
+            ids.push((key, time, buf.clone()));
+            sent_events += 1;
+            // Invalid records are spread evenly through the run.
+            while next_invalid < invalid
+                && (next_invalid as u64 + 1) * events <= sent_events * invalid as u64
+            {
+                let payload = invalid_record(next_invalid, time);
+                let p = if next_invalid % 2 == 0 { &a } else { &b };
+                send(p, &o.topic, None, &payload, events as usize + next_invalid)?;
+                summary.sent += 1;
+                next_invalid += 1;
+            }
+        }
+        a.poll(Duration::ZERO);
+        b.poll(Duration::ZERO);
+        if progress_at.elapsed() >= Duration::from_secs(5) {
+            progress_at = Instant::now();
+            eprintln!(
+                "loadgen: {sent_events}/{events} events after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    a.flush(Duration::from_secs(120))
+        .context("flushing region-a")?;
+    b.flush(Duration::from_secs(120))
+        .context("flushing region-b")?;
+
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&o.out).with_context(|| format!("creating {}", o.out.display()))?,
+    );
+    summary.invalid_acked = ok[events as usize..]
+        .iter()
+        .filter(|n| n.load(Ordering::Relaxed) > 0)
+        .count() as u64;
+    summary.failed = u64::from(failed.load(Ordering::Relaxed));
+    writeln!(
+        out,
+        "# tidemark loadgen: seed {} events {events}\n# sent {}\n# invalid {}",
+        o.seed, summary.sent, summary.invalid_acked
+    )?;
+    for (i, (id, time, payload)) in ids.iter().enumerate() {
+        let acks = ok[i].load(Ordering::Relaxed);
+        if acks == 0 {
+            summary.unacked_unique += 1;
+            continue;
+        }
+        summary.acked_unique += 1;
+        out.write_all(format!("{id}\t{time}\t{acks}\t").as_bytes())?;
+        out.write_all(payload)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+fn send(
+    p: &BaseProducer<Acks>,
+    topic: &str,
+    key: Option<&str>,
+    payload: &[u8],
+    index: usize,
+) -> anyhow::Result<()> {
+    let mut record: BaseRecord<'_, str, [u8], usize> =
+        BaseRecord::with_opaque_to(topic, index).payload(payload);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    loop {
+        match p.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, r))
+                if e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                p.poll(Duration::from_millis(20));
+                record = r;
+            }
+            Err((e, _)) => return Err(e).context("sending a loadgen record"),
+        }
+    }
+}
+
+/// The n-th invalid record: every kind of bad input a producer can send, each one distinct so
+/// a verifier can count them even when MM2 delivers one twice.
+fn invalid_record(n: usize, now: u64) -> Vec<u8> {
+    match n % 6 {
+        0 => format!("not json at all #{n}").into_bytes(),
+        1 => format!(r#"{{"timestamp":{now},"n":{n}}}"#).into_bytes(),
+        2 => format!(r#"{{"eventId":"bad-time-{n}","timestamp":"yesterday"}}"#).into_bytes(),
+        3 => format!(r#"{{"eventId":"trunc-{n}","timestamp":{now}"#).into_bytes(),
+        4 => format!(r#"{{"eventId":"","timestamp":{now},"n":{n}}}"#).into_bytes(),
+        _ => {
+            let mut b = format!(r#"{{"eventId":"latin1-{n}","m":""#).into_bytes();
+            b.extend_from_slice(b"\xff\xfe\"}");
+            b
+        }
+    }
+}
+
+/// Reads an ids file written by [`run`] into what verification expects.
+pub fn read_ids(path: &std::path::Path) -> anyhow::Result<crate::verify::Expected> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut expected = crate::verify::Expected::default();
+    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || anyhow::anyhow!("{}:{}: not a loadgen ids line", path.display(), n + 1);
+        if let Some(rest) = line.strip_prefix(b"# ") {
+            let rest = String::from_utf8_lossy(rest);
+            let mut words = rest.split_whitespace();
+            match (words.next(), words.next().and_then(|w| w.parse::<u64>().ok())) {
+                (Some("sent"), Some(v)) => expected.sent = v,
+                (Some("invalid"), Some(v)) => expected.invalid = v,
+                _ => {}
+            }
+            continue;
+        }
+        let mut fields = line.splitn(4, |&b| b == b'\t');
+        let (Some(id), Some(time), Some(_acks), Some(payload)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad());
+        };
+        let id = std::str::from_utf8(id).map_err(|_| bad())?.to_string();
+        let time = std::str::from_utf8(time)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
+        expected.events.insert(id, (time, payload.to_vec()));
+    }
+    Ok(expected)
+}
