@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# End-to-end scenarios on the real regions: two Apache Kafka 4.x clusters and MirrorMaker 2
+# (infra/regions), both region pipelines running live, `tidemark loadgen` sending to both
+# regions, and `tidemark verify` checking both regions afterwards.
+#
+#   tests/real/scenarios.sh [--duration SECONDS] [SCENARIO...]
+#
+# Scenarios (all by default):
+#   split-hold-off   replication paused for 5 s mid-load, max_split_hold = 0: late events, all of
+#                    them in the late topic
+#   split-hold-on    the same with a hold longer than the split: no late events
+#   kill-mm2         MM2 killed with SIGKILL mid-load and restarted (its re-sent copies are
+#                    absorbed by dedup)
+#   kill-pipeline    the region-a pipeline killed with SIGKILL mid-load and restarted (checked
+#                    for no loss; see --at-least-once in `tidemark verify`)
+#   restart-broker   region-b's broker stopped mid-load and started again
+#
+# Each scenario starts from fresh clusters, so each verifies only its own traffic. Everything
+# this script starts is stopped by pid when it exits. Only loopback addresses are used.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+DURATION=60
+EVENTS=10000
+SCENARIOS=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration)
+      DURATION=$2
+      shift 2
+      ;;
+    --events)
+      EVENTS=$2
+      shift 2
+      ;;
+    *)
+      SCENARIOS+=("$1")
+      shift
+      ;;
+  esac
+done
+[ "$DURATION" -ge 20 ] || {
+  echo "--duration below 20 s would leave no load on either side of a 5 s split" >&2
+  exit 2
+}
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-hold-on kill-mm2 kill-pipeline restart-broker)
+
+BIN=$ROOT/target/release/tidemark
+WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
+REGIONS=$ROOT/infra/regions
+declare -A PIPELINE_PID=()
+LOADGEN_PID=
+SAMPLER_PID=
+FAILED=0
+RESULTS=()
+
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+stop_pid() {
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local r
+  stop_pid "$SAMPLER_PID"
+  stop_pid "$LOADGEN_PID"
+  for r in "${!PIPELINE_PID[@]}"; do
+    stop_pid "${PIPELINE_PID[$r]}"
+  done
+  "$REGIONS" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# start_pipeline REGION HOLD: runs pipelines/REGION.toml with max_split_hold = HOLD.
+start_pipeline() {
+  local r=$1 hold=$2 file=$WORK/$1.toml
+  sed "s/^max_split_hold = .*/max_split_hold = \"$hold\"/" "pipelines/$r.toml" >"$file"
+  "$BIN" run "$file" --workers 2 >>"$WORK/$r.log" 2>&1 &
+  PIPELINE_PID[$r]=$!
+}
+
+metric() {
+  # metric PORT NAME: the first sample of NAME on the pipeline's /metrics, or nothing.
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | awk -v n="$2" 'index($1, n "{") == 1 || $1 == n {print $2; exit}'
+}
+
+# Samples replication lag and the split gauge on both pipelines every half second.
+start_sampler() {
+  (
+    while true; do
+      for port in 9464 9465; do
+        echo "$port $(metric $port tidemark_replication_lag_seconds) $(metric $port tidemark_split_brain)"
+      done
+      sleep 0.5
+    done
+  ) >"$WORK/samples" 2>/dev/null &
+  SAMPLER_PID=$!
+}
+
+max_lag() { awk '$2 != "" && $2 + 0 > m {m = $2 + 0} END {printf "%.1f", m}' "$WORK/samples"; }
+split_seen() { awk '$3 == 1 {s = 1} END {print s ? "yes" : "no"}' "$WORK/samples"; }
+
+late_count() {
+  # late_count VERIFY_OUTPUT COLUMN: the "late" row of a verify table.
+  awk -v c="$2" '$1 == "late" && $2 ~ /^[0-9]+$/ {print $(c + 1)}' "$1"
+}
+
+# scenario NAME HOLD FAULT [VERIFY_FLAGS]: fresh regions, both pipelines, load, the fault at a
+# third of the load, drain, verify.
+scenario() {
+  local name=$1 hold=$2 fault=$3 flags=${4:-}
+  local started=$SECONDS out=$WORK/$name.verify
+  log "== $name: $EVENTS events over ${DURATION}s, max_split_hold = $hold, fault: $fault"
+  "$REGIONS" down --purge >/dev/null
+  "$REGIONS" up >"$WORK/$name.infra.log" 2>&1 || {
+    cat "$WORK/$name.infra.log"
+    return 1
+  }
+  : >"$WORK/region-a.log"
+  : >"$WORK/region-b.log"
+  start_pipeline region-a "$hold"
+  start_pipeline region-b "$hold"
+  start_sampler
+  sleep 3
+  "$BIN" loadgen --events "$EVENTS" --duration "${DURATION}s" --seed "$RANDOM" \
+    --out "$WORK/$name.ids" >"$WORK/$name.loadgen.log" 2>&1 &
+  LOADGEN_PID=$!
+  sleep $((DURATION / 3))
+  case $fault in
+    pause)
+      log "pausing replication for 5 s"
+      "$REGIONS" pause-replication
+      sleep 5
+      "$REGIONS" resume-replication
+      ;;
+    kill-mm2)
+      log "kill -9 MM2 (pid $("$REGIONS" pid mm2))"
+      kill -KILL "$("$REGIONS" pid mm2)"
+      sleep 3
+      "$REGIONS" start mm2
+      ;;
+    kill-pipeline)
+      log "kill -9 the region-a pipeline (pid ${PIPELINE_PID[region-a]})"
+      kill -KILL "${PIPELINE_PID[region-a]}"
+      wait "${PIPELINE_PID[region-a]}" 2>/dev/null || true
+      sleep 3
+      start_pipeline region-a "$hold"
+      ;;
+    restart-broker)
+      log "stopping region-b's broker for 5 s"
+      "$REGIONS" stop region-b
+      sleep 5
+      "$REGIONS" start region-b
+      ;;
+  esac
+  wait "$LOADGEN_PID" || {
+    log "loadgen failed"
+    cat "$WORK/$name.loadgen.log"
+    return 1
+  }
+  LOADGEN_PID=
+  tail -n1 "$WORK/$name.loadgen.log"
+  local ok=yes
+  # shellcheck disable=SC2086
+  "$BIN" verify --bootstrap 127.0.0.1:19092 --bootstrap 127.0.0.1:29092 \
+    --ids "$WORK/$name.ids" --wait 180s $flags | tee "$out" || ok=no
+  stop_pid "$SAMPLER_PID"
+  SAMPLER_PID=
+  local la lb
+  la=$(late_count "$out" 1)
+  lb=$(late_count "$out" 2)
+  for r in region-a region-b; do
+    stop_pid "${PIPELINE_PID[$r]}"
+    unset "PIPELINE_PID[$r]"
+  done
+  case $name in
+    split-hold-off)
+      # The split outlasted max_out_of_orderness, so each region got the other's backlog late.
+      if [ "${la:-0}" -eq 0 ] || [ "${lb:-0}" -eq 0 ]; then
+        log "expected late events in both regions without a hold, got $la and $lb"
+        ok=no
+      fi
+      ;;
+    split-hold-on)
+      if [ "${la:-1}" -ne 0 ] || [ "${lb:-1}" -ne 0 ]; then
+        log "expected no late events with a hold longer than the split, got $la and $lb"
+        ok=no
+      fi
+      ;;
+  esac
+  local line
+  line=$(printf '%-15s %-4s late a/b %5s/%-5s max replication lag %5ss  split seen %-3s %4ds' \
+    "$name" "$ok" "$la" "$lb" "$(max_lag)" "$(split_seen)" $((SECONDS - started)))
+  RESULTS+=("$line")
+  log "$line"
+  if [ $ok = no ]; then
+    FAILED=1
+    log "pipeline logs: $WORK/region-a.log $WORK/region-b.log"
+    tail -n 20 "$WORK/region-a.log" "$WORK/region-b.log" || true
+    cp "$WORK/region-a.log" "$WORK/$name.region-a.log"
+    cp "$WORK/region-b.log" "$WORK/$name.region-b.log"
+  fi
+}
+
+log "building tidemark (release)"
+cargo build --release --quiet
+"$REGIONS" fetch
+total=$SECONDS
+for s in "${SCENARIOS[@]}"; do
+  case $s in
+    split-hold-off) scenario split-hold-off 0s pause || FAILED=1 ;;
+    split-hold-on) scenario split-hold-on 60s pause || FAILED=1 ;;
+    kill-mm2) scenario kill-mm2 60s kill-mm2 || FAILED=1 ;;
+    kill-pipeline) scenario kill-pipeline 60s kill-pipeline --at-least-once || FAILED=1 ;;
+    restart-broker) scenario restart-broker 60s restart-broker || FAILED=1 ;;
+    *)
+      echo "unknown scenario $s" >&2
+      exit 2
+      ;;
+  esac
+done
+echo
+echo "scenario        ok   late events a/b   max replication lag   split seen   time"
+printf '%s\n' "${RESULTS[@]}"
+echo "all scenarios: $((SECONDS - total)) s; work files in $WORK"
+exit $FAILED
