@@ -106,6 +106,12 @@ start_sampler() {
   SAMPLER_PID=$!
 }
 
+metric_sum() {
+  # metric_sum PORT NAME: the sum over all label sets of NAME.
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" |
+    awk -v n="$2" 'index($1, n "{") == 1 || $1 == n {s += $2} END {printf "%d", s}'
+}
+
 max_lag() { awk '$2 != "" && $2 + 0 > m {m = $2 + 0} END {printf "%.1f", m}' "$WORK/samples"; }
 split_seen() { awk '$3 == 1 {s = 1} END {print s ? "yes" : "no"}' "$WORK/samples"; }
 
@@ -175,9 +181,12 @@ scenario() {
     --ids "$WORK/$name.ids" --wait 180s $flags | tee "$out" || ok=no
   stop_pid "$SAMPLER_PID"
   SAMPLER_PID=
-  local la lb
+  local la lb da db
   la=$(late_count "$out" 1)
   lb=$(late_count "$out" 2)
+  # Copies dropped by dedup in each region (after a restart, only the new process's count).
+  da=$(metric_sum 9464 tidemark_duplicates_total)
+  db=$(metric_sum 9465 tidemark_duplicates_total)
   for r in region-a region-b; do
     stop_pid "${PIPELINE_PID[$r]}"
     unset "PIPELINE_PID[$r]"
@@ -198,8 +207,8 @@ scenario() {
       ;;
   esac
   local line
-  line=$(printf '%-15s %-4s late a/b %5s/%-5s max replication lag %5ss  split seen %-3s %4ds' \
-    "$name" "$ok" "$la" "$lb" "$(max_lag)" "$(split_seen)" $((SECONDS - started)))
+  line=$(printf '%-15s %-4s %6s/%-6s %7s/%-7s %8ss  %-3s %5ds' \
+    "$name" "$ok" "$la" "$lb" "$da" "$db" "$(max_lag)" "$(split_seen)" $((SECONDS - started)))
   RESULTS+=("$line")
   log "$line"
   if [ $ok = no ]; then
@@ -229,7 +238,7 @@ for s in "${SCENARIOS[@]}"; do
   esac
 done
 echo
-echo "scenario        ok   late events a/b   max replication lag   split seen   time"
+echo "scenario        ok   late a/b       copies dropped a/b  max lag  split  time"
 printf '%s\n' "${RESULTS[@]}"
 echo "all scenarios: $((SECONDS - total)) s; work files in $WORK"
 exit $FAILED
