@@ -169,8 +169,8 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
             let i = sent_events as usize;
             let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
             let home_b = i % 2 == 1;
-            let time = crate::operators::wall_ms()
-                .saturating_sub(rng.below(o.jitter.as_millis() as u64));
+            let time =
+                crate::operators::wall_ms().saturating_sub(rng.below(o.jitter.as_millis() as u64));
             let region = if home_b { "region-b" } else { "region-a" };
             generate_event(&mut buf, id, time, region, (i % 20) as u32, o.payload_bytes);
             let mut plan = vec![Send {
@@ -192,7 +192,13 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
             summary.copies += plan.len() as u64 - 1;
             let key = format!("{id:032x}");
             for s in &plan {
-                send(if s.to_b { &b } else { &a }, &o.topic, Some(&key), &buf, s.index)?;
+                send(
+                    if s.to_b { &b } else { &a },
+                    &o.topic,
+                    Some(&key),
+                    &buf,
+                    s.index,
+                )?;
                 summary.sent += 1;
             }
             ids.push((key, time, buf.clone()));
@@ -268,8 +274,7 @@ fn send(
         match p.send(record) {
             Ok(()) => return Ok(()),
             Err((e, r))
-                if e.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
             {
                 p.poll(Duration::from_millis(20));
                 record = r;
@@ -308,7 +313,10 @@ pub fn read_ids(path: &std::path::Path) -> anyhow::Result<crate::verify::Expecte
         if let Some(rest) = line.strip_prefix(b"# ") {
             let rest = String::from_utf8_lossy(rest);
             let mut words = rest.split_whitespace();
-            match (words.next(), words.next().and_then(|w| w.parse::<u64>().ok())) {
+            match (
+                words.next(),
+                words.next().and_then(|w| w.parse::<u64>().ok()),
+            ) {
                 (Some("sent"), Some(v)) => expected.sent = v,
                 (Some("invalid"), Some(v)) => expected.invalid = v,
                 _ => {}

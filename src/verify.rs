@@ -255,7 +255,10 @@ pub fn read_outputs(bootstrap: &str) -> Result<Vec<Observed>, rdkafka::error::Ka
 }
 
 /// The ids on the ordered and late outputs.
-pub fn output_ids(observed: &[Observed], format: &EventFormat) -> std::collections::BTreeSet<String> {
+pub fn output_ids(
+    observed: &[Observed],
+    format: &EventFormat,
+) -> std::collections::BTreeSet<String> {
     observed
         .iter()
         .filter(|o| o.output != Output::Invalid)
@@ -370,7 +373,11 @@ fn table(results: &[Checked], same: bool) -> String {
         let _ = write!(out, "{name:<28}");
         for (_, r, _) in results {
             let v = value(r);
-            let flag = if *must_be_zero && v != "0" { " !" } else { "  " };
+            let flag = if *must_be_zero && v != "0" {
+                " !"
+            } else {
+                "  "
+            };
             let _ = write!(out, "{:>16}{flag}", v);
         }
         out.push('\n');
