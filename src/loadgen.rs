@@ -338,3 +338,48 @@ pub fn read_ids(path: &std::path::Path) -> anyhow::Result<crate::verify::Expecte
     }
     Ok(expected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_invalid_record_is_rejected_with_a_reason_and_distinct() {
+        let format = crate::config::EventFormat::default();
+        let now = 1_700_000_000_000;
+        let records: Vec<Vec<u8>> = (0..12).map(|n| invalid_record(n, now)).collect();
+        for r in &records {
+            assert!(
+                crate::sources::decode::decode(r, &format).is_err(),
+                "{:?} was accepted",
+                String::from_utf8_lossy(r)
+            );
+        }
+        let distinct: std::collections::HashSet<_> = records.iter().collect();
+        assert_eq!(distinct.len(), records.len());
+    }
+
+    #[test]
+    fn ids_file_round_trip() {
+        let dir = std::env::temp_dir().join(format!("tidemark-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ids.tsv");
+        std::fs::write(
+            &path,
+            "# tidemark loadgen: seed 1 events 2\n# sent 5\n# invalid 1\n\
+             aa\t1000\t1\t{\"eventId\":\"aa\",\"timestamp\":1000}\n\
+             bb\t2000\t2\t{\"eventId\":\"bb\",\"timestamp\":2000,\"m\":\"x\\ty\"}\n",
+        )
+        .unwrap();
+        let e = read_ids(&path).unwrap();
+        assert_eq!((e.sent, e.invalid, e.events.len()), (5, 1, 2));
+        assert_eq!(e.events["aa"].0, 1000);
+        assert_eq!(
+            e.events["bb"].1,
+            br#"{"eventId":"bb","timestamp":2000,"m":"x\ty"}"#.to_vec()
+        );
+        std::fs::write(&path, "aa\tnot-a-time\t1\t{}\n").unwrap();
+        assert!(read_ids(&path).unwrap_err().to_string().contains(":1:"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
