@@ -120,8 +120,8 @@ late_count() {
   awk -v c="$2" '$1 == "late" && $2 ~ /^[0-9]+$/ {print $(c + 1)}' "$1"
 }
 
-# scenario NAME HOLD FAULT [VERIFY_FLAGS]: fresh regions, both pipelines, load, the fault at a
-# third of the load, drain, verify.
+# scenario NAME HOLD FAULT [VERIFY_FLAGS]: fresh regions, both pipelines, load, the fault in
+# the middle of the load, drain, verify.
 scenario() {
   local name=$1 hold=$2 fault=$3 flags=${4:-}
   local started=$SECONDS out=$WORK/$name.verify
@@ -140,7 +140,8 @@ scenario() {
   "$BIN" loadgen --events "$EVENTS" --duration "${DURATION}s" --seed "$RANDOM" \
     --out "$WORK/$name.ids" >"$WORK/$name.loadgen.log" 2>&1 &
   LOADGEN_PID=$!
-  sleep $((DURATION / 3))
+  # A 5 s fault centred on the middle of the load.
+  sleep $((DURATION / 2 - 2))
   case $fault in
     pause)
       log "pausing replication for 5 s"
