@@ -304,7 +304,11 @@ fn invalid_record(n: usize, now: u64) -> Vec<u8> {
 /// Reads an ids file written by [`run`] into what verification expects.
 pub fn read_ids(path: &std::path::Path) -> anyhow::Result<crate::verify::Expected> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut expected = crate::verify::Expected::default();
+    let mut expected = crate::verify::Expected {
+        // Every invalid record loadgen sends is different from the others.
+        invalid_distinct: true,
+        ..Default::default()
+    };
     for (n, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;

@@ -132,6 +132,12 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.dead_letters_dropped
         .with_label_values(&["s", "too_large"])
         .inc();
+    let link = ["region-b", "region-a"];
+    m.replication_lag.with_label_values(&link).set(1.0);
+    m.split_brain.with_label_values(&link).set(1);
+    m.split_duration.with_label_values(&link).set(1.0);
+    m.split_episodes.with_label_values(&link).inc();
+    m.split_hold.with_label_values(&link).set(1);
     let text = m.render();
     for name in tidemark::metrics::NAMES {
         assert!(
