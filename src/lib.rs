@@ -18,6 +18,8 @@
 //!   [`operators::filter`] selects by field.
 //! - [`sinks`]: Kafka (idempotent, `acks=all`, capability held until delivery), files, null.
 //! - [`pipeline`]: where a checked graph is wired into a dataflow and run on every worker.
+//! - [`gateway`]: the HTTP ingestion gateway: routes producers to their region's Kafka and
+//!   answers only once Kafka has the write.
 //! - [`metrics`]: every Prometheus series, declared once, and the `/metrics` endpoint.
 //! - [`record`]: the records that flow between operators.
 //! - [`kafka`]: the one constructor of Kafka clients, with the reason for every setting.
@@ -37,6 +39,7 @@
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod kafka;
 pub mod loadgen;
 pub mod metrics;

@@ -62,6 +62,16 @@ enum Command {
     Demo(tidemark::demo::DemoOptions),
     /// Engine benchmark: generator -> parse -> watermark -> dedup -> reorder -> null sink.
     Bench(tidemark::bench::BenchOptions),
+    /// The HTTP ingestion gateway: routes producers to their region's Kafka (X-Region, sticky
+    /// producers, health fallback) and answers only once Kafka has the write.
+    Gateway {
+        /// The gateway file (`[gateway]` and one `[clusters.REGION]` per region).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override `gateway.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Send log traffic to both regions' Kafka at a rate, with failover copies, retries,
     /// disorder and invalid records; write the acknowledged ids to a file.
     Loadgen(tidemark::loadgen::LoadgenOptions),
@@ -220,6 +230,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(options) => {
             tidemark::bench::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gateway { config, listen } => {
+            let mut file = tidemark::config::load_gateway(&config)?;
+            if let Some(l) = listen {
+                file.gateway.listen = l;
+            }
+            let stop = shutdown_flag()?;
+            let gateway = tidemark::gateway::start(file, tidemark::metrics::Metrics::new())?;
+            println!("gateway listening on http://{}", gateway.addr);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            tracing::info!("stopping: finishing requests in flight");
+            gateway.stop();
             Ok(ExitCode::SUCCESS)
         }
         Command::Loadgen(options) => {

@@ -8,9 +8,11 @@
 //! node and field.
 
 mod duration;
+mod gateway;
 mod graph;
 
 pub use duration::Millis;
+pub use gateway::{parse_gateway, GatewayConfig, GatewayFile};
 pub use graph::{to_dot, to_mermaid, Graph, NodeKind, NodeRef, Port, StreamKind};
 
 use serde::Deserialize;
@@ -450,6 +452,18 @@ impl LoadError {
 
 /// Reads and checks a pipeline file.
 pub fn load(path: &Path) -> Result<(PipelineConfig, Graph), LoadError> {
+    read_with(path, parse)
+}
+
+/// Reads and checks a gateway file.
+pub fn load_gateway(path: &Path) -> Result<GatewayFile, LoadError> {
+    read_with(path, parse_gateway)
+}
+
+fn read_with<T>(
+    path: &Path,
+    parse: impl Fn(&str) -> Result<T, Vec<ConfigError>>,
+) -> Result<T, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.display().to_string(),
         source,
@@ -460,19 +474,21 @@ pub fn load(path: &Path) -> Result<(PipelineConfig, Graph), LoadError> {
     })
 }
 
+/// The top-level table of a TOML text, or the one error that it is not TOML.
+fn toml_root(text: &str) -> Result<toml::Table, Vec<ConfigError>> {
+    text.parse().map_err(|e: toml::de::Error| {
+        vec![ConfigError {
+            node: "file".into(),
+            field: String::new(),
+            message: format!("not valid TOML: {}", e.message().trim()),
+        }]
+    })
+}
+
 /// Parses and checks pipeline text, returning every error found.
 pub fn parse(text: &str) -> Result<(PipelineConfig, Graph), Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let root: toml::Table = match text.parse() {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(vec![ConfigError {
-                node: "file".into(),
-                field: String::new(),
-                message: format!("not valid TOML: {}", e.message().trim()),
-            }])
-        }
-    };
+    let root = toml_root(text)?;
     let mut config = PipelineConfig::default();
     for (key, value) in root {
         match key.as_str() {

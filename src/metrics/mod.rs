@@ -10,7 +10,8 @@ mod server;
 pub use server::{serve, MetricsServer};
 
 use prometheus::{
-    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// All tidemark metrics of one process.
@@ -62,6 +63,20 @@ pub struct Metrics {
     pub split_episodes: IntCounterVec,
     /// `tidemark_split_hold_active{from,to}`: 1 while the watermark waits for a down link.
     pub split_hold: IntGaugeVec,
+    /// `tidemark_gateway_requests_total{code}`: `POST /v1/logs` requests by status code.
+    pub gateway_requests: IntCounterVec,
+    /// `tidemark_gateway_request_duration_seconds`: `POST /v1/logs` time, Kafka ack included.
+    pub gateway_request_seconds: Histogram,
+    /// `tidemark_gateway_events_total{region}`: events acknowledged by a region's Kafka.
+    pub gateway_events: IntCounterVec,
+    /// `tidemark_gateway_events_refused_total{reason}`: `invalid` or `unavailable`.
+    pub gateway_rejected: IntCounterVec,
+    /// `tidemark_gateway_region_fallbacks_total{from,to}`: events written to the other region.
+    pub gateway_fallbacks: IntCounterVec,
+    /// `tidemark_gateway_region_healthy{region}`.
+    pub gateway_region_healthy: IntGaugeVec,
+    /// `tidemark_gateway_in_flight_events`: events waiting for a Kafka acknowledgement.
+    pub gateway_in_flight: IntGauge,
     /// `tidemark_up`: 1 while the pipeline runs.
     pub up: Gauge,
 }
@@ -89,6 +104,13 @@ pub const NAMES: &[&str] = &[
     "tidemark_split_duration_seconds",
     "tidemark_split_episodes_total",
     "tidemark_split_hold_active",
+    "tidemark_gateway_requests_total",
+    "tidemark_gateway_request_duration_seconds",
+    "tidemark_gateway_events_total",
+    "tidemark_gateway_events_refused_total",
+    "tidemark_gateway_region_fallbacks_total",
+    "tidemark_gateway_region_healthy",
+    "tidemark_gateway_in_flight_events",
     "tidemark_up",
 ];
 
@@ -170,6 +192,27 @@ impl Metrics {
             "tidemark_watermark_lag_seconds",
             "Wall clock minus the watermark",
             &["node", "worker"],
+        );
+        let gateway_request_seconds = registered(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "tidemark_gateway_request_duration_seconds",
+                    "POST /v1/logs time, Kafka acknowledgement included",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )
+            .expect("valid metric"),
+        );
+        let gateway_in_flight = registered(
+            &r,
+            IntGauge::new(
+                "tidemark_gateway_in_flight_events",
+                "Events waiting for a Kafka acknowledgement",
+            )
+            .expect("valid metric"),
         );
         let up = registered(
             &r,
@@ -276,6 +319,38 @@ impl Metrics {
                 "1 while the watermark waits for a down link",
                 &["from", "to"],
             ),
+            gateway_requests: counter_vec(
+                &r,
+                "tidemark_gateway_requests_total",
+                "POST /v1/logs requests by status code",
+                &["code"],
+            ),
+            gateway_request_seconds,
+            gateway_events: counter_vec(
+                &r,
+                "tidemark_gateway_events_total",
+                "Events acknowledged by a region's Kafka",
+                &["region"],
+            ),
+            gateway_rejected: counter_vec(
+                &r,
+                "tidemark_gateway_events_refused_total",
+                "Events not written: invalid or unavailable",
+                &["reason"],
+            ),
+            gateway_fallbacks: counter_vec(
+                &r,
+                "tidemark_gateway_region_fallbacks_total",
+                "Events written to the other region",
+                &["from", "to"],
+            ),
+            gateway_region_healthy: gauge_vec(
+                &r,
+                "tidemark_gateway_region_healthy",
+                "1 while a region's cluster answers",
+                &["region"],
+            ),
+            gateway_in_flight,
             up,
             registry: r,
         }

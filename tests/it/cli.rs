@@ -138,6 +138,13 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.split_duration.with_label_values(&link).set(1.0);
     m.split_episodes.with_label_values(&link).inc();
     m.split_hold.with_label_values(&link).set(1);
+    m.gateway_requests.with_label_values(&["200"]).inc();
+    m.gateway_events.with_label_values(&["region-a"]).inc();
+    m.gateway_rejected.with_label_values(&["invalid"]).inc();
+    m.gateway_fallbacks.with_label_values(&link).inc();
+    m.gateway_region_healthy
+        .with_label_values(&["region-a"])
+        .set(1);
     let text = m.render();
     for name in tidemark::metrics::NAMES {
         assert!(

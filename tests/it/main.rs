@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod crash;
+mod gateway;
 mod links;
 mod mock;
 mod model;

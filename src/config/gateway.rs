@@ -1,0 +1,192 @@
+//! Gateway files (`tidemark gateway --config FILE`): where the gateway listens, its local region,
+//! and one Kafka cluster per region, named by the region.
+//!
+//! ```toml
+//! [gateway]
+//! listen = "127.0.0.1:8080"
+//! local_region = "region-a"
+//!
+//! [clusters.region-a]
+//! bootstrap = "127.0.0.1:19092"
+//!
+//! [clusters.region-b]
+//! bootstrap = "127.0.0.1:29092"
+//! ```
+
+use super::{cluster_node, named, section, ClusterConfig, ConfigError, EventFormat, Millis};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A whole gateway file.
+#[derive(Debug, Clone)]
+pub struct GatewayFile {
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
+    /// `[event]`: the same event shape the pipelines read.
+    pub event: EventFormat,
+    /// `[clusters.REGION]`: one Kafka cluster per region.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// HTTP listen address.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+    /// The region used when a request names none (a key of `[clusters]`).
+    pub local_region: String,
+    /// Topic events are written to in every region.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Largest request body accepted (413 above it).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// A send not acknowledged within this goes to the other region.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: Millis,
+    /// How often each region's cluster is probed.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval: Millis,
+    /// A metadata probe slower than this marks the region unhealthy.
+    #[serde(default = "default_probe_timeout")]
+    pub probe_timeout: Millis,
+    /// Sticky producers go back to their region once it has been healthy this long.
+    #[serde(default = "default_return_after")]
+    pub return_after: Millis,
+    /// Events in flight to Kafka at most; a request that would exceed it gets 503.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// `Retry-After` on a 503.
+    #[serde(default = "default_retry_after")]
+    pub retry_after: Millis,
+    /// How long a graceful shutdown waits for requests in flight.
+    #[serde(default = "default_drain")]
+    pub shutdown_grace: Millis,
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_topic() -> String {
+    "log-events".into()
+}
+fn default_max_body() -> u64 {
+    8 << 20
+}
+fn default_send_timeout() -> Millis {
+    Millis(3_000)
+}
+fn default_probe_interval() -> Millis {
+    Millis(1_000)
+}
+fn default_probe_timeout() -> Millis {
+    Millis(1_000)
+}
+fn default_return_after() -> Millis {
+    Millis(10_000)
+}
+fn default_max_in_flight() -> u32 {
+    100_000
+}
+fn default_retry_after() -> Millis {
+    Millis(1_000)
+}
+fn default_drain() -> Millis {
+    Millis(30_000)
+}
+
+/// Parses and checks a gateway file, returning every error found.
+pub fn parse_gateway(text: &str) -> Result<GatewayFile, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let root = super::toml_root(text)?;
+    let mut gateway = None;
+    let mut event = EventFormat::default();
+    let mut clusters = BTreeMap::new();
+    for (key, value) in root {
+        match key.as_str() {
+            "gateway" => gateway = section::<GatewayConfig>("gateway", value, &mut errors),
+            "event" => {
+                if let Some(v) = section::<EventFormat>("event", value, &mut errors) {
+                    event = v;
+                }
+            }
+            "clusters" => clusters = named("clusters", value, &mut errors, cluster_node),
+            other => errors.push(ConfigError {
+                node: other.into(),
+                field: String::new(),
+                message: "unknown section (expected gateway, event, clusters)".into(),
+            }),
+        }
+    }
+    let mut err = |field: &str, message: String| {
+        errors.push(ConfigError {
+            node: "gateway".into(),
+            field: field.into(),
+            message,
+        })
+    };
+    if clusters.len() != 2 {
+        err(
+            "",
+            format!(
+                "needs exactly two [clusters.REGION] entries (one per region), found {}",
+                clusters.len()
+            ),
+        );
+    }
+    let Some(g) = gateway else {
+        if !errors
+            .iter()
+            .any(|e| e.node == "gateway" && e.field.is_empty())
+        {
+            errors.push(ConfigError {
+                node: "gateway".into(),
+                field: String::new(),
+                message: "missing section [gateway]".into(),
+            });
+        }
+        return Err(errors);
+    };
+    let mut err = |field: &str, message: String| {
+        errors.push(ConfigError {
+            node: "gateway".into(),
+            field: field.into(),
+            message,
+        })
+    };
+    if !clusters.contains_key(&g.local_region) {
+        err(
+            "local_region",
+            format!("\"{}\" is not one of [clusters]", g.local_region),
+        );
+    }
+    if g.topic.trim().is_empty() {
+        err("topic", "must not be empty".into());
+    }
+    for (field, v) in [
+        ("send_timeout", g.send_timeout),
+        ("probe_interval", g.probe_interval),
+        ("probe_timeout", g.probe_timeout),
+    ] {
+        if v.0 == 0 {
+            err(field, "must be above zero".into());
+        }
+    }
+    if g.max_in_flight == 0 {
+        err("max_in_flight", "must be above zero".into());
+    }
+    if g.max_body_bytes < 2 {
+        err("max_body_bytes", "must hold at least one event".into());
+    }
+    if errors.is_empty() {
+        Ok(GatewayFile {
+            gateway: g,
+            event,
+            clusters,
+        })
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,569 @@
+//! The ingestion gateway: producers POST log events over HTTP, and the gateway writes each one to
+//! the Kafka cluster of its region, answering only once Kafka has acknowledged the write.
+//!
+//! - [`events`]: bodies (JSON, JSON array, NDJSON) to events, with missing ids (UUIDv7), times
+//!   and regions filled in and each event checked by the pipelines' own decoder.
+//! - [`route`]: `X-Region`, sticky producers (`X-Producer-Id`, else the `service` field), health
+//!   fallback and return after recovery, as pure logic.
+//! - [`send`]: one idempotent `acks=all` producer per region, delivery reports to requests.
+//! - this module: the HTTP server (hyper on tokio), health probes, back-pressure and metrics.
+//!
+//! A write that fails or is not acknowledged within `send_timeout` marks its region unhealthy and
+//! is written to the other region with the same id and bytes, so when both copies land, the
+//! pipelines' dedup keeps one. Nothing is answered 2xx before Kafka has it, and a request that
+//! cannot be taken gets 503 with `Retry-After`; nothing is accepted and then dropped.
+
+pub mod client;
+pub mod events;
+pub mod route;
+pub mod send;
+
+use crate::config::{EventFormat, GatewayFile};
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use events::{Framing, ItemError};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use route::Router;
+use send::Regions;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Gateway errors (start-up only: requests never fail the gateway).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A Kafka client could not be created.
+    #[error("region {region}: {source}")]
+    Kafka {
+        /// Region.
+        region: String,
+        /// Client error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Binding the listener, or starting a thread or the runtime.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The OpenAPI document of the API.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+struct State {
+    file: GatewayFile,
+    format: EventFormat,
+    regions: Arc<Regions>,
+    router: Mutex<Router>,
+    metrics: Metrics,
+    in_flight: AtomicUsize,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// The bound address.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    regions: Arc<Regions>,
+    probes: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gateway {
+    /// Stops accepting, lets requests in flight finish (up to `shutdown_grace`), flushes.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.probes.store(true, Ordering::Relaxed);
+        self.regions.close(Duration::from_secs(10));
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the gateway: binds, starts the health probes and the HTTP server.
+pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayError> {
+    let names: Vec<String> = file.clusters.keys().cloned().collect();
+    let clusters: Vec<_> = file
+        .clusters
+        .iter()
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .collect();
+    let regions = Regions::open(&clusters, &file.gateway.topic)?;
+    let local = names
+        .iter()
+        .position(|n| *n == file.gateway.local_region)
+        .unwrap_or(0);
+    let now = crate::operators::wall_ms();
+    for n in &names {
+        metrics
+            .gateway_region_healthy
+            .with_label_values(&[n])
+            .set(1);
+    }
+    let state = Arc::new(State {
+        router: Mutex::new(Router::new(
+            names.len(),
+            local,
+            file.gateway.return_after.0,
+            now,
+        )),
+        format: file.event.clone(),
+        regions: Arc::clone(&regions),
+        metrics,
+        in_flight: AtomicUsize::new(0),
+        file,
+    });
+    let probes = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (i, name) in names.iter().enumerate() {
+        let (st, stop) = (Arc::clone(&state), Arc::clone(&probes));
+        std::thread::Builder::new()
+            .name(format!("gateway-probe-{name}"))
+            .spawn(move || {
+                let g = &st.file.gateway;
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = st.regions.probe(i, g.probe_timeout.as_duration());
+                    set_health(&st, i, ok, if ok { "probe" } else { "probe failed" });
+                    // Sleep in slices so a stop is seen promptly.
+                    let mut left = g.probe_interval.0;
+                    while left > 0 && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(left.min(100)));
+                        left = left.saturating_sub(100);
+                    }
+                }
+            })?;
+    }
+
+    let std_listener = std::net::TcpListener::bind(state.file.gateway.listen)?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gateway-http")
+        .enable_all()
+        .build()?;
+    let grace = state.file.gateway.shutdown_grace.as_duration();
+    let thread = std::thread::Builder::new()
+        .name("gateway".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(listener) => serve(listener, state, stop_rx, grace).await,
+                    Err(e) => tracing::error!(error = %e, "gateway listener"),
+                }
+            });
+        })?;
+    tracing::info!(%addr, "gateway listening");
+    Ok(Gateway {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        regions,
+        probes,
+    })
+}
+
+fn set_health(st: &State, region: usize, healthy: bool, why: &str) {
+    let changed = st
+        .router
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_health(region, healthy, crate::operators::wall_ms());
+    let name = &st.regions.names[region];
+    st.metrics
+        .gateway_region_healthy
+        .with_label_values(&[name])
+        .set(i64::from(healthy));
+    if changed {
+        if healthy {
+            tracing::info!(region = %name, why, "region healthy");
+        } else {
+            tracing::warn!(region = %name, why, "region unhealthy");
+        }
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let st = Arc::clone(&state);
+                let service = hyper::service::service_fn(move |req| {
+                    let st = Arc::clone(&st);
+                    async move { Ok::<_, std::convert::Infallible>(handle(&st, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!("gateway shutdown: requests still open after the grace period");
+        }
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: Value) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, field: &str, message: impl Into<String>) -> Reply {
+    reply(status, json!({"error": message.into(), "field": field}))
+}
+
+fn unavailable(st: &State, message: &str) -> Reply {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "", message);
+    let secs = st.file.gateway.retry_after.0.div_ceil(1000).max(1);
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+async fn handle(st: &State, req: Request<Incoming>) -> Reply {
+    let started = std::time::Instant::now();
+    let path = req.uri().path().to_string();
+    let r = match (req.method(), path.as_str()) {
+        (&Method::POST, "/v1/logs") => logs(st, req).await,
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, json!({"status": "up"})),
+        (&Method::GET, "/readyz") => {
+            let router = st.router.lock().unwrap_or_else(|e| e.into_inner());
+            let regions: serde_json::Map<String, Value> = st
+                .regions
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), Value::Bool(router.healthy(i))))
+                .collect();
+            let ready = regions.values().any(|v| v == &Value::Bool(true));
+            reply(
+                if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                json!({"ready": ready, "regions": regions}),
+            )
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(st.metrics.render())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (&Method::GET, "/openapi.json") => {
+            let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        (_, "/v1/logs" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "", "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "", format!("no such path: {path}")),
+    };
+    if path == "/v1/logs" {
+        st.metrics
+            .gateway_requests
+            .with_label_values(&[r.status().as_str()])
+            .inc();
+        st.metrics
+            .gateway_request_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    r
+}
+
+/// What happened to one item of a request.
+enum Outcome {
+    Written { id: String, region: usize },
+    Refused(ItemError),
+    Unwritten { id: String, error: String },
+}
+
+async fn logs(st: &State, req: Request<Incoming>) -> Reply {
+    let g = &st.file.gateway;
+    let headers = req.headers();
+    let Some(framing) =
+        Framing::from_content_type(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()))
+    else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+            "send application/json (an event or an array of events) or application/x-ndjson",
+        );
+    };
+    let requested = match headers.get("x-region").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(name)) => match st.regions.names.iter().position(|n| n == name.trim()) {
+            Some(i) => Some(i),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "X-Region",
+                    format!(
+                        "unknown region \"{}\" (known: {})",
+                        name.trim(),
+                        st.regions.names.join(", ")
+                    ),
+                )
+            }
+        },
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "X-Region", "not text"),
+    };
+    let producer = headers
+        .get("x-producer-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+            format!("body over {} bytes", g.max_body_bytes),
+        )
+    };
+    if headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > g.max_body_bytes)
+    {
+        return too_large();
+    }
+    let body = match Limited::new(req.into_body(), g.max_body_bytes as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "",
+                format!("reading the body: {e}"),
+            )
+        }
+    };
+    let items = match events::items(&body, framing) {
+        Ok(items) => items,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "", e.0),
+    };
+    if items.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "", "no events in the body");
+    }
+    let now = crate::operators::wall_ms();
+    let prepared: Vec<_> = items
+        .into_iter()
+        .map(|i| i.and_then(|v| events::prepare(v, &st.format, now)))
+        .collect();
+    let valid = prepared.iter().filter(|p| p.is_ok()).count();
+
+    // Back-pressure: take the whole request or none of it.
+    let before = st.in_flight.fetch_add(valid, Ordering::SeqCst);
+    if valid > 0 && before + valid > g.max_in_flight as usize {
+        st.in_flight.fetch_sub(valid, Ordering::SeqCst);
+        return unavailable(st, "too many events in flight; retry later");
+    }
+    st.metrics.gateway_in_flight.set((before + valid) as i64);
+
+    let outcomes = write_all(st, prepared, producer.as_deref(), requested).await;
+    let left = st.in_flight.fetch_sub(valid, Ordering::SeqCst) - valid;
+    st.metrics.gateway_in_flight.set(left as i64);
+    respond(st, outcomes)
+}
+
+/// Routes and writes every prepared item: all sends are queued first, then awaited, so a
+/// batch costs one round trip, not one per event.
+async fn write_all(
+    st: &State,
+    prepared: Vec<Result<events::Prepared, ItemError>>,
+    producer: Option<&str>,
+    requested: Option<usize>,
+) -> Vec<Outcome> {
+    let g = &st.file.gateway;
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut pending = Vec::new();
+    for (index, item) in prepared.into_iter().enumerate() {
+        let p = match item {
+            Ok(p) => p,
+            Err(e) => {
+                outcomes.push(Outcome::Refused(e));
+                continue;
+            }
+        };
+        let who = producer.or(p.service.as_deref());
+        let route = {
+            let mut router = st.router.lock().unwrap_or_else(|e| e.into_inner());
+            let route = router.route(who, requested, crate::operators::wall_ms());
+            for m in router.take_moves() {
+                let (from, to) = (&st.regions.names[m.from], &st.regions.names[m.to]);
+                if m.returned {
+                    tracing::info!(event = "REGION_RETURN", producer = %m.producer, %from, %to, "producer back in its region");
+                } else {
+                    tracing::warn!(event = "REGION_FALLBACK", producer = %m.producer, %from, %to, reason = "region unhealthy", "producer moved to the other region");
+                }
+            }
+            route
+        };
+        let Some(route) = route else {
+            outcomes.push(Outcome::Unwritten {
+                id: p.id,
+                error: "no region is healthy".into(),
+            });
+            continue;
+        };
+        let bytes = match events::finish(&p, &st.regions.names[route.target], &st.format) {
+            Ok(b) => b,
+            Err(e) => {
+                outcomes.push(Outcome::Refused(e));
+                continue;
+            }
+        };
+        if let Some(home) = route.fallback_from {
+            count_fallback(st, home, route.target);
+        }
+        let rx = st.regions.send(route.target, &p.id, &bytes);
+        outcomes.push(Outcome::Unwritten {
+            id: p.id.clone(),
+            error: String::new(),
+        });
+        pending.push((index, p.id, bytes, route.target, rx));
+    }
+    for (index, id, bytes, target, rx) in pending {
+        let first = acked(rx, g.send_timeout).await;
+        outcomes[index] = match first {
+            Ok(()) => Outcome::Written { id, region: target },
+            Err(why) => {
+                // The same bytes, same id, to the other region: if the first write lands after
+                // all, the pipelines' dedup keeps one copy.
+                set_health(st, target, false, &why);
+                let other = 1 - target;
+                tracing::warn!(event = "REGION_FALLBACK", id = %id, from = %st.regions.names[target], to = %st.regions.names[other], reason = %why, "write re-sent to the other region");
+                count_fallback(st, target, other);
+                let second = acked(st.regions.send(other, &id, &bytes), g.send_timeout).await;
+                match second {
+                    Ok(()) => Outcome::Written { id, region: other },
+                    Err(e) => {
+                        set_health(st, other, false, &e);
+                        Outcome::Unwritten {
+                            id,
+                            error: format!(
+                                "{}: {why}; {}: {e}",
+                                st.regions.names[target], st.regions.names[other]
+                            ),
+                        }
+                    }
+                }
+            }
+        };
+    }
+    outcomes
+}
+
+/// Waits for Kafka's answer to a queued write, for `timeout` at most.
+async fn acked(
+    queued: Result<tokio::sync::oneshot::Receiver<send::Acked>, String>,
+    timeout: crate::config::Millis,
+) -> send::Acked {
+    match tokio::time::timeout(timeout.as_duration(), queued?).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("delivery report lost".into()),
+        Err(_) => Err(format!("not acknowledged within {timeout}")),
+    }
+}
+
+fn count_fallback(st: &State, from: usize, to: usize) {
+    st.metrics
+        .gateway_fallbacks
+        .with_label_values(&[&st.regions.names[from], &st.regions.names[to]])
+        .inc();
+}
+
+fn respond(st: &State, outcomes: Vec<Outcome>) -> Reply {
+    let (mut written, mut refused, mut unwritten) = (0, 0, 0);
+    let results: Vec<Value> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(index, o)| match o {
+            Outcome::Written { id, region } => {
+                written += 1;
+                let name = &st.regions.names[*region];
+                st.metrics.gateway_events.with_label_values(&[name]).inc();
+                json!({"index": index, "status": "ok", "eventId": id, "region": name})
+            }
+            Outcome::Refused(e) => {
+                refused += 1;
+                st.metrics
+                    .gateway_rejected
+                    .with_label_values(&["invalid"])
+                    .inc();
+                json!({"index": index, "status": "invalid", "field": e.field, "error": e.message})
+            }
+            Outcome::Unwritten { id, error } => {
+                unwritten += 1;
+                st.metrics
+                    .gateway_rejected
+                    .with_label_values(&["unavailable"])
+                    .inc();
+                json!({"index": index, "status": "unavailable", "eventId": id, "error": error})
+            }
+        })
+        .collect();
+    let body = json!({"accepted": written, "invalid": refused, "unavailable": unwritten, "results": results});
+    if written > 0 {
+        return reply(StatusCode::OK, body);
+    }
+    if unwritten > 0 {
+        let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, body);
+        let secs = st.file.gateway.retry_after.0.div_ceil(1000).max(1);
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    // Nothing written and nothing unavailable: every item was bad input.
+    let first = outcomes.iter().find_map(|o| match o {
+        Outcome::Refused(e) => Some(e.clone()),
+        _ => None,
+    });
+    let mut body = body;
+    if let Some(e) = first {
+        body["error"] = Value::String(e.message);
+        body["field"] = Value::String(e.field);
+    }
+    reply(StatusCode::BAD_REQUEST, body)
+}

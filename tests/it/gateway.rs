@@ -1,0 +1,271 @@
+//! The gateway over HTTP, with two in-process Kafka regions (librdkafka's mock cluster): every
+//! status code, what is written where, fallback when a region stops answering, and the return.
+
+use rdkafka::mocking::MockCluster;
+use std::time::{Duration, Instant};
+use tidemark::gateway::client::{HttpClient, HttpResponse};
+
+type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+struct Setup {
+    a: Mock,
+    b: Mock,
+    gateway: Option<tidemark::gateway::Gateway>,
+    addr: String,
+    metrics: tidemark::metrics::Metrics,
+}
+
+fn setup(extra: &str) -> Setup {
+    let a = MockCluster::new(1).unwrap();
+    let b = MockCluster::new(1).unwrap();
+    for m in [&a, &b] {
+        m.create_topic("log-events", 2, 1).unwrap();
+    }
+    let text = format!(
+        r#"
+[gateway]
+listen = "127.0.0.1:0"
+local_region = "region-a"
+send_timeout = "700ms"
+probe_interval = "200ms"
+probe_timeout = "300ms"
+return_after = "1s"
+max_body_bytes = 4096
+{extra}
+
+[clusters.region-a]
+bootstrap = "{}"
+
+[clusters.region-b]
+bootstrap = "{}"
+"#,
+        a.bootstrap_servers(),
+        b.bootstrap_servers()
+    );
+    let file = tidemark::config::parse_gateway(&text).unwrap();
+    let metrics = tidemark::metrics::Metrics::new();
+    let gateway = tidemark::gateway::start(file, metrics.clone()).unwrap();
+    let addr = gateway.addr.to_string();
+    Setup {
+        a,
+        b,
+        gateway: Some(gateway),
+        addr,
+        metrics,
+    }
+}
+
+fn post(s: &Setup, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    let mut c = HttpClient::connect(&s.addr).unwrap();
+    let mut h = vec![("Content-Type", "application/json")];
+    h.extend_from_slice(headers);
+    c.request("POST", "/v1/logs", &h, body.as_bytes()).unwrap()
+}
+
+fn read_ids(bootstrap: &str) -> Vec<String> {
+    tidemark::verify::read_topic(bootstrap, "log-events")
+        .unwrap()
+        .into_iter()
+        .map(|(_, payload, _)| {
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            v["eventId"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn writes_then_answers_with_ids_and_regions() {
+    let s = setup("");
+    let r = post(
+        &s,
+        &[],
+        r#"[{"eventId":"e1","timestamp":1700000000000,"message":"a"},{"message":"no id"}]"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["accepted"], 2);
+    let generated = v["results"][1]["eventId"].as_str().unwrap().to_string();
+    assert_eq!(&generated[14..15], "7", "a UUIDv7: {generated}");
+    assert_eq!(v["results"][0]["region"], "region-a");
+    // 200 means Kafka has them: they are already readable in region-a, and only there.
+    let mut ids = read_ids(&s.a.bootstrap_servers());
+    ids.sort();
+    let mut want = vec!["e1".to_string(), generated];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(read_ids(&s.b.bootstrap_servers()).is_empty());
+
+    // X-Region picks the region; NDJSON works; the region field is filled in.
+    let mut c = HttpClient::connect(&s.addr).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/v1/logs",
+            &[
+                ("Content-Type", "application/x-ndjson"),
+                ("X-Region", "region-b"),
+            ],
+            b"{\"eventId\":\"n1\"}\n{\"eventId\":\"n2\"}\n",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["results"][1]["region"], "region-b");
+    let payloads = tidemark::verify::read_topic(&s.b.bootstrap_servers(), "log-events").unwrap();
+    assert_eq!(payloads.len(), 2);
+    let v: serde_json::Value = serde_json::from_slice(&payloads[0].1).unwrap();
+    assert_eq!(v["region"], "region-b");
+    assert!(v["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+}
+
+#[test]
+fn every_error_status() {
+    let s = setup("max_in_flight = 2");
+    let status = |r: &HttpResponse| {
+        (
+            r.status,
+            r.json()["field"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(status(&post(&s, &[], "{not json")), (400, String::new()));
+    assert_eq!(status(&post(&s, &[], "[1]")), (400, String::new()));
+    assert_eq!(
+        status(&post(&s, &[], r#"{"eventId":5}"#)),
+        (400, "eventId".into())
+    );
+    let long = format!(r#"{{"eventId":"{}"}}"#, "x".repeat(129));
+    assert_eq!(status(&post(&s, &[], &long)), (400, "eventId".into()));
+    assert_eq!(
+        status(&post(&s, &[], r#"{"eventId":"t","timestamp":"noon"}"#)),
+        (400, "timestamp".into())
+    );
+    assert_eq!(
+        status(&post(&s, &[("X-Region", "region-z")], r#"{"eventId":"r"}"#)),
+        (400, "X-Region".into())
+    );
+    assert_eq!(
+        post(&s, &[], &format!(r#"{{"m":"{}"}}"#, "y".repeat(5000))).status,
+        413
+    );
+    let mut c = HttpClient::connect(&s.addr).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/v1/logs",
+            &[("Content-Type", "text/plain")],
+            b"hello",
+        )
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (415, Some("Content-Type"))
+    );
+    // More events than may be in flight: refused whole, with Retry-After.
+    let r = post(
+        &s,
+        &[],
+        r#"[{"eventId":"1"},{"eventId":"2"},{"eventId":"3"}]"#,
+    );
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    // A batch with one bad event: the others go through and the bad one is named.
+    let r = post(&s, &[], r#"[{"eventId":"ok-1"},{"eventId":""}]"#);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["invalid"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v["results"][1]["field"], "eventId");
+    assert_eq!(read_ids(&s.a.bootstrap_servers()), vec!["ok-1".to_string()]);
+
+    let get = |path: &str| {
+        let mut c = HttpClient::connect(&s.addr).unwrap();
+        c.request("GET", path, &[], b"").unwrap()
+    };
+    assert_eq!(get("/healthz").status, 200);
+    assert_eq!(get("/readyz").status, 200);
+    assert_eq!(get("/nope").status, 404);
+    assert_eq!(get("/v1/logs").status, 405);
+    let openapi = get("/openapi.json").json();
+    assert_eq!(openapi["openapi"], "3.0.3");
+    assert!(openapi["paths"]["/v1/logs"]["post"]["responses"]["503"].is_object());
+    let metrics = String::from_utf8(get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains("tidemark_gateway_requests_total{code=\"415\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tidemark_gateway_events_total{region=\"region-a\"} 1"));
+}
+
+#[test]
+fn sticky_producer_falls_back_and_returns() {
+    let mut s = setup("");
+    let send = |s: &Setup, id: &str| {
+        post(
+            s,
+            &[("X-Producer-Id", "p1"), ("X-Region", "region-b")],
+            &format!(r#"{{"eventId":"{id}"}}"#),
+        )
+    };
+    let r = send(&s, "before");
+    assert_eq!(r.json()["results"][0]["region"], "region-b");
+
+    // region-b stops answering: the write times out there and is re-sent to region-a.
+    s.b.broker_down(1).unwrap();
+    let r = send(&s, "during");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["results"][0]["region"], "region-a");
+    let fallbacks = s
+        .metrics
+        .gateway_fallbacks
+        .with_label_values(&["region-b", "region-a"])
+        .get();
+    assert!(fallbacks >= 1);
+    // Sticky: the next one goes straight to region-a.
+    let r = send(&s, "during-2");
+    assert_eq!(r.json()["results"][0]["region"], "region-a");
+
+    // region-b is back; after return_after of health the producer goes home.
+    s.b.broker_up(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    let back = loop {
+        n += 1;
+        let r = send(&s, &format!("after-{n}"));
+        if r.json()["results"][0]["region"] == "region-b" {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(back, "the producer never returned to region-b");
+    // Every acknowledged id is in one of the regions (the timed-out write to region-b may also
+    // land there later, with the same id, for dedup to drop).
+    s.gateway.take().unwrap().stop();
+    let mut all = read_ids(&s.a.bootstrap_servers());
+    all.extend(read_ids(&s.b.bootstrap_servers()));
+    for id in ["before", "during", "during-2", &format!("after-{n}")] {
+        assert!(all.iter().any(|x| x == id), "{id} missing");
+    }
+}
+
+#[test]
+fn no_region_means_503_and_not_ready() {
+    let s = setup("");
+    s.a.broker_down(1).unwrap();
+    s.b.broker_down(1).unwrap();
+    let r = post(&s, &[], r#"{"eventId":"x"}"#);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.json()["results"][0]["status"], "unavailable");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = 200;
+    while Instant::now() < deadline && ready == 200 {
+        let mut c = HttpClient::connect(&s.addr).unwrap();
+        ready = c.request("GET", "/readyz", &[], b"").unwrap().status;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ready, 503);
+}
