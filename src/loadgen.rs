@@ -61,6 +61,23 @@ pub struct LoadgenOptions {
     /// Where to write the acknowledged unique ids (for `tidemark verify --ids`).
     #[arg(long)]
     pub out: PathBuf,
+    /// Send through the ingestion gateway at this `host:port` instead of to Kafka directly.
+    /// Only ids the gateway answered `ok` for count as acknowledged.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// With `--gateway`: events per request (a JSON array when above 1).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// With `--gateway`: connections, each on its own thread.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// With `--gateway`: distinct producers (`X-Producer-Id`); producer k is first sent to
+    /// region-a when k is even and region-b when odd, then left to sticky routing.
+    #[arg(long, default_value_t = 8)]
+    pub producers: usize,
+    /// With `--gateway`: send as fast as the gateway answers, ignoring the rate.
+    #[arg(long)]
+    pub unpaced: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -116,10 +133,19 @@ pub struct LoadgenSummary {
     pub invalid_acked: u64,
     /// Sends that failed.
     pub failed: u64,
+    /// With `--gateway`: requests answered, and their latency percentiles (ms).
+    pub requests: u64,
+    /// p50, p99 and p99.9 request latency in ms (gateway mode).
+    pub latency_ms: [f64; 3],
+    /// Seconds from the first send to the last acknowledgement.
+    pub elapsed_s: f64,
 }
 
 /// Sends the load and writes the ids file.
 pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
+    if let Some(addr) = &o.gateway {
+        return run_gateway(o, addr);
+    }
     let secs = o.duration.as_secs_f64();
     let events = match (o.events, o.rate) {
         (Some(n), _) => n,
@@ -225,19 +251,215 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    summary.elapsed_s = started.elapsed().as_secs_f64();
     a.flush(Duration::from_secs(120))
         .context("flushing region-a")?;
     b.flush(Duration::from_secs(120))
         .context("flushing region-b")?;
 
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&o.out).with_context(|| format!("creating {}", o.out.display()))?,
-    );
     summary.invalid_acked = ok[events as usize..]
         .iter()
         .filter(|n| n.load(Ordering::Relaxed) > 0)
         .count() as u64;
     summary.failed = u64::from(failed.load(Ordering::Relaxed));
+    write_ids(o, events, &ids, &ok, &mut summary)?;
+    Ok(summary)
+}
+
+/// An event as sent: id, time, payload.
+type SentEvent = (String, u64, Vec<u8>);
+
+/// Gateway mode: requests of `batch` events over `connections` threads, paced to the rate
+/// (unless `--unpaced`), retried on 503 and connection errors for up to a minute, as a
+/// producer would.
+fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary> {
+    use std::sync::atomic::AtomicU64;
+    let events = match (o.events, o.rate) {
+        (Some(n), _) => n,
+        (None, Some(r)) => (r * o.duration.as_secs_f64()).round() as u64,
+        (None, None) => anyhow::bail!("give --events or --rate"),
+    };
+    anyhow::ensure!(events > 0, "nothing to send");
+    anyhow::ensure!(
+        o.batch >= 1 && o.connections >= 1 && o.producers >= 1,
+        "--batch, --connections and --producers must be at least 1"
+    );
+    let n = events as usize;
+    let requests = n.div_ceil(o.batch);
+    let per_request = o.duration.as_secs_f64() / requests as f64;
+    let ok: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
+    let slots: Arc<Vec<std::sync::OnceLock<SentEvent>>> =
+        Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
+    let next = Arc::new(AtomicU64::new(0));
+    let homed: Arc<Vec<std::sync::atomic::AtomicBool>> =
+        Arc::new((0..o.producers).map(|_| Default::default()).collect());
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for t in 0..o.connections {
+        let (ok, slots, next, homed, sent) = (
+            Arc::clone(&ok),
+            Arc::clone(&slots),
+            Arc::clone(&next),
+            Arc::clone(&homed),
+            Arc::clone(&sent),
+        );
+        let (addr, o) = (addr.to_string(), o.clone());
+        threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<u32>> {
+            let mut rng = SplitMix(o.seed ^ ((t as u64 + 1) << 40));
+            let mut latencies = Vec::new();
+            let mut client: Option<crate::gateway::client::HttpClient> = None;
+            let mut buf = Vec::new();
+            loop {
+                let j = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if j >= requests {
+                    return Ok(latencies);
+                }
+                if !o.unpaced {
+                    let due = Duration::from_secs_f64(j as f64 * per_request);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let range = j * o.batch..((j + 1) * o.batch).min(n);
+                let producer = j % o.producers;
+                let mut body = Vec::new();
+                if range.len() > 1 {
+                    body.push(b'[');
+                }
+                for i in range.clone() {
+                    let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+                    let time = crate::operators::wall_ms()
+                        .saturating_sub(rng.below(o.jitter.as_millis() as u64));
+                    let region = if producer % 2 == 1 {
+                        "region-b"
+                    } else {
+                        "region-a"
+                    };
+                    generate_event(&mut buf, id, time, region, (i % 20) as u32, o.payload_bytes);
+                    if i > range.start {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(&buf);
+                    let _ = slots[i].set((format!("{id:032x}"), time, buf.clone()));
+                }
+                if range.len() > 1 {
+                    body.push(b']');
+                }
+                let pid = format!("producer-{producer}");
+                let first = !homed[producer].swap(true, Ordering::Relaxed);
+                let home = if producer % 2 == 1 {
+                    "region-b"
+                } else {
+                    "region-a"
+                };
+                let mut headers = vec![
+                    ("Content-Type", "application/json"),
+                    ("X-Producer-Id", pid.as_str()),
+                ];
+                if first {
+                    headers.push(("X-Region", home));
+                }
+                // A retry after a lost answer re-sends the same events; dedup keeps one copy.
+                let copies = if rng.next_f64() < o.retries { 2 } else { 1 };
+                for _ in 0..copies {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let attempt = Instant::now();
+                        let result = match client.as_mut() {
+                            Some(c) => c.request("POST", "/v1/logs", &headers, &body),
+                            None => {
+                                crate::gateway::client::HttpClient::connect(&addr).and_then(|c| {
+                                    client
+                                        .insert(c)
+                                        .request("POST", "/v1/logs", &headers, &body)
+                                })
+                            }
+                        };
+                        sent.fetch_add(range.len() as u64, Ordering::Relaxed);
+                        match result {
+                            Ok(r) if r.status == 200 => {
+                                latencies
+                                    .push(attempt.elapsed().as_micros().min(u128::from(u32::MAX))
+                                        as u32);
+                                if let Some(results) = r.json()["results"].as_array() {
+                                    for item in results {
+                                        if item["status"] == "ok" {
+                                            if let Some(k) = item["index"].as_u64() {
+                                                ok[range.start + k as usize]
+                                                    .fetch_add(1, Ordering::Relaxed);
+                                            }
+                                        }
+                                    }
+                                }
+                                break;
+                            }
+                            Ok(r) if r.status == 503 => {
+                                let wait = r
+                                    .header("retry-after")
+                                    .and_then(|v| v.parse().ok())
+                                    .unwrap_or(1);
+                                std::thread::sleep(
+                                    Duration::from_secs(wait).min(Duration::from_secs(2)),
+                                );
+                            }
+                            Ok(r) => anyhow::bail!(
+                                "gateway answered {}: {}",
+                                r.status,
+                                String::from_utf8_lossy(&r.body)
+                            ),
+                            Err(_) => {
+                                client = None;
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                        }
+                        if Instant::now() > deadline {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in threads {
+        latencies.extend(
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))??,
+        );
+    }
+    let mut summary = LoadgenSummary {
+        sent: sent.load(Ordering::Relaxed),
+        requests: latencies.len() as u64,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |&us| f64::from(us) / 1000.0)
+    };
+    summary.latency_ms = [pct(0.5), pct(0.99), pct(0.999)];
+    let ids: Vec<SentEvent> = slots
+        .iter()
+        .map(|s| s.get().cloned().unwrap_or_default())
+        .collect();
+    write_ids(o, events, &ids, &ok, &mut summary)?;
+    Ok(summary)
+}
+
+/// Writes the ids file: every unique valid event with at least one acknowledged copy.
+fn write_ids(
+    o: &LoadgenOptions,
+    events: u64,
+    ids: &[SentEvent],
+    ok: &[AtomicU32],
+    summary: &mut LoadgenSummary,
+) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&o.out).with_context(|| format!("creating {}", o.out.display()))?,
+    );
     writeln!(
         out,
         "# tidemark loadgen: seed {} events {events}\n# sent {}\n# invalid {}",
@@ -255,7 +477,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
-    Ok(summary)
+    Ok(())
 }
 
 fn send(

@@ -259,6 +259,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 s.failed,
                 options.out.display()
             );
+            if options.gateway.is_some() {
+                println!(
+                    "gateway: {} requests of up to {} events in {:.1} s: {:.0} acknowledged events/s; latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
+                    s.requests,
+                    options.batch,
+                    s.elapsed_s,
+                    s.acked_unique as f64 / s.elapsed_s.max(1e-9),
+                    s.latency_ms[0],
+                    s.latency_ms[1],
+                    s.latency_ms[2]
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(options) => Ok(if tidemark::verify::run(&options)? {

@@ -50,43 +50,67 @@ pub struct Prepared {
     pub service: Option<String>,
     /// The fields; `region` is added once a region is chosen.
     pub object: Map<String, Value>,
+    /// The event's own bytes, while nothing has been filled in: they are sent unchanged.
+    raw: Option<Vec<u8>>,
 }
 
-/// Splits a body into items, each an object or the reason it is not one.
-pub fn items(body: &[u8], framing: Framing) -> Result<Vec<Result<Value, ItemError>>, BodyError> {
+/// One item of a body: its bytes and its value.
+#[derive(Debug, Clone)]
+pub struct Item {
+    raw: Vec<u8>,
+    value: Value,
+}
+
+fn item(raw: &[u8]) -> Result<Item, ItemError> {
+    serde_json::from_slice::<Value>(raw)
+        .map(|value| Item {
+            raw: raw.to_vec(),
+            value,
+        })
+        .map_err(|e| ItemError {
+            field: String::new(),
+            message: format!("invalid JSON: {e}"),
+        })
+}
+
+/// Splits a body into items, each an event or the reason it is not JSON.
+pub fn items(body: &[u8], framing: Framing) -> Result<Vec<Result<Item, ItemError>>, BodyError> {
     match framing {
         Framing::Json => {
-            let v: Value = serde_json::from_slice(body)
-                .map_err(|e| BodyError(format!("invalid JSON: {e}")))?;
-            Ok(match v {
-                Value::Array(items) => items.into_iter().map(Ok).collect(),
-                other => vec![Ok(other)],
-            })
+            let invalid = |e: serde_json::Error| BodyError(format!("invalid JSON: {e}"));
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            if first == Some(&b'[') {
+                let raws: Vec<&serde_json::value::RawValue> =
+                    serde_json::from_slice(body).map_err(invalid)?;
+                Ok(raws.iter().map(|r| item(r.get().as_bytes())).collect())
+            } else {
+                let raw: &serde_json::value::RawValue =
+                    serde_json::from_slice(body).map_err(invalid)?;
+                Ok(vec![item(raw.get().as_bytes())])
+            }
         }
         Framing::Ndjson => Ok(body
             .split(|&b| b == b'\n')
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| {
-                serde_json::from_slice::<Value>(line).map_err(|e| ItemError {
-                    field: String::new(),
-                    message: format!("invalid JSON: {e}"),
-                })
-            })
+            .map(|line| item(line.trim_ascii()))
             .collect()),
     }
 }
 
 /// Fills in a missing id (a UUIDv7) and time (`now`), and checks the id and time that were
 /// given. The region is added later, by [`finish`].
-pub fn prepare(item: Value, format: &EventFormat, now: u64) -> Result<Prepared, ItemError> {
-    let Value::Object(mut object) = item else {
+pub fn prepare(item: Item, format: &EventFormat, now: u64) -> Result<Prepared, ItemError> {
+    let Item { raw, value } = item;
+    let Value::Object(mut object) = value else {
         return Err(ItemError {
             field: String::new(),
             message: "not a JSON object".into(),
         });
     };
+    let mut filled = false;
     let id = match object.get(&format.id_field) {
         None => {
+            filled = true;
             let id = uuid_v7(now);
             object.insert(format.id_field.clone(), Value::String(id.clone()));
             id
@@ -101,23 +125,28 @@ pub fn prepare(item: Value, format: &EventFormat, now: u64) -> Result<Prepared, 
         Some(_) => return Err(field_error(&format.id_field, "must be a string")),
     };
     if !object.contains_key(&format.time_field) {
+        filled = true;
         object.insert(format.time_field.clone(), Value::from(now));
     }
     let service = object
         .get("service")
         .and_then(Value::as_str)
         .map(str::to_string);
+    let raw = (!filled && object.contains_key("region")).then_some(raw);
     Ok(Prepared {
         id,
         service,
         object,
+        raw,
     })
 }
 
 /// Adds the region (when the event has none) and serializes, checking the result with the
 /// pipelines' decoder.
 pub fn finish(p: &Prepared, region: &str, format: &EventFormat) -> Result<Vec<u8>, ItemError> {
-    let bytes = if p.object.contains_key("region") {
+    let bytes = if let Some(raw) = &p.raw {
+        Ok(raw.clone())
+    } else if p.object.contains_key("region") {
         serde_json::to_vec(&p.object)
     } else {
         let mut o = p.object.clone();
@@ -219,8 +248,9 @@ mod tests {
     #[test]
     fn fills_what_is_missing_and_names_the_bad_field() {
         let f = EventFormat::default();
+        let it = |v: Value| item(v.to_string().as_bytes()).unwrap();
         let p = prepare(
-            serde_json::json!({"message": "hi", "service": "api"}),
+            it(serde_json::json!({"message": "hi", "service": "api"})),
             &f,
             5_000,
         )
@@ -233,7 +263,7 @@ mod tests {
         assert_eq!(v["eventId"], p.id.as_str());
 
         let bad = |v: Value| {
-            prepare(v, &f, 0)
+            prepare(it(v), &f, 0)
                 .and_then(|p| finish(&p, "r", &f))
                 .unwrap_err()
         };
@@ -248,9 +278,13 @@ mod tests {
         assert!(e.message.starts_with("time_unparseable"), "{}", e.message);
         assert_eq!(bad(serde_json::json!([1])).field, "");
         // A region the producer set is kept.
-        let p = prepare(serde_json::json!({"region": "mine"}), &f, 1).unwrap();
+        let p = prepare(it(serde_json::json!({"region": "mine"})), &f, 1).unwrap();
         let v: Value = serde_json::from_slice(&finish(&p, "region-a", &f).unwrap()).unwrap();
         assert_eq!(v["region"], "mine");
+        // Nothing to fill in: the bytes pass through as they came, key order and all.
+        let given = br#"{"timestamp":5,"region":"r","eventId":"k"}"#;
+        let p = prepare(item(given).unwrap(), &f, 1).unwrap();
+        assert_eq!(finish(&p, "region-a", &f).unwrap(), given.to_vec());
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub struct Gateway {
     thread: Option<std::thread::JoinHandle<()>>,
     regions: Arc<Regions>,
     probes: Arc<std::sync::atomic::AtomicBool>,
+    grace: Duration,
 }
 
 impl Gateway {
@@ -85,7 +86,9 @@ impl Gateway {
             let _ = t.join();
         }
         self.probes.store(true, Ordering::Relaxed);
-        self.regions.close(Duration::from_secs(10));
+        // Writes still queued were answered 503 or re-sent elsewhere; a copy that lands now is
+        // one dedup drops, so waiting the grace period is enough.
+        self.regions.close(self.grace);
     }
 }
 
@@ -175,6 +178,7 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
         thread: Some(thread),
         regions,
         probes,
+        grace,
     })
 }
 
