@@ -123,7 +123,7 @@ struct Send {
 pub struct LoadgenSummary {
     /// Records sent, all copies and invalid ones included.
     pub sent: u64,
-    /// Unique valid events with at least one acknowledged copy (the ids file's lines).
+    /// Unique valid events with at least one acknowledged copy (what the outputs must hold).
     pub acked_unique: u64,
     /// Unique valid events none of whose copies was acknowledged.
     pub unacked_unique: u64,
@@ -466,12 +466,18 @@ fn write_ids(
         o.seed, summary.sent, summary.invalid_acked
     )?;
     for (i, (id, time, payload)) in ids.iter().enumerate() {
+        if id.is_empty() {
+            // Never sent (a gateway run that gave up before this request).
+            continue;
+        }
+        // Unacknowledged events are listed too, with 0 acks: a write can land after its
+        // answer was lost, and then it is no stranger in the output.
         let acks = ok[i].load(Ordering::Relaxed);
         if acks == 0 {
             summary.unacked_unique += 1;
-            continue;
+        } else {
+            summary.acked_unique += 1;
         }
-        summary.acked_unique += 1;
         out.write_all(format!("{id}\t{time}\t{acks}\t").as_bytes())?;
         out.write_all(payload)?;
         out.write_all(b"\n")?;
@@ -523,7 +529,8 @@ fn invalid_record(n: usize, now: u64) -> Vec<u8> {
     }
 }
 
-/// Reads an ids file written by [`run`] into what verification expects.
+/// Reads an ids file written by [`run`] into what verification expects: events with at least
+/// one acknowledged copy must be in the output, the others may be.
 pub fn read_ids(path: &std::path::Path) -> anyhow::Result<crate::verify::Expected> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut expected = crate::verify::Expected {
@@ -550,7 +557,7 @@ pub fn read_ids(path: &std::path::Path) -> anyhow::Result<crate::verify::Expecte
             continue;
         }
         let mut fields = line.splitn(4, |&b| b == b'\t');
-        let (Some(id), Some(time), Some(_acks), Some(payload)) =
+        let (Some(id), Some(time), Some(acks), Some(payload)) =
             (fields.next(), fields.next(), fields.next(), fields.next())
         else {
             return Err(bad());
@@ -560,7 +567,11 @@ pub fn read_ids(path: &std::path::Path) -> anyhow::Result<crate::verify::Expecte
             .ok()
             .and_then(|t| t.parse().ok())
             .ok_or_else(bad)?;
-        expected.events.insert(id, (time, payload.to_vec()));
+        if acks == b"0" {
+            expected.unacknowledged.insert(id, payload.to_vec());
+        } else {
+            expected.events.insert(id, (time, payload.to_vec()));
+        }
     }
     Ok(expected)
 }
@@ -594,11 +605,33 @@ mod tests {
             &path,
             "# tidemark loadgen: seed 1 events 2\n# sent 5\n# invalid 1\n\
              aa\t1000\t1\t{\"eventId\":\"aa\",\"timestamp\":1000}\n\
-             bb\t2000\t2\t{\"eventId\":\"bb\",\"timestamp\":2000,\"m\":\"x\\ty\"}\n",
+             bb\t2000\t2\t{\"eventId\":\"bb\",\"timestamp\":2000,\"m\":\"x\\ty\"}\n\
+             cc\t3000\t0\t{\"eventId\":\"cc\",\"timestamp\":3000}\n",
         )
         .unwrap();
         let e = read_ids(&path).unwrap();
         assert_eq!((e.sent, e.invalid, e.events.len()), (5, 1, 2));
+        // Never acknowledged: allowed in the output once, not required.
+        let cc = br#"{"eventId":"cc","timestamp":3000}"#.to_vec();
+        assert_eq!(e.unacknowledged.get("cc"), Some(&cc));
+        let out = |payload: &[u8]| crate::verify::Observed {
+            output: crate::verify::Output::Ordered(0),
+            payload: payload.to_vec(),
+            headers: Default::default(),
+        };
+        let format = crate::config::EventFormat::default();
+        let mut observed: Vec<_> = e.events.values().map(|(_, p)| out(p)).collect();
+        let r = crate::verify::verify(&e, &observed, &format);
+        assert_eq!((r.lost, r.foreign, r.unacknowledged_written), (0, 0, 0));
+        observed.push(out(&cc));
+        let r = crate::verify::verify(&e, &observed, &format);
+        assert_eq!(
+            (r.foreign, r.unacknowledged_written, r.duplicated),
+            (0, 1, 0)
+        );
+        observed.push(out(&cc));
+        let r = crate::verify::verify(&e, &observed, &format);
+        assert_eq!(r.duplicated, 1);
         assert_eq!(e.events["aa"].0, 1000);
         assert_eq!(
             e.events["bb"].1,

@@ -39,6 +39,9 @@ pub struct Expected {
     pub invalid: u64,
     /// Records sent in total (valid copies, duplicates, invalid).
     pub sent: u64,
+    /// Ids sent but never acknowledged (payloads too): they may or may not be in the output, but
+    /// at most once.
+    pub unacknowledged: HashMap<String, Vec<u8>>,
     /// The invalid records sent are pairwise distinct, so they are counted by distinct payload:
     /// a replication retry may deliver one twice, and that is no loss and no event duplicate.
     pub invalid_distinct: bool,
@@ -73,6 +76,8 @@ pub struct Report {
     pub late_violations: u64,
     /// Output ids that were never sent, or whose payload changed.
     pub foreign: u64,
+    /// Ids whose send was never acknowledged but that were written anyway (allowed).
+    pub unacknowledged_written: u64,
     /// Invalid records without a reason header.
     pub reasonless: u64,
 }
@@ -142,11 +147,27 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
             r.foreign += 1;
             continue;
         };
-        match expected.events.get_key_value(d.id.as_str(&o.payload)) {
+        let id = d.id.as_str(&o.payload);
+        match expected.events.get_key_value(id) {
             Some((id, (_, payload))) if *payload == o.payload => {
                 *seen.entry(id.as_str()).or_default() += 1
             }
-            _ => {
+            None => match expected.unacknowledged.get_key_value(id) {
+                Some((id, payload)) if *payload == o.payload => {
+                    let n = seen.entry(id.as_str()).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        r.unacknowledged_written += 1;
+                    } else {
+                        r.duplicated += 1;
+                    }
+                }
+                _ => {
+                    r.foreign += 1;
+                    continue;
+                }
+            },
+            Some(_) => {
                 r.foreign += 1;
                 continue;
             }
@@ -372,6 +393,11 @@ fn table(results: &[Checked], same: bool) -> String {
         ("order violations", |r| r.order_violations.to_string(), true),
         ("late violations", |r| r.late_violations.to_string(), true),
         ("changed or unknown", |r| r.foreign.to_string(), true),
+        (
+            "unacknowledged but written",
+            |r| r.unacknowledged_written.to_string(),
+            false,
+        ),
         (
             "invalid (distinct/sent)",
             |r| format!("{}/{}", r.invalid_distinct, r.invalid_expected),

@@ -313,6 +313,18 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
         assert_eq!(written.get(id), Some(payload), "{id}");
     }
     // Producers were homed on both regions.
-    assert!(s.metrics.gateway_events.with_label_values(&["region-a"]).get() > 0);
-    assert!(s.metrics.gateway_events.with_label_values(&["region-b"]).get() > 0);
+    assert!(
+        s.metrics
+            .gateway_events
+            .with_label_values(&["region-a"])
+            .get()
+            > 0
+    );
+    assert!(
+        s.metrics
+            .gateway_events
+            .with_label_values(&["region-b"])
+            .get()
+            > 0
+    );
 }

@@ -14,6 +14,9 @@
 #   kill-pipeline    the region-a pipeline killed with SIGKILL mid-load and restarted (checked
 #                    for no loss; see --at-least-once in `tidemark verify`)
 #   restart-broker   region-b's broker stopped mid-load and started again
+#   gateway          load through the ingestion gateway (sticky producers on both regions);
+#                    region-b's broker stopped mid-load: its producers fall back to region-a,
+#                    and return once region-b has been healthy for 3 s
 #
 # Each scenario starts from fresh clusters, so each verifies only its own traffic. Everything
 # this script starts is stopped by pid when it exits. Only loopback addresses are used.
@@ -44,13 +47,14 @@ done
   echo "--duration below 20 s would leave no load on either side of a 5 s split" >&2
   exit 2
 }
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-hold-on kill-mm2 kill-pipeline restart-broker)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-hold-on kill-mm2 kill-pipeline restart-broker gateway)
 
 BIN=$ROOT/target/release/tidemark
 WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
 REGIONS=$ROOT/infra/regions
 declare -A PIPELINE_PID=()
 LOADGEN_PID=
+GATEWAY_PID=
 SAMPLER_PID=
 FAILED=0
 RESULTS=()
@@ -73,6 +77,7 @@ cleanup() {
   local r
   stop_pid "$SAMPLER_PID"
   stop_pid "$LOADGEN_PID"
+  stop_pid "$GATEWAY_PID"
   for r in "${!PIPELINE_PID[@]}"; do
     stop_pid "${PIPELINE_PID[$r]}"
   done
@@ -136,12 +141,23 @@ scenario() {
   start_pipeline region-a "$hold"
   start_pipeline region-b "$hold"
   start_sampler
+  local load=(--events "$EVENTS" --duration "${DURATION}s")
+  if [ "$fault" = gateway ]; then
+    # Long enough for region-b to come back and be healthy for return_after before the end.
+    local gduration=$((DURATION > 45 ? DURATION : 45))
+    sed 's/^return_after = .*/return_after = "3s"/' gateway.toml >"$WORK/gateway.toml"
+    "$BIN" gateway --config "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 &
+    GATEWAY_PID=$!
+    load=(--events "$EVENTS" --duration "${gduration}s" --gateway 127.0.0.1:8080 --batch 10
+      --connections 4 --producers 8)
+  fi
   sleep 3
-  "$BIN" loadgen --events "$EVENTS" --duration "${DURATION}s" --seed "$RANDOM" \
+  "$BIN" loadgen "${load[@]}" --seed "$RANDOM" \
     --out "$WORK/$name.ids" >"$WORK/$name.loadgen.log" 2>&1 &
   LOADGEN_PID=$!
-  # A 5 s fault centred on the middle of the load.
-  sleep $((DURATION / 2 - 2))
+  # A 5 s fault centred on the middle of the load (a quarter in for the gateway, so the return
+  # happens while load is still running).
+  if [ "$fault" = gateway ]; then sleep 10; else sleep $((DURATION / 2 - 2)); fi
   case $fault in
     pause)
       log "pausing replication for 5 s"
@@ -162,11 +178,12 @@ scenario() {
       sleep 3
       start_pipeline region-a "$hold"
       ;;
-    restart-broker)
+    restart-broker | gateway)
       log "stopping region-b's broker for 5 s"
       "$REGIONS" stop region-b
       sleep 5
       "$REGIONS" start region-b
+      B_AT_RECOVERY=$(metric_sum 8080 'tidemark_gateway_events_total{region="region-b"}')
       ;;
   esac
   wait "$LOADGEN_PID" || {
@@ -207,6 +224,19 @@ scenario() {
       fi
       ;;
   esac
+  if [ "$fault" = gateway ]; then
+    local fb back
+    fb=$(metric_sum 8080 'tidemark_gateway_region_fallbacks_total{from="region-b",to="region-a"}')
+    back=$(($(metric_sum 8080 'tidemark_gateway_events_total{region="region-b"}') - B_AT_RECOVERY))
+    grep "gateway:" "$WORK/$name.loadgen.log" || true
+    log "gateway: $fb fallbacks region-b -> region-a; $back events written to region-b after it recovered; $(grep -c REGION_FALLBACK "$WORK/gateway.log") REGION_FALLBACK and $(grep -c REGION_RETURN "$WORK/gateway.log") REGION_RETURN log events"
+    if [ "${fb:-0}" -eq 0 ] || [ "$back" -le 0 ]; then
+      log "expected fallbacks while region-b was down and writes to region-b after it recovered"
+      ok=no
+    fi
+    stop_pid "$GATEWAY_PID"
+    GATEWAY_PID=
+  fi
   local line
   line=$(printf '%-15s %-4s %6s/%-6s %7s/%-7s %8ss  %-3s %5ds' \
     "$name" "$ok" "$la" "$lb" "$da" "$db" "$(max_lag)" "$(split_seen)" $((SECONDS - started)))
@@ -232,6 +262,7 @@ for s in "${SCENARIOS[@]}"; do
     kill-mm2) scenario kill-mm2 60s kill-mm2 || FAILED=1 ;;
     kill-pipeline) scenario kill-pipeline 60s kill-pipeline --at-least-once || FAILED=1 ;;
     restart-broker) scenario restart-broker 60s restart-broker || FAILED=1 ;;
+    gateway) scenario gateway 60s gateway || FAILED=1 ;;
     *)
       echo "unknown scenario $s" >&2
       exit 2
