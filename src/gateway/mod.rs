@@ -469,10 +469,13 @@ async fn write_all(
         });
         pending.push((index, p.id, bytes, route.target, rx));
     }
+    // One deadline for the whole request: every write was queued at once, so every write has
+    // had the full send timeout when it passes.
+    let deadline = tokio::time::Instant::now() + g.send_timeout.as_duration();
+    let mut retry = Vec::new();
     for (index, id, bytes, target, rx) in pending {
-        let first = acked(rx, g.send_timeout).await;
-        outcomes[index] = match first {
-            Ok(()) => Outcome::Written { id, region: target },
+        match acked(rx, deadline, g.send_timeout).await {
+            Ok(()) => outcomes[index] = Outcome::Written { id, region: target },
             Err(why) => {
                 // The same bytes, same id, to the other region: if the first write lands after
                 // all, the pipelines' dedup keeps one copy.
@@ -480,19 +483,23 @@ async fn write_all(
                 let other = 1 - target;
                 tracing::warn!(event = "REGION_FALLBACK", id = %id, from = %st.regions.names[target], to = %st.regions.names[other], reason = %why, "write re-sent to the other region");
                 count_fallback(st, target, other);
-                let second = acked(st.regions.send(other, &id, &bytes), g.send_timeout).await;
-                match second {
-                    Ok(()) => Outcome::Written { id, region: other },
-                    Err(e) => {
-                        set_health(st, other, false, &e);
-                        Outcome::Unwritten {
-                            id,
-                            error: format!(
-                                "{}: {why}; {}: {e}",
-                                st.regions.names[target], st.regions.names[other]
-                            ),
-                        }
-                    }
+                let rx = st.regions.send(other, &id, &bytes);
+                retry.push((index, id, target, other, why, rx));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + g.send_timeout.as_duration();
+    for (index, id, target, other, why, rx) in retry {
+        outcomes[index] = match acked(rx, deadline, g.send_timeout).await {
+            Ok(()) => Outcome::Written { id, region: other },
+            Err(e) => {
+                set_health(st, other, false, &e);
+                Outcome::Unwritten {
+                    id,
+                    error: format!(
+                        "{}: {why}; {}: {e}",
+                        st.regions.names[target], st.regions.names[other]
+                    ),
                 }
             }
         };
@@ -500,12 +507,13 @@ async fn write_all(
     outcomes
 }
 
-/// Waits for Kafka's answer to a queued write, for `timeout` at most.
+/// Waits for Kafka's answer to a queued write, until `deadline` at most.
 async fn acked(
     queued: Result<tokio::sync::oneshot::Receiver<send::Acked>, String>,
+    deadline: tokio::time::Instant,
     timeout: crate::config::Millis,
 ) -> send::Acked {
-    match tokio::time::timeout(timeout.as_duration(), queued?).await {
+    match tokio::time::timeout_at(deadline, queued?).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err("delivery report lost".into()),
         Err(_) => Err(format!("not acknowledged within {timeout}")),
