@@ -21,25 +21,27 @@ fn setup(extra: &str) -> Setup {
     for m in [&a, &b] {
         m.create_topic("log-events", 2, 1).unwrap();
     }
+    // Settings in `extra` replace the defaults below.
+    let defaults = [
+        r#"listen = "127.0.0.1:0""#,
+        r#"local_region = "region-a""#,
+        r#"send_timeout = "700ms""#,
+        r#"probe_interval = "200ms""#,
+        r#"probe_timeout = "300ms""#,
+        r#"return_after = "1s""#,
+        "max_body_bytes = 4096",
+        r#"shutdown_grace = "1s""#,
+    ];
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+    let overridden: Vec<String> = extra.lines().map(key).collect();
+    let mut gateway: Vec<&str> = defaults
+        .into_iter()
+        .filter(|d| !overridden.contains(&key(d)))
+        .collect();
+    gateway.extend(extra.lines());
     let text = format!(
-        r#"
-[gateway]
-listen = "127.0.0.1:0"
-local_region = "region-a"
-send_timeout = "700ms"
-probe_interval = "200ms"
-probe_timeout = "300ms"
-return_after = "1s"
-max_body_bytes = 4096
-shutdown_grace = "1s"
-{extra}
-
-[clusters.region-a]
-bootstrap = "{}"
-
-[clusters.region-b]
-bootstrap = "{}"
-"#,
+        "[gateway]\n{}\n\n[clusters.region-a]\nbootstrap = \"{}\"\n\n[clusters.region-b]\nbootstrap = \"{}\"\n",
+        gateway.join("\n"),
         a.bootstrap_servers(),
         b.bootstrap_servers()
     );
@@ -327,4 +329,36 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
             .get()
             > 0
     );
+}
+
+#[test]
+fn shutdown_finishes_requests_in_flight() {
+    let mut s = setup("probe_timeout = \"5s\"\nsend_timeout = \"10s\"");
+    // Every request to region-a's broker takes 100 ms (well within the probe timeout), so
+    // the write is still waiting for its acknowledgement when the gateway is told to stop.
+    s.a.broker_round_trip_time(1, Duration::from_millis(100))
+        .unwrap();
+    let addr = s.addr.clone();
+    let request = std::thread::spawn(move || {
+        let mut c = HttpClient::connect(&addr).unwrap();
+        c.request(
+            "POST",
+            "/v1/logs",
+            &[("Content-Type", "application/json")],
+            br#"{"eventId":"in-flight"}"#,
+        )
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(40));
+    let stopping = Instant::now();
+    s.gateway.take().unwrap().stop();
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(20),
+        "stop did not wait"
+    );
+    let r = request.join().unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["results"][0]["region"], "region-a");
+    // And the listener is closed.
+    assert!(HttpClient::connect(&s.addr).is_err());
 }
