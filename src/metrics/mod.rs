@@ -10,8 +10,8 @@ mod server;
 pub use server::{serve, MetricsServer};
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// All tidemark metrics of one process.
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// `tidemark_events_in_total{source,region}`: records read, valid or not.
     pub events_in: IntCounterVec,
+    /// `tidemark_bytes_in_total{source,region}`: payload bytes read.
+    pub bytes_in: IntCounterVec,
     /// `tidemark_events_out_total{sink}`: records durably written by a sink.
     pub events_out: IntCounterVec,
     /// `tidemark_duplicates_total{region}`: copies dropped by dedup, by the copy's origin region.
@@ -61,6 +63,8 @@ pub struct Metrics {
     pub split_duration: GaugeVec,
     /// `tidemark_split_episodes_total{from,to}`: splits seen since start.
     pub split_episodes: IntCounterVec,
+    /// `tidemark_split_seconds_total{from,to}`: time spent split since start.
+    pub split_seconds: CounterVec,
     /// `tidemark_split_hold_active{from,to}`: 1 while the watermark waits for a down link.
     pub split_hold: IntGaugeVec,
     /// `tidemark_gateway_requests_total{code}`: `POST /v1/logs` requests by status code.
@@ -84,6 +88,7 @@ pub struct Metrics {
 /// Every metric name, for the documentation test and dashboards.
 pub const NAMES: &[&str] = &[
     "tidemark_events_in_total",
+    "tidemark_bytes_in_total",
     "tidemark_events_out_total",
     "tidemark_duplicates_total",
     "tidemark_dedup_conflicts_total",
@@ -103,6 +108,7 @@ pub const NAMES: &[&str] = &[
     "tidemark_split_brain",
     "tidemark_split_duration_seconds",
     "tidemark_split_episodes_total",
+    "tidemark_split_seconds_total",
     "tidemark_split_hold_active",
     "tidemark_gateway_requests_total",
     "tidemark_gateway_request_duration_seconds",
@@ -234,6 +240,12 @@ impl Metrics {
                 "Records read",
                 &["source", "region"],
             ),
+            bytes_in: counter_vec(
+                &r,
+                "tidemark_bytes_in_total",
+                "Payload bytes read",
+                &["source", "region"],
+            ),
             events_out: counter_vec(
                 &r,
                 "tidemark_events_out_total",
@@ -312,6 +324,17 @@ impl Metrics {
                 "tidemark_split_episodes_total",
                 "Replication splits seen",
                 &["from", "to"],
+            ),
+            split_seconds: registered(
+                &r,
+                CounterVec::new(
+                    Opts::new(
+                        "tidemark_split_seconds_total",
+                        "Seconds the replication link has been down",
+                    ),
+                    &["from", "to"],
+                )
+                .expect("valid metric"),
             ),
             split_hold: gauge_vec(
                 &r,

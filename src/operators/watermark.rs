@@ -227,6 +227,8 @@ struct Link {
     spec: LinkSpec,
     newest: Option<u64>,
     was_down: bool,
+    /// When the link was last observed, for the split-seconds counter.
+    observed_at: Option<u64>,
     gauges: Option<LinkGauges>,
 }
 
@@ -235,6 +237,7 @@ struct LinkGauges {
     split: prometheus::IntGauge,
     duration: prometheus::Gauge,
     episodes: prometheus::IntCounter,
+    seconds: prometheus::Counter,
     hold: prometheus::IntGauge,
 }
 
@@ -254,6 +257,7 @@ impl Link {
                 split: m.split_brain.with_label_values(&l),
                 duration: m.split_duration.with_label_values(&l),
                 episodes: m.split_episodes.with_label_values(&l),
+                seconds: m.split_seconds.with_label_values(&l),
                 hold: m.split_hold.with_label_values(&l),
             }
         });
@@ -261,6 +265,7 @@ impl Link {
             spec,
             newest: None,
             was_down: false,
+            observed_at: None,
             gauges,
         }
     }
@@ -288,8 +293,13 @@ impl Link {
             if view.down && !self.was_down {
                 g.episodes.inc();
             }
+            if view.down && self.was_down {
+                let since = self.observed_at.unwrap_or(now);
+                g.seconds.inc_by(now.saturating_sub(since) as f64 / 1000.0);
+            }
         }
         self.was_down = view.down;
+        self.observed_at = Some(now);
         view
     }
 }
@@ -379,7 +389,11 @@ pub fn watermark<'scope>(
         .iter()
         .map(|&s| {
             let sp = splits.get(s);
-            metrics.events_in.with_label_values(&[&sp.node, &sp.region])
+            let labels = [sp.node.as_str(), sp.region.as_str()];
+            (
+                metrics.events_in.with_label_values(&labels),
+                metrics.bytes_in.with_label_values(&labels),
+            )
         })
         .collect();
     let late_counters: Vec<_> = splits
@@ -401,6 +415,7 @@ pub fn watermark<'scope>(
         }
         let mut touched: Vec<(u32, i64)> = Vec::new();
         let mut in_counts = vec![0u64; parts.len()];
+        let mut in_bytes = vec![0u64; parts.len()];
         let mut late_counts = vec![0u64; late_counters.len()];
         let mut invalid_counts = [0u64; Reason::ALL.len()];
 
@@ -440,6 +455,7 @@ pub fn watermark<'scope>(
                             p.at_end = false;
                             p.last_record_ms = now;
                             in_counts[i] += 1;
+                            in_bytes[i] += bytes.len() as u64;
                             match touched.last_mut() {
                                 Some((s, o)) if *s == split => *o = offset + 1,
                                 _ => touched.push((split, offset + 1)),
@@ -535,8 +551,13 @@ pub fn watermark<'scope>(
                 }
             }
             if read > 0 {
-                for (c, n) in in_counters.iter().zip(in_counts.iter_mut()) {
-                    c.inc_by(std::mem::take(n));
+                for (((events, bytes), n), b) in in_counters
+                    .iter()
+                    .zip(in_counts.iter_mut())
+                    .zip(in_bytes.iter_mut())
+                {
+                    events.inc_by(std::mem::take(n));
+                    bytes.inc_by(std::mem::take(b));
                 }
                 for (c, n) in late_counters.iter().zip(late_counts.iter_mut()) {
                     c.inc_by(std::mem::take(n));

@@ -138,6 +138,8 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.split_duration.with_label_values(&link).set(1.0);
     m.split_episodes.with_label_values(&link).inc();
     m.split_hold.with_label_values(&link).set(1);
+    m.split_seconds.with_label_values(&link).inc_by(1.0);
+    m.bytes_in.with_label_values(&["s", "r"]).inc();
     m.gateway_requests.with_label_values(&["200"]).inc();
     m.gateway_events.with_label_values(&["region-a"]).inc();
     m.gateway_rejected.with_label_values(&["invalid"]).inc();
