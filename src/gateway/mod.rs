@@ -117,6 +117,14 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
             .gateway_region_healthy
             .with_label_values(&[n])
             .set(1);
+        metrics.gateway_events.with_label_values(&[n]);
+        // Fallback series exist from the start, at zero, so a rate over them is 0, not empty.
+        for to in names.iter().filter(|t| *t != n) {
+            metrics.gateway_fallbacks.with_label_values(&[n, to]);
+        }
+    }
+    for reason in ["invalid", "unavailable"] {
+        metrics.gateway_rejected.with_label_values(&[reason]);
     }
     let state = Arc::new(State {
         router: Mutex::new(Router::new(
