@@ -308,9 +308,10 @@ pub struct VerifyOptions {
     /// for each region. Every cluster must hold every acknowledged id, and the same id set.
     #[arg(long = "bootstrap", required = true)]
     pub bootstraps: Vec<String>,
-    /// The ids file written by `tidemark loadgen --out`.
-    #[arg(long)]
-    pub ids: std::path::PathBuf,
+    /// The ids file written by `tidemark loadgen --out`; repeat it when several loads ran at
+    /// once, and the outputs must hold all of them.
+    #[arg(long, required = true)]
+    pub ids: Vec<std::path::PathBuf>,
     /// While ids are missing, read again for up to this long (outputs may still be draining).
     #[arg(long, default_value = "0s", value_parser = parse_wait)]
     pub wait: Duration,
@@ -327,7 +328,15 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 /// Runs `tidemark verify`: prints a table, one column per cluster, and returns whether every
 /// guarantee holds in every cluster.
 pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
-    let expected = crate::loadgen::read_ids(&o.ids)?;
+    let mut expected = Expected::default();
+    for path in &o.ids {
+        let e = crate::loadgen::read_ids(path)?;
+        expected.events.extend(e.events);
+        expected.unacknowledged.extend(e.unacknowledged);
+        expected.invalid += e.invalid;
+        expected.sent += e.sent;
+        expected.invalid_distinct = e.invalid_distinct;
+    }
     let format = EventFormat::default();
     let deadline = std::time::Instant::now() + o.wait;
     let mut results = Vec::new();

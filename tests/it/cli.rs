@@ -199,3 +199,52 @@ fn alert_rules_use_only_declared_metrics() {
         );
     }
 }
+
+#[test]
+fn dashboard_uses_only_declared_metrics_and_every_panel_has_a_query() {
+    let text = std::fs::read_to_string("grafana/dashboards/tidemark.json").unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let declared: std::collections::BTreeSet<&str> =
+        tidemark::metrics::NAMES.iter().copied().collect();
+    let panels: Vec<&serde_json::Value> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .collect();
+    assert!(panels.len() >= 12);
+    let mut used = std::collections::BTreeSet::new();
+    for p in &panels {
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("tidemark_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                used.insert(name);
+            }
+        }
+    }
+    for name in &used {
+        let base = name
+            .strip_suffix("_bucket")
+            .filter(|b| declared.contains(b))
+            .unwrap_or(name);
+        assert!(
+            declared.contains(base),
+            "{name} is on the dashboard but never declared"
+        );
+    }
+    // The four signals of the brief are all there.
+    for signal in [
+        "tidemark_replication_lag_seconds",
+        "tidemark_bytes_in_total",
+        "tidemark_split_duration_seconds",
+        "tidemark_duplicates_total",
+    ] {
+        assert!(used.contains(signal), "{signal} missing from the dashboard");
+    }
+}

@@ -8,7 +8,10 @@
 # Scenarios (all by default):
 #   split-hold-off   replication paused for 5 s mid-load, max_split_hold = 0: late events, all of
 #                    them in the late topic
-#   split-hold-on    the same with a hold longer than the split: no late events
+#   split-hold-on    the same with a hold longer than the split: no late events; also a small
+#                    load through the gateway, and the dashboard truth test: every Grafana
+#                    panel query returns data from the real Prometheus, and the split-brain
+#                    alert fires during the pause and resolves after it
 #   kill-mm2         MM2 killed with SIGKILL mid-load and restarted (its re-sent copies are
 #                    absorbed by dedup)
 #   kill-pipeline    the region-a pipeline killed with SIGKILL mid-load and restarted (checked
@@ -55,6 +58,7 @@ REGIONS=$ROOT/infra/regions
 declare -A PIPELINE_PID=()
 LOADGEN_PID=
 GATEWAY_PID=
+GATEWAY_LOAD_PID=
 SAMPLER_PID=
 FAILED=0
 RESULTS=()
@@ -78,6 +82,7 @@ cleanup() {
   stop_pid "$SAMPLER_PID"
   stop_pid "$LOADGEN_PID"
   stop_pid "$GATEWAY_PID"
+  stop_pid "$GATEWAY_LOAD_PID"
   for r in "${!PIPELINE_PID[@]}"; do
     stop_pid "${PIPELINE_PID[$r]}"
   done
@@ -142,6 +147,18 @@ scenario() {
   start_pipeline region-b "$hold"
   start_sampler
   local load=(--events "$EVENTS" --duration "${DURATION}s")
+  local ids=(--ids "$WORK/$name.ids")
+  if [ "$name" = split-hold-on ]; then
+    # The dashboard truth test needs every panel fed, the gateway's too: a small second load
+    # goes through the gateway, and verify checks both loads.
+    "$BIN" gateway --config gateway.toml >"$WORK/gateway.log" 2>&1 &
+    GATEWAY_PID=$!
+    sleep 2
+    "$BIN" loadgen --events 1000 --duration "$((DURATION + 30))s" --gateway 127.0.0.1:8080 \
+      --seed "$RANDOM" --out "$WORK/$name.gateway.ids" >"$WORK/$name.gateway-load.log" 2>&1 &
+    GATEWAY_LOAD_PID=$!
+    ids+=(--ids "$WORK/$name.gateway.ids")
+  fi
   if [ "$fault" = gateway ]; then
     # Long enough for region-b to come back and be healthy for return_after before the end.
     local gduration=$((DURATION > 45 ? DURATION : 45))
@@ -160,10 +177,25 @@ scenario() {
   if [ "$fault" = gateway ]; then sleep 10; else sleep $((DURATION / 2 - 2)); fi
   case $fault in
     pause)
+      if [ "$name" = split-hold-on ]; then
+        # Quiet before the pause, so a firing alert afterwards is the pause's doing.
+        python3 tests/real/dashboard_truth.py alert TidemarkSplitBrain resolved --timeout 30 ||
+          ALERT_QUIET_BEFORE=no
+      fi
       log "pausing replication for 5 s"
       "$REGIONS" pause-replication
+      local alert_pid=
+      if [ "$name" = split-hold-on ]; then
+        python3 tests/real/dashboard_truth.py alert TidemarkSplitBrain firing --timeout 40 \
+          >"$WORK/alert-firing.log" 2>&1 &
+        alert_pid=$!
+      fi
       sleep 5
       "$REGIONS" resume-replication
+      if [ -n "$alert_pid" ]; then
+        if wait "$alert_pid"; then ALERT_FIRED=yes; else ALERT_FIRED=no; fi
+        cat "$WORK/alert-firing.log"
+      fi
       ;;
     kill-mm2)
       log "kill -9 MM2 (pid $("$REGIONS" pid mm2))"
@@ -192,11 +224,33 @@ scenario() {
     return 1
   }
   LOADGEN_PID=
+  if [ -n "$GATEWAY_LOAD_PID" ]; then
+    wait "$GATEWAY_LOAD_PID" || {
+      log "gateway loadgen failed"
+      cat "$WORK/$name.gateway-load.log"
+      return 1
+    }
+    GATEWAY_LOAD_PID=
+  fi
   tail -n1 "$WORK/$name.loadgen.log"
   local ok=yes
   # shellcheck disable=SC2086
   "$BIN" verify --bootstrap 127.0.0.1:19092 --bootstrap 127.0.0.1:29092 \
-    --ids "$WORK/$name.ids" --wait 180s $flags | tee "$out" || ok=no
+    "${ids[@]}" --wait 180s $flags | tee "$out" || ok=no
+  if [ "$name" = split-hold-on ]; then
+    # Prometheus scraped the whole run: every dashboard panel must have data, the split-brain
+    # alert must have fired during the pause and be resolved now.
+    log "dashboard truth test"
+    python3 tests/real/dashboard_truth.py recorded || ok=no
+    python3 tests/real/dashboard_truth.py panels --wait 60 || ok=no
+    [ "${ALERT_FIRED:-no}" = yes ] && [ "${ALERT_QUIET_BEFORE:-yes}" = yes ] || {
+      log "TidemarkSplitBrain did not go from quiet before the pause to firing during it"
+      ok=no
+    }
+    python3 tests/real/dashboard_truth.py alert TidemarkSplitBrain resolved --timeout 60 || ok=no
+    stop_pid "$GATEWAY_PID"
+    GATEWAY_PID=
+  fi
   stop_pid "$SAMPLER_PID"
   SAMPLER_PID=
   local la lb da db
