@@ -173,21 +173,23 @@ fn metrics_endpoint_serves_the_registry() {
     assert!(body.contains("tidemark_dedup_unique_total 7"));
 }
 
-#[test]
-fn alert_rules_use_only_declared_metrics() {
-    let rules = std::fs::read_to_string("infra/prometheus/alerts.yml").unwrap();
+/// Every `tidemark_*` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("tidemark_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// Fails unless each name (or the histogram it is a series of) is declared in the metrics module.
+fn assert_declared(names: &std::collections::BTreeSet<String>, whose: &str) {
     let declared: std::collections::BTreeSet<&str> =
         tidemark::metrics::NAMES.iter().copied().collect();
-    let mut used = std::collections::BTreeSet::new();
-    for (i, _) in rules.match_indices("tidemark_") {
-        let name: String = rules[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        used.insert(name);
-    }
-    assert!(used.len() >= 8, "{used:?}");
-    for name in &used {
+    for name in names {
         let base = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s))
@@ -195,17 +197,22 @@ fn alert_rules_use_only_declared_metrics() {
             .unwrap_or(name);
         assert!(
             declared.contains(base),
-            "{name} is used by an alert but never declared"
+            "{name} is used by {whose} but never declared"
         );
     }
+}
+
+#[test]
+fn alert_rules_use_only_declared_metrics() {
+    let used = metric_names(&std::fs::read_to_string("infra/prometheus/alerts.yml").unwrap());
+    assert!(used.len() >= 8, "{used:?}");
+    assert_declared(&used, "an alert");
 }
 
 #[test]
 fn dashboard_uses_only_declared_metrics_and_every_panel_has_a_query() {
     let text = std::fs::read_to_string("grafana/dashboards/tidemark.json").unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let declared: std::collections::BTreeSet<&str> =
-        tidemark::metrics::NAMES.iter().copied().collect();
     let panels: Vec<&serde_json::Value> = dash["panels"]
         .as_array()
         .unwrap()
@@ -218,26 +225,10 @@ fn dashboard_uses_only_declared_metrics_and_every_panel_has_a_query() {
         let targets = p["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{} has no query", p["title"]);
         for t in targets {
-            let expr = t["expr"].as_str().unwrap();
-            for (i, _) in expr.match_indices("tidemark_") {
-                let name: String = expr[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                used.insert(name);
-            }
+            used.extend(metric_names(t["expr"].as_str().unwrap()));
         }
     }
-    for name in &used {
-        let base = name
-            .strip_suffix("_bucket")
-            .filter(|b| declared.contains(b))
-            .unwrap_or(name);
-        assert!(
-            declared.contains(base),
-            "{name} is on the dashboard but never declared"
-        );
-    }
+    assert_declared(&used, "the dashboard");
     // The four signals of the brief are all there.
     for signal in [
         "tidemark_replication_lag_seconds",
