@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.1 endpoint for `GET /metrics`, on a thread of its own so that scrapes never
-//! wait on a busy worker.
+//! A minimal HTTP/1.1 endpoint for `GET /metrics` and the status page (`GET /`,
+//! `GET /status.json`), on a thread of its own so that scrapes never wait on a busy worker.
 
 use super::Metrics;
 use std::io::{BufRead, BufReader, Write};
@@ -67,7 +67,21 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
+        ("GET", "/") => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            super::status::PAGE.to_string(),
+        ),
+        ("GET", "/status.json") => (
+            "200 OK",
+            "application/json",
+            super::status::snapshot(metrics).to_string(),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "try / (status page), /status.json or /metrics\n".to_string(),
+        ),
         _ => (
             "405 Method Not Allowed",
             "text/plain",

@@ -173,6 +173,53 @@ fn metrics_endpoint_serves_the_registry() {
     assert!(body.contains("tidemark_dedup_unique_total 7"));
 }
 
+#[test]
+fn status_page_and_its_json() {
+    let m = tidemark::metrics::Metrics::new();
+    m.dedup_unique.inc_by(90);
+    m.duplicates.with_label_values(&["region-b"]).inc_by(10);
+    m.events_in
+        .with_label_values(&["remote", "region-b"])
+        .inc_by(120);
+    m.watermark_ms
+        .with_label_values(&["wm", "0"])
+        .set(1_700_000_000_000);
+    m.watermark_ms
+        .with_label_values(&["wm", "1"])
+        .set(1_700_000_000_500);
+    let link = ["region-b", "region-a"];
+    m.replication_lag.with_label_values(&link).set(12.5);
+    m.split_brain.with_label_values(&link).set(1);
+    m.split_duration.with_label_values(&link).set(12.5);
+    let server = tidemark::metrics::serve("127.0.0.1:0".parse().unwrap(), m).unwrap();
+    let get = |path: &str| {
+        let mut c =
+            tidemark::gateway::client::HttpClient::connect(&server.addr.to_string()).unwrap();
+        c.request("GET", path, &[], b"").unwrap()
+    };
+    let page = get("/");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains("status.json"));
+    // Self-contained: nothing is loaded from anywhere else.
+    for outside in ["src=\"http", "href=\"http", "@import", "//cdn"] {
+        assert!(!html.contains(outside), "the page loads {outside}");
+    }
+    let s = get("/status.json").json();
+    assert_eq!(s["unique"], 90.0);
+    assert_eq!(s["duplicates"], 10.0);
+    assert_eq!(s["events_in"], 120.0);
+    // The slowest worker's watermark is the pipeline's.
+    assert_eq!(s["watermark_ms"], 1_700_000_000_000.0);
+    assert_eq!(s["links"][0]["from"], "region-b");
+    assert_eq!(s["links"][0]["split"], true);
+    assert_eq!(s["links"][0]["lag_seconds"], 12.5);
+}
+
 /// Every `tidemark_*` name in `text`.
 fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     text.match_indices("tidemark_")

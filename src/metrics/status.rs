@@ -1,0 +1,92 @@
+//! The live status page: `GET /` serves one self-contained HTML page (no CDN, no external
+//! script), which polls `GET /status.json` every second and draws from it. The JSON is computed
+//! from the same registry `/metrics` serves, so the page can never show a number Prometheus
+//! would not see.
+
+use super::Metrics;
+use prometheus::proto::MetricFamily;
+use serde_json::{json, Value};
+
+/// The page.
+pub const PAGE: &str = include_str!("status.html");
+
+fn value(m: &prometheus::proto::Metric) -> f64 {
+    if let Some(c) = m.counter.as_ref() {
+        c.value()
+    } else if let Some(g) = m.gauge.as_ref() {
+        g.value()
+    } else {
+        0.0
+    }
+}
+
+fn label<'a>(m: &'a prometheus::proto::Metric, name: &str) -> &'a str {
+    m.label
+        .iter()
+        .find(|l| l.name() == name)
+        .map_or("", |l| l.value())
+}
+
+fn family<'a>(families: &'a [MetricFamily], name: &str) -> &'a [prometheus::proto::Metric] {
+    families
+        .iter()
+        .find(|f| f.name() == name)
+        .map_or(&[], |f| &f.metric)
+}
+
+fn sum(families: &[MetricFamily], name: &str) -> f64 {
+    family(families, name).iter().map(value).sum()
+}
+
+/// A snapshot of what the page shows.
+pub fn snapshot(metrics: &Metrics) -> Value {
+    let f = metrics.registry.gather();
+    let watermarks: Vec<f64> = family(&f, "tidemark_watermark_timestamp_ms")
+        .iter()
+        .map(value)
+        .filter(|v| *v > 0.0)
+        .collect();
+    let lags: Vec<f64> = family(&f, "tidemark_watermark_lag_seconds")
+        .iter()
+        .map(value)
+        .collect();
+    let links: Vec<Value> = family(&f, "tidemark_replication_lag_seconds")
+        .iter()
+        .map(|m| {
+            let (from, to) = (label(m, "from"), label(m, "to"));
+            let of = |name: &str| {
+                family(&f, name)
+                    .iter()
+                    .find(|x| label(x, "from") == from && label(x, "to") == to)
+                    .map_or(0.0, value)
+            };
+            json!({
+                "from": from,
+                "to": to,
+                "lag_seconds": value(m),
+                "split": of("tidemark_split_brain") > 0.0,
+                "split_seconds": of("tidemark_split_duration_seconds"),
+                "episodes": of("tidemark_split_episodes_total"),
+                "held": of("tidemark_split_hold_active") > 0.0,
+            })
+        })
+        .collect();
+    let invalid: serde_json::Map<String, Value> = family(&f, "tidemark_invalid_events_total")
+        .iter()
+        .map(|m| (label(m, "reason").to_string(), json!(value(m))))
+        .collect();
+    json!({
+        "now_ms": crate::operators::wall_ms(),
+        "watermark_ms": watermarks.iter().copied().reduce(f64::min),
+        "watermark_lag_seconds": lags.iter().copied().reduce(f64::max),
+        "events_in": sum(&f, "tidemark_events_in_total"),
+        "events_out": sum(&f, "tidemark_events_out_total"),
+        "duplicates": sum(&f, "tidemark_duplicates_total"),
+        "unique": sum(&f, "tidemark_dedup_unique_total"),
+        "conflicts": sum(&f, "tidemark_dedup_conflicts_total"),
+        "late": sum(&f, "tidemark_late_events_total"),
+        "invalid": sum(&f, "tidemark_invalid_events_total"),
+        "invalid_by_reason": invalid,
+        "links": links,
+    })
+}
