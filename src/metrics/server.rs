@@ -33,6 +33,20 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServe
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
+    let rates = Arc::new(std::sync::Mutex::new(super::status::Rates::default()));
+    {
+        let (rates, metrics, flag) = (Arc::clone(&rates), metrics.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("metrics-rates".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    if let Ok(mut r) = rates.lock() {
+                        r.sample(&metrics);
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })?;
+    }
     let thread = std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
@@ -41,7 +55,7 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServe
                     break;
                 }
                 if let Ok(stream) = conn {
-                    let _ = answer(stream, &metrics);
+                    let _ = answer(stream, &metrics, &rates);
                 }
             }
         })?;
@@ -52,7 +66,11 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServe
     })
 }
 
-fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+fn answer(
+    stream: TcpStream,
+    metrics: &Metrics,
+    rates: &std::sync::Mutex<super::status::Rates>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -75,7 +93,8 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         ("GET", "/status.json") => (
             "200 OK",
             "application/json",
-            super::status::snapshot(metrics).to_string(),
+            super::status::snapshot(metrics, &rates.lock().unwrap_or_else(|e| e.into_inner()))
+                .to_string(),
         ),
         ("GET", _) => (
             "404 Not Found",

@@ -38,8 +38,42 @@ fn sum(families: &[MetricFamily], name: &str) -> f64 {
     family(families, name).iter().map(value).sum()
 }
 
+/// Totals sampled once a second by the endpoint's own thread, so rates on the page do not
+/// depend on when, or how often, a browser asks.
+#[derive(Default)]
+pub struct Rates {
+    samples: std::collections::VecDeque<(u64, f64, f64)>,
+}
+
+impl Rates {
+    /// Records the current totals (called once a second).
+    pub fn sample(&mut self, metrics: &Metrics) {
+        let f = metrics.registry.gather();
+        self.samples.push_back((
+            crate::operators::wall_ms(),
+            sum(&f, "tidemark_events_in_total"),
+            sum(&f, "tidemark_events_out_total"),
+        ));
+        while self.samples.len() > 6 {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Events in and out per second over the last few seconds, once two samples exist.
+    fn per_second(&self) -> (Option<f64>, Option<f64>) {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                let dt = (b.0 - a.0) as f64 / 1000.0;
+                (Some((b.1 - a.1) / dt), Some((b.2 - a.2) / dt))
+            }
+            _ => (None, None),
+        }
+    }
+}
+
 /// A snapshot of what the page shows.
-pub fn snapshot(metrics: &Metrics) -> Value {
+pub fn snapshot(metrics: &Metrics, rates: &Rates) -> Value {
+    let (in_rate, out_rate) = rates.per_second();
     let f = metrics.registry.gather();
     let watermarks: Vec<f64> = family(&f, "tidemark_watermark_timestamp_ms")
         .iter()
@@ -80,6 +114,8 @@ pub fn snapshot(metrics: &Metrics) -> Value {
         "watermark_ms": watermarks.iter().copied().reduce(f64::min),
         "watermark_lag_seconds": lags.iter().copied().reduce(f64::max),
         "events_in": sum(&f, "tidemark_events_in_total"),
+        "events_in_per_second": in_rate,
+        "events_out_per_second": out_rate,
         "events_out": sum(&f, "tidemark_events_out_total"),
         "duplicates": sum(&f, "tidemark_duplicates_total"),
         "unique": sum(&f, "tidemark_dedup_unique_total"),

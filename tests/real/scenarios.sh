@@ -11,7 +11,8 @@
 #   split-hold-on    the same with a hold longer than the split: no late events; also a small
 #                    load through the gateway, and the dashboard truth test: every Grafana
 #                    panel query returns data from the real Prometheus, and the split-brain
-#                    alert fires during the pause and resolves after it
+#                    alert fires during the pause and resolves after it; and region-a's
+#                    status page in headless Chromium (screenshot: artifacts/status-page.png)
 #   kill-mm2         MM2 killed with SIGKILL mid-load and restarted (its re-sent copies are
 #                    absorbed by dedup)
 #   kill-pipeline    the region-a pipeline killed with SIGKILL mid-load and restarted (checked
@@ -172,6 +173,13 @@ scenario() {
   "$BIN" loadgen "${load[@]}" --seed "$RANDOM" \
     --out "$WORK/$name.ids" >"$WORK/$name.loadgen.log" 2>&1 &
   LOADGEN_PID=$!
+  local status_pid=
+  if [ "$name" = split-hold-on ]; then
+    # The status page of region-a's pipeline, in headless Chromium, while the load runs.
+    (sleep 3 && python3 tests/real/status_page.py http://127.0.0.1:9464/ \
+      "$ROOT/artifacts/status-page.png") >"$WORK/status-page.log" 2>&1 &
+    status_pid=$!
+  fi
   # A 5 s fault centred on the middle of the load (a quarter in for the gateway, so the return
   # happens while load is still running).
   if [ "$fault" = gateway ]; then sleep 10; else sleep $((DURATION / 2 - 2)); fi
@@ -248,6 +256,9 @@ scenario() {
       ok=no
     }
     python3 tests/real/dashboard_truth.py alert TidemarkSplitBrain resolved --timeout 60 || ok=no
+    log "status page in headless Chromium"
+    wait "$status_pid" || ok=no
+    cat "$WORK/status-page.log"
     stop_pid "$GATEWAY_PID"
     GATEWAY_PID=
   fi
