@@ -147,12 +147,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
         return run_gateway(o, addr);
     }
     let secs = o.duration.as_secs_f64();
-    let events = match (o.events, o.rate) {
-        (Some(n), _) => n,
-        (None, Some(r)) => (r * secs).round() as u64,
-        (None, None) => anyhow::bail!("give --events or --rate"),
-    };
-    anyhow::ensure!(events > 0, "nothing to send");
+    let events = total_events(o)?;
     for (name, share) in [
         ("failover", o.failover),
         ("retries", o.retries),
@@ -269,17 +264,23 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
 /// An event as sent: id, time, payload.
 type SentEvent = (String, u64, Vec<u8>);
 
-/// Gateway mode: requests of `batch` events over `connections` threads, paced to the rate
-/// (unless `--unpaced`), retried on 503 and connection errors for up to a minute, as a
-/// producer would.
-fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary> {
-    use std::sync::atomic::AtomicU64;
+/// Unique events to send: `--events`, or the rate times the duration.
+fn total_events(o: &LoadgenOptions) -> anyhow::Result<u64> {
     let events = match (o.events, o.rate) {
         (Some(n), _) => n,
         (None, Some(r)) => (r * o.duration.as_secs_f64()).round() as u64,
         (None, None) => anyhow::bail!("give --events or --rate"),
     };
     anyhow::ensure!(events > 0, "nothing to send");
+    Ok(events)
+}
+
+/// Gateway mode: requests of `batch` events over `connections` threads, paced to the rate
+/// (unless `--unpaced`), retried on 503 and connection errors for up to a minute, as a
+/// producer would.
+fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary> {
+    use std::sync::atomic::AtomicU64;
+    let events = total_events(o)?;
     anyhow::ensure!(
         o.batch >= 1 && o.connections >= 1 && o.producers >= 1,
         "--batch, --connections and --producers must be at least 1"

@@ -260,7 +260,11 @@ fn error(status: StatusCode, field: &str, message: impl Into<String>) -> Reply {
 }
 
 fn unavailable(st: &State, message: &str) -> Reply {
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "", message);
+    with_retry_after(st, error(StatusCode::SERVICE_UNAVAILABLE, "", message))
+}
+
+/// Every 503 tells the client when to try again.
+fn with_retry_after(st: &State, mut r: Reply) -> Reply {
     let secs = st.file.gateway.retry_after.0.div_ceil(1000).max(1);
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     r
@@ -570,10 +574,7 @@ fn respond(st: &State, outcomes: Vec<Outcome>) -> Reply {
         return reply(StatusCode::OK, body);
     }
     if unwritten > 0 {
-        let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, body);
-        let secs = st.file.gateway.retry_after.0.div_ceil(1000).max(1);
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-        return r;
+        return with_retry_after(st, reply(StatusCode::SERVICE_UNAVAILABLE, body));
     }
     // Nothing written and nothing unavailable: every item was bad input.
     let first = outcomes.iter().find_map(|o| match o {

@@ -225,7 +225,6 @@ pub struct LinkSpec {
 /// One link inside the operator: its heartbeats, and its metrics when this worker reports them.
 struct Link {
     spec: LinkSpec,
-    newest: Option<u64>,
     was_down: bool,
     /// When the link was last observed, for the split-seconds counter.
     observed_at: Option<u64>,
@@ -263,7 +262,6 @@ impl Link {
         });
         Link {
             spec,
-            newest: None,
             was_down: false,
             observed_at: None,
             gauges,
@@ -271,8 +269,8 @@ impl Link {
     }
 
     fn observe(&mut self, now: u64, started: u64, hold: u64) -> LinkView {
-        self.newest = self.spec.watch.poll(now);
-        let view = LinkView::at(self.newest, started, now, self.spec.timeout, hold);
+        let newest = self.spec.watch.poll(now);
+        let view = LinkView::at(newest, started, now, self.spec.timeout, hold);
         if view.down != self.was_down {
             let (from, to) = (&self.spec.watch.from, &self.spec.watch.to);
             if view.down {
