@@ -6,10 +6,9 @@
 //! Membership is exact over 128-bit id hashes (xxh3-128); two different ids collide with
 //! probability about n²/2¹²⁹, which at a billion live ids is 10⁻²¹.
 
+use super::idtable::IdTable;
 use super::WorkerContext;
 use crate::record::Event;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -17,44 +16,15 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-/// Keys are already uniform 128-bit hashes; hashing them again would only cost time.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-/// A 128-bit id hash as two words: 8-byte alignment keeps a table entry at 24 bytes, where a
-/// `u128` key (16-byte aligned) would pad it to 32.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct IdKey(u64, u64);
-
-impl std::hash::Hash for IdKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0 ^ self.1);
-    }
-}
-
 /// The remembered ids of one worker.
 pub struct DedupState {
     /// id hash -> payload fingerprint (high 32 bits) and event time in seconds (low 32 bits).
-    table: HashMap<IdKey, u64, BuildHasherDefault<IdHasher>>,
+    table: IdTable,
     horizon_ms: u64,
-    /// Ids below this time (ms) have been evicted.
-    evicted_below: u64,
+    /// Ids with a time in seconds below this may be forgotten.
+    keep_from: u64,
+    /// `keep_from` at the last full sweep.
+    swept_at: u64,
 }
 
 /// What dedup decided for one record.
@@ -72,9 +42,10 @@ impl DedupState {
     /// Empty state with the given horizon.
     pub fn new(horizon_ms: u64) -> DedupState {
         DedupState {
-            table: HashMap::default(),
+            table: IdTable::new(),
             horizon_ms,
-            evicted_below: 0,
+            keep_from: 0,
+            swept_at: 0,
         }
     }
 
@@ -82,39 +53,49 @@ impl DedupState {
     pub fn offer(&mut self, e: &Event) -> Verdict {
         let fp = xxhash_rust::xxh3::xxh3_64(&e.payload) as u32;
         let secs = (e.time / 1000).min(u64::from(u32::MAX));
+        let keep_from = self.keep_from;
+        let expired = |v: u64| (v & 0xFFFF_FFFF) < keep_from;
         match self
             .table
-            .entry(IdKey((e.id_hash >> 64) as u64, e.id_hash as u64))
+            .insert(e.id_hash, (u64::from(fp) << 32) | secs, expired)
         {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert((u64::from(fp) << 32) | secs);
-                Verdict::First
-            }
-            std::collections::hash_map::Entry::Occupied(o) => {
-                if (*o.get() >> 32) as u32 == fp {
-                    Verdict::Duplicate
-                } else {
-                    Verdict::Conflict
-                }
-            }
+            None => Verdict::First,
+            Some(v) if (v >> 32) as u32 == fp => Verdict::Duplicate,
+            Some(_) => Verdict::Conflict,
         }
     }
 
-    /// Forgets ids whose time is more than the horizon behind `frontier`. Sweeps only when the
-    /// frontier has moved an eighth of the horizon, so the cost per event stays constant.
-    pub fn evict(&mut self, frontier: u64) -> bool {
-        let cutoff = frontier.saturating_sub(self.horizon_ms);
-        if cutoff < self.evicted_below + self.horizon_ms / 8 + 1 {
-            return false;
+    /// Decides a batch in order, as [`DedupState::offer`] on each would. The table slots of
+    /// the next few ids are prefetched while the current one is decided, so the cache misses
+    /// of a batch overlap instead of queueing.
+    pub fn offer_all(&mut self, events: &[Event], verdicts: &mut Vec<Verdict>) {
+        const AHEAD: usize = 8;
+        verdicts.clear();
+        for e in events.iter().take(AHEAD) {
+            self.table.prefetch(e.id_hash);
         }
-        // Whole seconds strictly below the cutoff second are gone; the cutoff second stays.
-        let keep_from = cutoff / 1000;
-        self.table.retain(|_, v| (*v & 0xFFFF_FFFF) >= keep_from);
-        self.evicted_below = keep_from * 1000;
-        if self.table.capacity() > 4 * self.table.len().max(1024) {
-            self.table.shrink_to_fit();
+        for (i, e) in events.iter().enumerate() {
+            if let Some(next) = events.get(i + AHEAD) {
+                self.table.prefetch(next.id_hash);
+            }
+            verdicts.push(self.offer(e));
         }
-        true
+    }
+
+    /// Lets ids whose time is more than the horizon behind `frontier` be forgotten. The table
+    /// drops them when it needs room; a sweep also runs once the frontier has moved a whole
+    /// horizon since the last, so a quiet table gives its memory back. An id is therefore kept
+    /// for at least the horizon and at most about twice it.
+    pub fn evict(&mut self, frontier: u64) {
+        // Whole seconds strictly below the cutoff second may go; the cutoff second stays.
+        self.keep_from = self
+            .keep_from
+            .max(frontier.saturating_sub(self.horizon_ms) / 1000);
+        if self.keep_from >= self.swept_at + (self.horizon_ms / 1000).max(1) {
+            let keep_from = self.keep_from;
+            self.table.retain(|v| (v & 0xFFFF_FFFF) >= keep_from);
+            self.swept_at = keep_from;
+        }
     }
 
     /// Ids remembered.
@@ -127,14 +108,9 @@ impl DedupState {
         self.table.is_empty()
     }
 
-    /// Bytes held by the table: buckets of (key, value) plus one control byte each.
+    /// Bytes held by the table.
     pub fn bytes(&self) -> usize {
-        let buckets = if self.table.capacity() == 0 {
-            0
-        } else {
-            (self.table.capacity() * 8 / 7).next_power_of_two()
-        };
-        buckets * (std::mem::size_of::<(IdKey, u64)>() + 1)
+        self.table.bytes()
     }
 }
 
@@ -169,6 +145,7 @@ pub fn dedup<'scope>(
         let mut dups = vec![0u64; dup_counters.len()];
         let (mut conflicts, mut unique) = (0u64, 0u64);
         let (mut reported_len, mut reported_bytes) = (0i64, 0i64);
+        let mut verdicts = Vec::new();
         move |frontiers| {
             let mut on_handle = on_out.activate();
             let mut late_handle = late_out.activate();
@@ -177,8 +154,9 @@ pub fn dedup<'scope>(
                 let late_cap = cap.retain_least(1).expect("a message has a time");
                 let mut on_time = on_handle.session(&on_cap);
                 let mut late = late_handle.session(&late_cap);
-                for e in data.drain(..) {
-                    match state.offer(&e) {
+                state.offer_all(data, &mut verdicts);
+                for (e, verdict) in data.drain(..).zip(verdicts.iter()) {
+                    match *verdict {
                         Verdict::First => {
                             unique += 1;
                             if e.late.is_some() {
@@ -243,12 +221,15 @@ mod tests {
     fn ids_are_kept_for_the_horizon_then_forgotten() {
         let mut s = DedupState::new(10_000);
         s.offer(&ev("old", 5_000, "x"));
-        s.offer(&ev("new", 14_000, "x"));
+        s.offer(&ev("new", 16_000, "x"));
         // Frontier 15s: cutoff 5s, the 5s id is still inside the horizon.
         s.evict(15_000);
         assert_eq!(s.offer(&ev("old", 5_000, "x")), Verdict::Duplicate);
-        s.evict(16_500);
+        assert_eq!(s.len(), 2);
+        // Frontier 25s: cutoff 15s, a horizon past the last sweep, so the table is swept.
+        s.evict(25_000);
         assert_eq!(s.len(), 1);
-        assert_eq!(s.offer(&ev("new", 14_000, "x")), Verdict::Duplicate);
+        assert_eq!(s.offer(&ev("new", 16_000, "x")), Verdict::Duplicate);
+        assert_eq!(s.offer(&ev("old", 5_000, "x")), Verdict::First);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod dedup;
 pub mod filter;
+pub mod idtable;
 pub mod reorder;
 pub mod watermark;
 

@@ -63,6 +63,12 @@ fn by_time_then_id(a: &Held, b: &Held) -> std::cmp::Ordering {
         .then_with(|| a.0.id_bytes().cmp(b.0.id_bytes()))
 }
 
+/// The buffered events of one slice of event time, and the least input time among them.
+struct Bucket {
+    events: Vec<Held>,
+    least_input: u64,
+}
+
 /// Keeps a few emptied bucket vectors of moderate size for reuse; the rest are freed so a
 /// burst (or the final flush) does not pin its memory.
 fn recycle(spare: &mut Vec<Vec<Held>>, v: Vec<Held>) {
@@ -102,9 +108,8 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
 ) -> Stream<'scope, u64, Vec<Event>> {
     let gauge = ctx.metrics.reorder_buffered.clone();
     input.unary_frontier(pact, &format!("Reorder({name})"), move |_cap, _info| {
-        let mut buckets: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
-        // Input time -> buffered events that arrived at it; its least key is what we hold.
-        let mut held_times: BTreeMap<u64, usize> = BTreeMap::new();
+        // The least input time over the buckets is what we hold.
+        let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
         let mut held: Option<Capability<u64>> = None;
         let mut ready: Vec<Held> = Vec::new();
         // Emptied bucket vectors, reused so a steady stream does not allocate per bucket.
@@ -116,16 +121,19 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                 if held.as_ref().is_none_or(|h| t < *h.time()) {
                     held = cap.retain_least(0);
                 }
-                *held_times.entry(t).or_default() += data.len();
                 buffered += data.len() as i64;
                 gauge.add(data.len() as i64);
                 for mut e in data.drain(..) {
                     e.partition = Some(partitioner.partition(&e));
                     let prefix = id_prefix(&e);
-                    buckets
+                    let bucket = buckets
                         .entry(e.time >> BUCKET_SHIFT)
-                        .or_insert_with(|| spare.pop().unwrap_or_default())
-                        .push(Held(e, t, prefix));
+                        .or_insert_with(|| Bucket {
+                            events: spare.pop().unwrap_or_default(),
+                            least_input: t,
+                        });
+                    bucket.least_input = bucket.least_input.min(t);
+                    bucket.events.push(Held(e, t, prefix));
                 }
             });
             let limit = frontier.frontier().iter().next().copied();
@@ -138,23 +146,25 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                 match limit {
                     Some(l) if (bucket << BUCKET_SHIFT) >= l => break,
                     Some(l) if ((bucket + 1) << BUCKET_SHIFT) > l => {
-                        let v = entry.get_mut();
+                        let b = entry.get_mut();
                         let mut i = 0;
-                        while i < v.len() {
-                            if v[i].0.time < l {
-                                ready.push(v.swap_remove(i));
+                        b.least_input = u64::MAX;
+                        while i < b.events.len() {
+                            if b.events[i].0.time < l {
+                                ready.push(b.events.swap_remove(i));
                             } else {
+                                b.least_input = b.least_input.min(b.events[i].1);
                                 i += 1;
                             }
                         }
-                        if v.is_empty() {
-                            recycle(&mut spare, entry.remove());
+                        if b.events.is_empty() {
+                            recycle(&mut spare, entry.remove().events);
                         }
                         ready[start..].sort_unstable_by(by_time_then_id);
                         break;
                     }
                     _ => {
-                        let mut v = entry.remove();
+                        let mut v = entry.remove().events;
                         ready.append(&mut v);
                         recycle(&mut spare, v);
                         ready[start..].sort_unstable_by(by_time_then_id);
@@ -172,19 +182,12 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                 let released = ready.len() as i64;
                 buffered -= released;
                 gauge.sub(released);
-                for Held(e, t, _) in ready.drain(..) {
-                    let n = held_times
-                        .get_mut(&t)
-                        .expect("every buffered event counted");
-                    *n -= 1;
-                    if *n == 0 {
-                        held_times.remove(&t);
-                    }
+                for Held(e, _, _) in ready.drain(..) {
                     session.give(e);
                 }
             }
-            match held_times.first_key_value() {
-                Some((&t, _)) => {
+            match buckets.values().map(|b| b.least_input).min() {
+                Some(t) => {
                     if let Some(h) = held.as_mut() {
                         h.downgrade(&t);
                     }

@@ -1,0 +1,280 @@
+//! The dedup operator's id set: an open-addressing table of 128-bit id hashes, with linear
+//! probing, built for one access pattern.
+//!
+//! Nearly every lookup is for an id never seen before, in a table far larger than the cache, so
+//! each lookup is a cache miss. A general-purpose map cannot be told where a key will land
+//! before it is looked up; this table can, so the dedup operator prefetches the slots of the
+//! next few ids of a batch while it decides the current one. Linear probing keeps a probe
+//! within one or two adjacent cache lines, and lets expired ids be removed in one sequential
+//! pass without tombstones.
+//!
+//! Expired ids are not swept as soon as they expire: a sweep reads the whole table, so it runs
+//! when the table is full (and an insert may reuse an expired slot it passes). A sweep then
+//! frees at least a quarter of the slots, which keeps its cost to a few slots per insert.
+
+/// One slot: the id hash as two words (8-byte alignment keeps a slot at 24 bytes) and a value.
+/// All three zero means empty.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Slot {
+    k0: u64,
+    k1: u64,
+    value: u64,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.k0 == 0 && self.k1 == 0
+    }
+}
+
+/// Fewest slots a table has, so small tables do not resize on every few inserts.
+const MIN_SLOTS: usize = 1024;
+
+/// Keys are uniform hashes, so they are their own index. The high word is also what the
+/// exchange routes by (fixing its low bits per worker), so the index comes from the low word.
+fn home(k1: u64, mask: usize) -> usize {
+    k1 as usize & mask
+}
+
+/// The all-zero key marks an empty slot, so that one key is stored as `(0, 1)`. Two ids meet
+/// there only if their hashes are those two values, which is as likely as any other 128-bit
+/// collision.
+fn key(hash: u128) -> (u64, u64) {
+    let (k0, k1) = ((hash >> 64) as u64, hash as u64);
+    if k0 == 0 && k1 == 0 {
+        (0, 1)
+    } else {
+        (k0, k1)
+    }
+}
+
+/// A set of 128-bit id hashes, each with a 64-bit value.
+pub struct IdTable {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl Default for IdTable {
+    fn default() -> Self {
+        IdTable::new()
+    }
+}
+
+impl IdTable {
+    /// An empty table.
+    pub fn new() -> IdTable {
+        IdTable {
+            slots: vec![Slot::default(); MIN_SLOTS],
+            len: 0,
+        }
+    }
+
+    /// Ids held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of the slot array.
+    pub fn bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<Slot>()
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Asks the CPU to start loading the cache line where `hash` would be found, so that a
+    /// later [`IdTable::insert`] of it does not wait for memory.
+    #[inline]
+    pub fn prefetch(&self, hash: u128) {
+        let i = home(key(hash).1, self.mask());
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = self.slots[i..].as_ptr().cast::<i8>();
+            // SAFETY: a prefetch is only a hint; it never faults and never reads into the
+            // program, and `p` points inside the slot array anyway.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p)
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
+    /// Inserts `hash` with `value` if it is absent and returns `None`; if present, leaves the
+    /// table unchanged and returns the value stored with it. `expired` says which stored values
+    /// may be forgotten to make room.
+    pub fn insert(&mut self, hash: u128, value: u64, expired: impl Fn(u64) -> bool) -> Option<u64> {
+        // Make room at three quarters full: beyond that, linear-probing runs get long. Sweep
+        // first; grow only if the live ids still fill half the table.
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.retain(|v| !expired(v));
+            if self.len * 2 > self.slots.len() {
+                self.resize(self.slots.len() * 2);
+            }
+        }
+        let (k0, k1) = key(hash);
+        let mask = self.mask();
+        let mut i = home(k1, mask);
+        let mut reuse = None;
+        loop {
+            let s = &self.slots[i];
+            if s.k0 == k0 && s.k1 == k1 {
+                return Some(s.value);
+            }
+            if s.is_empty() {
+                // Absent. An expired slot on the way is still on this id's probe path.
+                match reuse {
+                    Some(r) => self.slots[r] = Slot { k0, k1, value },
+                    None => {
+                        self.slots[i] = Slot { k0, k1, value };
+                        self.len += 1;
+                    }
+                }
+                return None;
+            }
+            if reuse.is_none() && expired(s.value) {
+                reuse = Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Places a slot known to be absent at the first empty slot from its home.
+    fn place(slots: &mut [Slot], s: Slot) {
+        let mask = slots.len() - 1;
+        let mut i = home(s.k1, mask);
+        while !slots[i].is_empty() {
+            i = (i + 1) & mask;
+        }
+        slots[i] = s;
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let mut fresh = vec![Slot::default(); slots.max(MIN_SLOTS)];
+        for s in self.slots.iter().filter(|s| !s.is_empty()) {
+            IdTable::place(&mut fresh, *s);
+        }
+        self.slots = fresh;
+    }
+
+    /// Keeps the ids whose value passes `keep`, in one pass over the slots.
+    ///
+    /// Emptying a slot can cut a probe run, leaving later ids of the run unreachable from their
+    /// home. The pass starts just after an empty slot (so no run wraps past its start), and
+    /// every live id that follows a removal within the same run is placed again; it can only
+    /// move back, into slots the pass has already visited.
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        let Some(start) = self.slots.iter().position(Slot::is_empty) else {
+            return;
+        };
+        let mask = self.mask();
+        let mut cut = false;
+        for step in 1..=self.slots.len() {
+            let i = (start + step) & mask;
+            let s = self.slots[i];
+            if s.is_empty() {
+                cut = false;
+            } else if !keep(s.value) {
+                self.slots[i] = Slot::default();
+                self.len -= 1;
+                cut = true;
+            } else if cut {
+                self.slots[i] = Slot::default();
+                IdTable::place(&mut self.slots, s);
+            }
+        }
+        // Give memory back after a burst, but keep room to grow into without resizing.
+        let fit = (self.len * 2).next_power_of_two();
+        if self.slots.len() > 4 * fit.max(MIN_SLOTS) {
+            self.resize(fit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::generator::SplitMix;
+    use std::collections::HashMap;
+
+    /// Against a `HashMap` on random inserts, repeats and sweeps, with hashes squeezed into a
+    /// few homes so that runs are long and wrap around the end of the array.
+    #[test]
+    fn behaves_like_a_map_through_inserts_and_sweeps() {
+        let mut rng = SplitMix(11);
+        let mut table = IdTable::new();
+        let mut model: HashMap<u128, u64> = HashMap::new();
+        let mut seen: Vec<u128> = Vec::new();
+        for round in 0..24u64 {
+            for _ in 0..400 {
+                let hash = if !seen.is_empty() && rng.below(5) == 0 {
+                    seen[rng.below(seen.len() as u64) as usize]
+                } else {
+                    // Low word from a small range: many ids share a home.
+                    let h = (u128::from(rng.next_u64()) << 64) | u128::from(rng.below(64) + 990);
+                    seen.push(h);
+                    h
+                };
+                let value = round * 1000 + rng.below(1000);
+                let expected = model.get(&hash).copied();
+                if expected.is_none() {
+                    model.insert(hash, value);
+                }
+                assert_eq!(table.insert(hash, value, |_| false), expected);
+            }
+            let cutoff = round.saturating_sub(3) * 1000;
+            table.retain(|v| v >= cutoff);
+            model.retain(|_, v| *v >= cutoff);
+            assert_eq!(table.len(), model.len());
+            for h in &seen {
+                let present = table.insert(*h, u64::MAX, |_| false);
+                assert_eq!(present, model.get(h).copied(), "round {round}");
+                if present.is_none() {
+                    model.insert(*h, u64::MAX);
+                }
+            }
+            table.retain(|v| v != u64::MAX);
+            model.retain(|_, v| *v != u64::MAX);
+        }
+        table.retain(|_| false);
+        assert!(table.is_empty());
+        assert_eq!(table.bytes(), MIN_SLOTS * 24);
+    }
+
+    /// Inserts that find the table full sweep what has expired before they grow it, and an
+    /// insert may take an expired slot; a live id is never lost either way.
+    #[test]
+    fn full_tables_drop_expired_ids_before_growing() {
+        let mut rng = SplitMix(3);
+        let mut t = IdTable::new();
+        let mut live: Vec<u128> = Vec::new();
+        for gen in 0..20u64 {
+            live.clear();
+            for _ in 0..250 {
+                let h = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+                assert_eq!(t.insert(h, gen, |v| v + 1 < gen), None);
+                live.push(h);
+            }
+            for h in &live {
+                assert_eq!(t.insert(*h, 0, |v| v + 1 < gen), Some(gen));
+            }
+        }
+        // Two generations of 250 are live at most, so the table never had to grow.
+        assert_eq!(t.bytes(), MIN_SLOTS * 24);
+    }
+
+    #[test]
+    fn the_zero_hash_is_an_id_like_any_other() {
+        let mut t = IdTable::new();
+        assert_eq!(t.insert(0, 7, |_| false), None);
+        assert_eq!(t.insert(0, 8, |_| false), Some(7));
+        assert_eq!(t.len(), 1);
+    }
+}
