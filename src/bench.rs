@@ -367,17 +367,7 @@ fn print_row(f: &Figures) {
 /// A bar chart of events/s per configuration.
 fn plot(all: &[Figures], path: &str) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    let font = [
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read(p).ok())
-    .context("no DejaVu Sans font (Debian: fonts-dejavu-core)")?;
-    // The font registry wants 'static bytes; the process draws one chart and exits.
-    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
-        .map_err(|_| anyhow::anyhow!("font could not be loaded"))?;
+    crate::chart::register_font()?;
     if let Some(dir) = std::path::Path::new(path).parent() {
         std::fs::create_dir_all(dir)?;
     }

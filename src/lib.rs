@@ -25,7 +25,10 @@
 //! - [`kafka`]: the one constructor of Kafka clients, with the reason for every setting.
 //! - [`demo`] and [`verify`]: the embedded two-region demo and the checker of the guarantees;
 //!   [`loadgen`] sends traffic to real regions and records what Kafka acknowledged.
-//! - [`bench`]: the engine benchmark behind `tidemark bench`.
+//! - [`analysis`]: what happens after the pipeline: `tidemark late-report` (a differential
+//!   dataflow over the late topic: distributions, bursts, a watermark advisor) and
+//!   `tidemark reconcile` (late events of closed windows into a corrections topic).
+//! - [`bench`]: the engine benchmark behind `tidemark bench`; [`chart`] its font setup.
 //!
 //! ```no_run
 //! let (config, graph) = tidemark::config::load("pipelines/bench.toml".as_ref()).unwrap();
@@ -36,7 +39,9 @@
 //! println!("{summary}");
 //! ```
 
+pub mod analysis;
 pub mod bench;
+pub mod chart;
 pub mod config;
 pub mod demo;
 pub mod gateway;

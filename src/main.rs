@@ -78,6 +78,10 @@ enum Command {
     /// Check the ordered, late and invalid topics of one or more clusters against a loadgen
     /// ids file: nothing lost, nothing twice, order holds, late means late.
     Verify(tidemark::verify::VerifyOptions),
+    /// Analyse a late topic: lateness by region, service, partition and hour; late bursts
+    /// (matched to split-brain episodes); the watermark settings that would have kept them on
+    /// time. Incremental with `--follow`.
+    LateReport(tidemark::analysis::cli::LateReportOptions),
 }
 
 /// mimalloc's `purge_delay` option (its index in `mi_option_t`; libmimalloc-sys names only some).
@@ -279,5 +283,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
+        Command::LateReport(options) => {
+            tidemark::analysis::cli::late_report(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -185,6 +185,8 @@ pub struct Split {
     pub region_index: usize,
     /// Where its records come from.
     pub source: SplitSource,
+    /// For a MirrorMaker 2 remote topic, the region it is replicated from.
+    pub replicated_from: Option<String>,
 }
 
 impl Split {
@@ -233,6 +235,7 @@ impl Splits {
             region: region.to_string(),
             region_index,
             source,
+            replicated_from: None,
         });
         (self.splits.len() - 1) as u32
     }

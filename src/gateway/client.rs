@@ -73,6 +73,32 @@ impl HttpClient {
         self.read_response()
     }
 
+    /// A chunked body (what Prometheus sends for larger answers); trailers are skipped.
+    fn read_chunks(&mut self) -> std::io::Result<Vec<u8>> {
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk");
+        let mut body = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.conn.read_line(&mut line)?;
+            let size = line.trim().split(';').next().unwrap_or_default();
+            let size = usize::from_str_radix(size, 16).map_err(|_| bad())?;
+            if size == 0 {
+                loop {
+                    line.clear();
+                    if self.conn.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                        return Ok(body);
+                    }
+                }
+            }
+            let at = body.len();
+            body.resize(at + size, 0);
+            self.conn.read_exact(&mut body[at..])?;
+            line.clear();
+            self.conn.read_line(&mut line)?;
+        }
+    }
+
     fn read_response(&mut self) -> std::io::Result<HttpResponse> {
         let bad =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
@@ -99,13 +125,21 @@ impl HttpClient {
             let (k, v) = l.split_once(':').ok_or_else(|| bad("bad header"))?;
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
-        let len: usize = headers
+        let chunked = headers
             .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .ok_or_else(|| bad("no content-length"))?;
-        let mut body = vec![0; len];
-        self.conn.read_exact(&mut body)?;
+            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            self.read_chunks()?
+        } else {
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .ok_or_else(|| bad("no content-length"))?;
+            let mut body = vec![0; len];
+            self.conn.read_exact(&mut body)?;
+            body
+        };
         Ok(HttpResponse {
             status,
             headers,

@@ -84,6 +84,11 @@ impl SinkItem for Event {
                 (late.watermark.get() - self.time).to_string(),
             ));
             h.push(("tidemark-arrival-ms", late.arrival_ms.to_string()));
+            if let Some(from) = &split.replicated_from {
+                // Tells the late-arrival analysis which knob applies: a replicated source's
+                // lateness is what `max_split_hold` is for.
+                h.push(("tidemark-replicated-from", from.clone()));
+            }
         }
         h
     }

@@ -110,7 +110,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Splits, SourceError> {
                 for topic in &k.topics {
                     let partitions = kafka::partitions(node, &k.cluster, cluster, topic)?;
                     for partition in partitions {
-                        splits.push(
+                        let i = splits.push(
                             node,
                             source.region(),
                             SplitSource::Kafka {
@@ -119,6 +119,7 @@ pub fn plan(config: &PipelineConfig) -> Result<Splits, SourceError> {
                                 partition,
                             },
                         );
+                        splits.splits[i as usize].replicated_from = k.replicated_from.clone();
                     }
                 }
             }

@@ -1,0 +1,1 @@
+//! Late events of closed windows into a corrections topic.
