@@ -169,19 +169,7 @@ pub fn produce(
         if let Some(k) = key {
             record = record.key(k);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    producer.poll(Duration::from_millis(20));
-                    record = r;
-                }
-                Err((e, _)) => return Err(e).context("producing demo traffic"),
-            }
-        }
+        crate::kafka::send_when_room(&producer, record).context("producing demo traffic")?;
         producer.poll(Duration::ZERO);
     }
     producer

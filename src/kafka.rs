@@ -74,6 +74,12 @@ pub fn consumer(cluster: &ClusterConfig, group_id: &str) -> ClientConfig {
     with_options(c, cluster)
 }
 
+/// An admin client, for the one topic tidemark creates itself (`tidemark reconcile`'s
+/// corrections topic); the pipeline's own topics are the operator's to create.
+pub fn admin(cluster: &ClusterConfig) -> ClientConfig {
+    with_options(base(cluster), cluster)
+}
+
 /// An idempotent producer with `acks=all`: a write is acknowledged only once every in-sync
 /// replica has it, and retries never duplicate or reorder within a partition.
 pub fn producer(cluster: &ClusterConfig) -> ClientConfig {
@@ -95,4 +101,29 @@ pub fn producer(cluster: &ClusterConfig) -> ClientConfig {
     // lz4 is cheap to compress and log lines compress well.
     c.set("compression.type", "lz4");
     with_options(c, cluster)
+}
+
+/// Sends `record`, serving delivery reports while the producer's queue is full: a full queue
+/// means wait, not fail.
+pub fn send_when_room<'a, C, K, P>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'a, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                producer.poll(std::time::Duration::from_millis(20));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }

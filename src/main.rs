@@ -82,6 +82,9 @@ enum Command {
     /// (matched to split-brain episodes); the watermark settings that would have kept them on
     /// time. Incremental with `--follow`.
     LateReport(tidemark::analysis::cli::LateReportOptions),
+    /// Write the late events of closed event-time windows, deduplicated against the ordered
+    /// topic and earlier runs, to a corrections topic, each with the window it patches.
+    Reconcile(tidemark::analysis::reconcile::ReconcileOptions),
 }
 
 /// mimalloc's `purge_delay` option (its index in `mi_option_t`; libmimalloc-sys names only some).
@@ -283,6 +286,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
+        Command::Reconcile(options) => {
+            println!("{}", tidemark::analysis::reconcile::reconcile(&options)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::LateReport(options) => {
             tidemark::analysis::cli::late_report(&options)?;
             Ok(ExitCode::SUCCESS)

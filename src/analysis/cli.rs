@@ -129,12 +129,19 @@ pub fn episodes(
     let json = response.json();
     let mut out = std::collections::BTreeMap::new();
     for series in json["data"]["result"].as_array().into_iter().flatten() {
-        let from = series["metric"]["from"].as_str().unwrap_or_default().to_string();
+        let from = series["metric"]["from"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut list: Vec<Episode> = Vec::new();
         let mut open: Option<Episode> = None;
         for point in series["values"].as_array().into_iter().flatten() {
             let ts = (point[0].as_f64().unwrap_or(0.0) * 1000.0) as u64;
-            let on = point[1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) >= 1.0;
+            let on = point[1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                >= 1.0;
             open = match (open, on) {
                 (Some(e), true) => Some(Episode { end_ms: ts, ..e }),
                 (None, true) => Some(Episode {
@@ -176,7 +183,9 @@ fn show(o: &LateReportOptions, options: &ReportOptions, report: &Report, compact
         (Some(_), None) => Some(Default::default()),
         (None, _) => None,
     };
-    let all: Option<Vec<Episode>> = by_region.as_ref().map(|m| m.values().flatten().copied().collect());
+    let all: Option<Vec<Episode>> = by_region
+        .as_ref()
+        .map(|m| m.values().flatten().copied().collect());
     let mut rendered = Rendered::new(report, options, all);
     // Match each region's bursts against the episodes of its own link.
     if let Some(m) = &by_region {
@@ -184,7 +193,9 @@ fn show(o: &LateReportOptions, options: &ReportOptions, report: &Report, compact
             let own = m.get(region).map(Vec::as_slice).unwrap_or(&[]);
             rendered.burst_episodes.insert(
                 region.clone(),
-                bs.iter().map(|b| super::render::episode_of(b, own, 5_000)).collect(),
+                bs.iter()
+                    .map(|b| super::render::episode_of(b, own, 5_000))
+                    .collect(),
             );
         }
     }
@@ -211,7 +222,9 @@ pub fn late_report(o: &LateReportOptions) -> Result<(), AnalysisError> {
         }
     }
     let started = std::time::Instant::now();
-    let deadline = o.stop_after.map(|d| started + std::time::Duration::from_millis(d.0));
+    let deadline = o
+        .stop_after
+        .map(|d| started + std::time::Duration::from_millis(d.0));
     let (follow, flag) = (o.follow, Arc::clone(&stop));
     let feed = move |index: usize, peers: usize| -> Result<Box<dyn Feed>, AnalysisError> {
         let inner = ReaderFeed::open(&input, index, peers, follow)?;
@@ -228,7 +241,10 @@ pub fn late_report(o: &LateReportOptions) -> Result<(), AnalysisError> {
             if o.follow && last.elapsed().as_millis() as u64 >= o.interval.0 {
                 last = std::time::Instant::now();
                 if o.format == "table" {
-                    println!("--- after round {round}, {:.0} s ---", started.elapsed().as_secs_f64());
+                    println!(
+                        "--- after round {round}, {:.0} s ---",
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 println!("{}", show(&o, &options, report, true));
             }
@@ -258,7 +274,9 @@ impl Feed for Stoppable {
     ) -> Result<bool, AnalysisError> {
         let more = self.inner.next(out, unreadable)?;
         let stopped = self.stop.load(Ordering::SeqCst)
-            || self.deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            || self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d);
         Ok(more && !stopped)
     }
 }
@@ -277,7 +295,11 @@ pub fn report_of_chunks(
         workers,
         options,
         move |index, peers| -> Result<Box<dyn Feed>, AnalysisError> {
-            Ok(Box::new(ChunkFeed::new(shared.as_ref().clone(), index, peers)))
+            Ok(Box::new(ChunkFeed::new(
+                shared.as_ref().clone(),
+                index,
+                peers,
+            )))
         },
         move |_, r: &Report| sink.lock().expect("rounds lock").push(r.clone()),
     )?;

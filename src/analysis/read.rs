@@ -77,8 +77,10 @@ pub fn partitions(
 
 /// A consumer for the analysis tools: no group rebalance, nothing committed.
 pub fn consumer(bootstrap: &str) -> Result<BaseConsumer<crate::kafka::Quiet>, AnalysisError> {
-    Ok(crate::kafka::consumer(&kafka_client(bootstrap), "tidemark-analysis")
-        .create_with_context(crate::kafka::Quiet)?)
+    Ok(
+        crate::kafka::consumer(&kafka_client(bootstrap), "tidemark-analysis")
+            .create_with_context(crate::kafka::Quiet)?,
+    )
 }
 
 impl Reader {
@@ -196,8 +198,7 @@ impl Reader {
 
 /// One line of the file sink's envelope format.
 fn envelope(line: &[u8]) -> Record {
-    let v: serde_json::Value =
-        serde_json::from_slice(line).map_err(|_| "bad line".to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(line).map_err(|_| "bad line".to_string())?;
     let headers = v
         .get("headers")
         .and_then(|h| h.as_object())

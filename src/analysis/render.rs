@@ -159,7 +159,11 @@ impl<'a> Rendered<'a> {
         let _ = writeln!(
             s,
             "{:<8} {:>22} {:>16} {:>18} {:>22}",
-            "on time", "max_out_of_orderness", "extra latency", "max_split_hold", "extra during a split"
+            "on time",
+            "max_out_of_orderness",
+            "extra latency",
+            "max_split_hold",
+            "extra during a split"
         );
         let ms = |v: Option<u64>| v.map_or("no change".to_string(), |v| format!("{v} ms"));
         for a in &self.advice {
@@ -208,7 +212,10 @@ pub fn plot(report: &Report, path: &std::path::Path) -> Result<(), AnalysisError
     }
 }
 
-type DrawResult<DB> = Result<(), plotters::drawing::DrawingAreaErrorKind<<DB as plotters::prelude::DrawingBackend>::ErrorType>>;
+type DrawResult<DB> = Result<
+    (),
+    plotters::drawing::DrawingAreaErrorKind<<DB as plotters::prelude::DrawingBackend>::ErrorType>,
+>;
 
 fn draw<DB: plotters::prelude::DrawingBackend>(
     root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
@@ -217,7 +224,12 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     use plotters::prelude::*;
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(430);
-    let palette = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+    let palette = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+    ];
     let regions: Vec<&String> = report
         .histogram
         .keys()
@@ -225,7 +237,8 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let color = |r: &String| palette[regions.iter().position(|x| *x == r).unwrap_or(0) % palette.len()];
+    let color =
+        |r: &String| palette[regions.iter().position(|x| *x == r).unwrap_or(0) % palette.len()];
 
     // Histogram: one group of bars per bucket, one bar per region.
     let most = report
@@ -243,7 +256,10 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..BUCKETS.len() as f64, 0f64..(most as f64 * 1.15).max(1.0))?;
+        .build_cartesian_2d(
+            0f64..BUCKETS.len() as f64,
+            0f64..(most as f64 * 1.15).max(1.0),
+        )?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -255,7 +271,13 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
             }
             BUCKETS
                 .get(x.floor() as usize)
-                .map(|b| if *b >= 1000 { format!("≤{}s", b / 1000) } else { format!("≤{b}ms") })
+                .map(|b| {
+                    if *b >= 1000 {
+                        format!("≤{}s", b / 1000)
+                    } else {
+                        format!("≤{b}ms")
+                    }
+                })
                 .unwrap_or_default()
         })
         .y_desc("events")
@@ -270,7 +292,10 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
             .draw_series(h.iter().filter_map(|(b, n)| {
                 let i = BUCKETS.iter().position(|x| x == b)? as f64;
                 let x0 = i + 0.1 + k as f64 * width;
-                Some(Rectangle::new([(x0, 0.0), (x0 + width, *n as f64)], c.filled()))
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + width, *n as f64)],
+                    c.filled(),
+                ))
             }))?
             .label(region.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
@@ -282,13 +307,29 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .draw()?;
 
     // Timeline: each burst as a bar from its first to its last arrival, one row per region.
-    let all: Vec<_> = report.bursts.iter().flat_map(|(r, bs)| bs.iter().map(move |b| (r, b))).collect();
-    let t0 = all.iter().map(|(_, b)| b.event_start_ms.min(b.start_ms)).min().unwrap_or(0);
-    let t1 = all.iter().map(|(_, b)| b.end_ms).max().unwrap_or(t0 + 1000).max(t0 + 1000);
+    let all: Vec<_> = report
+        .bursts
+        .iter()
+        .flat_map(|(r, bs)| bs.iter().map(move |b| (r, b)))
+        .collect();
+    let t0 = all
+        .iter()
+        .map(|(_, b)| b.event_start_ms.min(b.start_ms))
+        .min()
+        .unwrap_or(0);
+    let t1 = all
+        .iter()
+        .map(|(_, b)| b.end_ms)
+        .max()
+        .unwrap_or(t0 + 1000)
+        .max(t0 + 1000);
     let span = (t1 - t0) as f64 / 1000.0;
     let mut chart = ChartBuilder::on(&bottom)
         .caption(
-            format!("late bursts since {} UTC: arrivals (solid), event times (pale)", clock(t0)),
+            format!(
+                "late bursts since {} UTC: arrivals (solid), event times (pale)",
+                clock(t0)
+            ),
             ("sans-serif", 18),
         )
         .margin(15)
@@ -303,7 +344,10 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
             if (y.fract() - 0.5).abs() > 0.01 {
                 return String::new();
             }
-            regions.get(y.floor() as usize).map(|r| r.to_string()).unwrap_or_default()
+            regions
+                .get(y.floor() as usize)
+                .map(|r| r.to_string())
+                .unwrap_or_default()
         })
         .x_desc("seconds")
         .draw()?;
@@ -312,8 +356,17 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         let row = regions.iter().position(|x| x == region).unwrap_or(0) as f64;
         let c = color(region);
         chart.draw_series([
-            Rectangle::new([(secs(b.event_start_ms), row + 0.55), (secs(b.event_end_ms), row + 0.85)], c.mix(0.3).filled()),
-            Rectangle::new([(secs(b.start_ms), row + 0.15), (secs(b.end_ms), row + 0.5)], c.filled()),
+            Rectangle::new(
+                [
+                    (secs(b.event_start_ms), row + 0.55),
+                    (secs(b.event_end_ms), row + 0.85),
+                ],
+                c.mix(0.3).filled(),
+            ),
+            Rectangle::new(
+                [(secs(b.start_ms), row + 0.15), (secs(b.end_ms), row + 0.5)],
+                c.filled(),
+            ),
         ])?;
         chart.draw_series([Text::new(
             format!("{} events", b.count),

@@ -100,10 +100,11 @@ pub struct Summary {
     pub max: u64,
 }
 
-/// The nearest-rank `q` quantile of sorted `(value, count)` pairs: the least value with at
-/// least `ceil(q * total)` values at or below it.
-pub fn quantile(sorted: &[(u64, u64)], total: u64, q: f64) -> u64 {
-    let rank = ((q * total as f64).ceil() as u64).clamp(1, total.max(1));
+/// The nearest-rank quantile of sorted `(value, count)` pairs, `per_mille` thousandths: the
+/// least value with at least `ceil(per_mille * total / 1000)` values at or below it. Integer
+/// arithmetic, so that 90% of 10 is rank 9 and not the 10 that `0.9 * 10.0` rounds up to.
+pub fn quantile(sorted: &[(u64, u64)], total: u64, per_mille: u64) -> u64 {
+    let rank = (per_mille * total).div_ceil(1000).clamp(1, total.max(1));
     let mut seen = 0;
     for (v, c) in sorted {
         seen += c;
@@ -120,10 +121,10 @@ impl Summary {
         let count = sorted.iter().map(|(_, c)| c).sum();
         Summary {
             count,
-            p50: quantile(sorted, count, 0.5),
-            p90: quantile(sorted, count, 0.9),
-            p99: quantile(sorted, count, 0.99),
-            p999: quantile(sorted, count, 0.999),
+            p50: quantile(sorted, count, 500),
+            p90: quantile(sorted, count, 900),
+            p99: quantile(sorted, count, 990),
+            p999: quantile(sorted, count, 999),
             max: sorted.last().map_or(0, |(v, _)| *v),
         }
     }
@@ -154,7 +155,7 @@ pub fn bursts(sorted: &[((u64, u64), u64)], gap_s: u64, min_count: u64) -> Vec<B
                 Some((s, a, n + c, lo.min(e), hi.max(e)))
             }
             previous => {
-                out.extend(previous.map(|r| burst(r)));
+                out.extend(previous.map(burst));
                 Some((a, a, c, e, e))
             }
         };
@@ -313,11 +314,19 @@ impl Board {
             debug_assert!(*n > 0, "an output update retracted what was never there");
             match item {
                 Item::Summary(dim, value, s) => {
-                    r.summaries.entry(*dim).or_default().insert(value.clone(), *s);
+                    r.summaries
+                        .entry(*dim)
+                        .or_default()
+                        .insert(value.clone(), *s);
                 }
-                Item::Burst(region, b) => r.bursts.entry(region.clone()).or_default().push(b.clone()),
+                Item::Burst(region, b) => {
+                    r.bursts.entry(region.clone()).or_default().push(b.clone())
+                }
                 Item::Bin(region, bucket, count) => {
-                    r.histogram.entry(region.clone()).or_default().insert(*bucket, *count);
+                    r.histogram
+                        .entry(region.clone())
+                        .or_default()
+                        .insert(*bucket, *count);
                 }
             }
         }
@@ -394,7 +403,11 @@ impl ChunkFeed {
 }
 
 impl Feed for ChunkFeed {
-    fn next(&mut self, out: &mut Vec<LateEvent>, _: &mut Unreadable) -> Result<bool, AnalysisError> {
+    fn next(
+        &mut self,
+        out: &mut Vec<LateEvent>,
+        _: &mut Unreadable,
+    ) -> Result<bool, AnalysisError> {
         match self.chunks.next() {
             Some(chunk) => {
                 out.extend(
@@ -499,10 +512,13 @@ fn build<'scope>(
     let summaries = late
         .clone()
         .flat_map(|e| dims(&e))
-        .reduce(|_key, values: &[(&u64, isize)], out: &mut Vec<(Summary, isize)>| {
-            let sorted: Vec<(u64, u64)> = values.iter().map(|(v, c)| (**v, *c as u64)).collect();
-            out.push((Summary::of(&sorted), 1));
-        })
+        .reduce(
+            |_key, values: &[(&u64, isize)], out: &mut Vec<(Summary, isize)>| {
+                let sorted: Vec<(u64, u64)> =
+                    values.iter().map(|(v, c)| (**v, *c as u64)).collect();
+                out.push((Summary::of(&sorted), 1));
+            },
+        )
         .inspect(move |(((dim, value), s), t, diff)| {
             post_s(Item::Summary(*dim, value.clone(), *s), *t, *diff)
         });
@@ -516,7 +532,9 @@ fn build<'scope>(
                 values.iter().map(|(v, c)| (**v, *c as u64)).collect();
             out.extend(bursts(&sorted, gap, min).into_iter().map(|b| (b, 1isize)));
         })
-        .inspect(move |((region, b), t, diff)| post_b(Item::Burst(region.clone(), b.clone()), *t, *diff));
+        .inspect(move |((region, b), t, diff)| {
+            post_b(Item::Burst(region.clone(), b.clone()), *t, *diff)
+        });
 
     let bins = late
         .map(|e| (e.region, bucket(e.lateness_ms)))
@@ -525,7 +543,8 @@ fn build<'scope>(
             post(Item::Bin(region.clone(), *bucket, *n as u64), *t, *diff)
         });
 
-    let (probe, _) = summaries.concat(bursts.map(|_| ((Dim::All, String::new()), Summary::default())))
+    let (probe, _) = summaries
+        .concat(bursts.map(|_| ((Dim::All, String::new()), Summary::default())))
         .concat(bins.map(|_| ((Dim::All, String::new()), Summary::default())))
         .probe();
     probe
@@ -556,14 +575,14 @@ pub fn advise(report: &Report, options: &ReportOptions) -> Vec<Advice> {
     let round_up = |ms: u64, step: u64| ms.div_ceil(step) * step;
     let direct = report.summary(Dim::Direct, "");
     let replicated = report.summary(Dim::ReplicatedDelay, "");
-    [("90%", 0.9), ("99%", 0.99), ("99.9%", 0.999)]
-        .into_iter()
-        .map(|(keep, q)| {
-            let pick = |s: &Summary| match q {
-                x if x < 0.95 => s.p90,
-                x if x < 0.995 => s.p99,
-                _ => s.p999,
-            };
+    type Pick = fn(&Summary) -> u64;
+    let rows: [(&str, Pick); 3] = [
+        ("90%", |s| s.p90),
+        ("99%", |s| s.p99),
+        ("99.9%", |s| s.p999),
+    ];
+    rows.into_iter()
+        .map(|(keep, pick)| {
             let bound = direct.map(|s| options.max_out_of_orderness_ms + round_up(pick(s), 100));
             let hold = replicated.map(|s| round_up(pick(s), 1000).max(options.max_split_hold_ms));
             Advice {

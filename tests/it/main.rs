@@ -1,5 +1,6 @@
 //! One integration-test binary, with modules by theme.
 
+mod analysis;
 mod cli;
 mod config;
 mod crash;
