@@ -58,6 +58,9 @@ pub struct LateReportOptions {
     /// The pipeline's current `max_split_hold`, for the advisor.
     #[arg(long, default_value = "0s", value_parser = millis)]
     pub max_split_hold: Millis,
+    /// The advisor's margin over what the past would have needed, in percent.
+    #[arg(long, default_value_t = 25)]
+    pub headroom: u64,
     /// Prometheus (`host:port`) that scraped the pipelines: bursts are matched against the
     /// split-brain episodes of `tidemark_split_brain`.
     #[arg(long)]
@@ -81,6 +84,7 @@ impl LateReportOptions {
             min_burst: self.min_burst.max(1),
             max_out_of_orderness_ms: self.max_out_of_orderness.0,
             max_split_hold_ms: self.max_split_hold.0,
+            headroom_percent: self.headroom,
         };
         if let Some(path) = &self.pipeline {
             let (config, _) =

@@ -153,8 +153,10 @@ impl<'a> Rendered<'a> {
         }
         let _ = writeln!(
             s,
-            "\nwatermark advisor (now: max_out_of_orderness {} ms, max_split_hold {} ms)",
-            self.options.max_out_of_orderness_ms, self.options.max_split_hold_ms
+            "\nwatermark advisor (now: max_out_of_orderness {} ms, max_split_hold {} ms; {}% headroom)",
+            self.options.max_out_of_orderness_ms,
+            self.options.max_split_hold_ms,
+            self.options.headroom_percent
         );
         let _ = writeln!(
             s,

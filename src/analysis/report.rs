@@ -239,6 +239,9 @@ pub struct ReportOptions {
     pub max_out_of_orderness_ms: u64,
     /// The pipeline's current `max_split_hold`, for the advisor.
     pub max_split_hold_ms: u64,
+    /// The advisor adds this share (percent) to what the past would have needed, since the
+    /// next split or burst of disorder is rarely the same length as the last.
+    pub headroom_percent: u64,
 }
 
 impl Default for ReportOptions {
@@ -248,6 +251,7 @@ impl Default for ReportOptions {
             min_burst: 10,
             max_out_of_orderness_ms: 2_000,
             max_split_hold_ms: 0,
+            headroom_percent: 25,
         }
     }
 }
@@ -570,7 +574,8 @@ pub struct Advice {
 /// A directly read event late by `L` would have been on time had `max_out_of_orderness` been
 /// `L` larger: the watermark is the greatest event time seen minus that bound. A replicated
 /// event arrives late because its link was down; a hold covering its delay (arrival minus event
-/// time) would have kept the watermark for it.
+/// time) would have kept the watermark for it. Both get the headroom on top, then are rounded
+/// up (to 100 ms and to whole seconds).
 pub fn advise(report: &Report, options: &ReportOptions) -> Vec<Advice> {
     let round_up = |ms: u64, step: u64| ms.div_ceil(step) * step;
     let direct = report.summary(Dim::Direct, "");
@@ -583,8 +588,11 @@ pub fn advise(report: &Report, options: &ReportOptions) -> Vec<Advice> {
     ];
     rows.into_iter()
         .map(|(keep, pick)| {
-            let bound = direct.map(|s| options.max_out_of_orderness_ms + round_up(pick(s), 100));
-            let hold = replicated.map(|s| round_up(pick(s), 1000).max(options.max_split_hold_ms));
+            let more = |ms: u64| ms + ms * options.headroom_percent / 100;
+            let bound =
+                direct.map(|s| options.max_out_of_orderness_ms + round_up(more(pick(s)), 100));
+            let hold =
+                replicated.map(|s| round_up(more(pick(s)), 1000).max(options.max_split_hold_ms));
             Advice {
                 keep: keep.into(),
                 max_out_of_orderness_ms: bound,

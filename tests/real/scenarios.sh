@@ -7,7 +7,12 @@
 #
 # Scenarios (all by default):
 #   split-hold-off   replication paused for 5 s mid-load, max_split_hold = 0: late events, all of
-#                    them in the late topic
+#                    them in the late topic; `tidemark late-report` on both late topics must find
+#                    the pause as a burst matched to a split-brain episode (chart:
+#                    artifacts/late-report-region-a.png), and `tidemark reconcile` run twice
+#                    must write the corrections once
+#   split-advised    the same pause with the max_split_hold that late-report advised (99.9 %):
+#                    at most 1 % of the events late in each region
 #   split-hold-on    the same with a hold longer than the split: no late events; also a small
 #                    load through the gateway, and the dashboard truth test: every Grafana
 #                    panel query returns data from the real Prometheus, and the split-brain
@@ -51,7 +56,7 @@ done
   echo "--duration below 20 s would leave no load on either side of a 5 s split" >&2
   exit 2
 }
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-hold-on kill-mm2 kill-pipeline restart-broker gateway)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2 kill-pipeline restart-broker gateway)
 
 BIN=$ROOT/target/release/tidemark
 WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
@@ -186,6 +191,7 @@ scenario() {
           ALERT_QUIET_BEFORE=no
       fi
       log "pausing replication for 5 s"
+      PAUSE_START=$(date +%s%3N)
       "$REGIONS" pause-replication
       local alert_pid=
       if [ "$name" = split-hold-on ]; then
@@ -195,6 +201,7 @@ scenario() {
       fi
       sleep 5
       "$REGIONS" resume-replication
+      PAUSE_END=$(date +%s%3N)
       if [ -n "$alert_pid" ]; then
         if wait "$alert_pid"; then ALERT_FIRED=yes; else ALERT_FIRED=no; fi
         cat "$WORK/alert-firing.log"
@@ -281,6 +288,16 @@ scenario() {
         log "expected late events in both regions without a hold, got $la and $lb"
         ok=no
       fi
+      analyse_late || ok=no
+      ;;
+    split-advised)
+      local unique
+      unique=$(awk '$1 == "acknowledged" && $2 == "unique" {print $4}' "$out")
+      log "with the advised hold of $hold: late $la and $lb of $unique events"
+      if [ $((la * 100)) -gt "$unique" ] || [ $((lb * 100)) -gt "$unique" ]; then
+        log "expected at most 1 % late with the advised max_split_hold"
+        ok=no
+      fi
       ;;
     split-hold-on)
       if [ "${la:-1}" -ne 0 ] || [ "${lb:-1}" -ne 0 ]; then
@@ -316,6 +333,33 @@ scenario() {
   fi
 }
 
+# analyse_late: late-report on both regions' late topics after the split-hold-off run (while
+# Prometheus still has the run's metrics), then reconcile twice. Sets ADVISED_HOLD.
+analyse_late() {
+  local r bootstrap
+  for r in region-a region-b; do
+    bootstrap=127.0.0.1:19092
+    [ $r = region-b ] && bootstrap=127.0.0.1:29092
+    "$BIN" late-report --bootstrap $bootstrap --pipeline "$WORK/$r.toml" --workers 2 \
+      --prometheus 127.0.0.1:9090 --plot "$ROOT/artifacts/late-report-$r.png" \
+      | tee "$WORK/late-report-$r.txt" || return 1
+    "$BIN" late-report --bootstrap $bootstrap --pipeline "$WORK/$r.toml" --workers 2 \
+      --prometheus 127.0.0.1:9090 --format json >"$WORK/late-report-$r.json" || return 1
+  done
+  python3 tests/real/late_report_check.py --pause-start "$PAUSE_START" --pause-end "$PAUSE_END" \
+    "$WORK/late-report-region-a.json" "$WORK/late-report-region-b.json" | tee "$WORK/late-check.log" || return 1
+  ADVISED_HOLD=$(sed -n 's/^ADVISED_HOLD=//p' "$WORK/late-check.log")
+  log "late-report advises max_split_hold = $ADVISED_HOLD (99.9 %)"
+  local first second
+  first=$("$BIN" reconcile --bootstrap 127.0.0.1:19092 --window 10s | tee /dev/stderr | awk '$1 == "written" {print $2}')
+  second=$("$BIN" reconcile --bootstrap 127.0.0.1:19092 --window 10s | tee /dev/stderr | awk '$1 == "written" {print $2}')
+  log "reconcile: first run wrote $first corrections, the second $second"
+  [ "${first:-0}" -gt 0 ] && [ "$second" = 0 ] || {
+    log "expected corrections on the first reconcile run and none on the second"
+    return 1
+  }
+}
+
 log "building tidemark (release)"
 cargo build --release --quiet
 "$REGIONS" fetch
@@ -323,6 +367,14 @@ total=$SECONDS
 for s in "${SCENARIOS[@]}"; do
   case $s in
     split-hold-off) scenario split-hold-off 0s pause || FAILED=1 ;;
+    split-advised)
+      if [ -z "${ADVISED_HOLD:-}" ]; then
+        log "split-advised needs split-hold-off's advice first"
+        FAILED=1
+      else
+        scenario split-advised "$ADVISED_HOLD" pause || FAILED=1
+      fi
+      ;;
     split-hold-on) scenario split-hold-on 60s pause || FAILED=1 ;;
     kill-mm2) scenario kill-mm2 60s kill-mm2 || FAILED=1 ;;
     kill-pipeline) scenario kill-pipeline 60s kill-pipeline --at-least-once || FAILED=1 ;;
