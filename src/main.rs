@@ -121,7 +121,10 @@ fn main() -> ExitCode {
     }));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // rdkafka's default context logs every client's statistics (every 5 s, see
+            // kafka.rs) at info; librdkafka's warnings and errors still come through.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka::client=warn".into()),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)

@@ -3,9 +3,11 @@
 
     late_report_check.py --pause-start MS --pause-end MS REPORT_A REPORT_B
 
-In each region's late topic, the other region's replicated events must show up as a burst
-whose event times start at the pause (within the slack) and run past its end, matched to a
-split-brain episode from Prometheus. Prints `ADVISED_HOLD=<seconds>s`: the advisor's 99.9 %
+The pause runs from MirrorMaker 2's stop to the moment replication is back (its restart takes
+most of that). In each region's late topic, the other region's replicated events must show up
+as a burst whose event times start at the pause start and end within the pause (within the
+slack), which arrived as replication came back, and which Prometheus's split-brain episodes
+cover. Prints `ADVISED_HOLD=<seconds>s`: the advisor's 99.9 %
 max_split_hold, the larger of the two regions'. Exits 1 on any failure.
 """
 import argparse
@@ -29,14 +31,15 @@ def check(path, pause_start, pause_end):
         episodes = report["burst_episodes"].get(region, [])
         for burst, episode in zip(bursts, episodes):
             starts_at_pause = abs(burst["event_start_ms"] - pause_start) <= SLACK_MS
-            covers_pause = burst["event_end_ms"] >= pause_end
-            arrived_after = burst["start_ms"] >= pause_start
-            if starts_at_pause and covers_pause and arrived_after:
+            within_pause = burst["event_end_ms"] <= pause_end + SLACK_MS
+            arrived_at_return = abs(burst["start_ms"] - pause_end) <= SLACK_MS
+            if starts_at_pause and within_pause and arrived_at_return:
                 found = (region, burst, episode)
     if found is None:
         problems.append(
             f"no burst with event times from the pause start ({pause_start}, ±{SLACK_MS} ms) "
-            f"past its end ({pause_end}): {json.dumps(report['bursts'])}"
+            f"to no later than its end ({pause_end}), arriving at its end: "
+            f"{json.dumps(report['bursts'])}"
         )
     else:
         region, burst, episode = found
@@ -44,9 +47,9 @@ def check(path, pause_start, pause_end):
         print(
             f"{path}: burst of {burst['count']} late {region} events "
             f"({share:.0%} of the late topic), event times "
-            f"{(burst['event_start_ms'] - pause_start) / 1000:+.1f} s to "
-            f"{(burst['event_end_ms'] - pause_end) / 1000:+.1f} s around the pause, "
-            f"arrived {(burst['start_ms'] - pause_end) / 1000:+.1f} s after it; "
+            f"from {(burst['event_start_ms'] - pause_start) / 1000:+.1f} s after the pause "
+            f"began to {(pause_end - burst['event_end_ms']) / 1000:.1f} s before it ended, "
+            f"arrived {(burst['start_ms'] - pause_end) / 1000:+.1f} s after it ended; "
             f"split-brain episode: {episode}"
         )
         if episode is None:
