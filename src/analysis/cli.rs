@@ -165,8 +165,11 @@ pub fn episodes(
     Ok(out)
 }
 
-/// The report as the user asked for it: table or JSON, with episodes when Prometheus is given.
-fn show(o: &LateReportOptions, options: &ReportOptions, report: &Report, compact: bool) -> String {
+/// Split-brain episodes by origin region around the report's bursts, when Prometheus is given;
+/// or why they could not be had.
+type Episodes = Option<std::collections::BTreeMap<String, Vec<Episode>>>;
+
+fn episodes_for(o: &LateReportOptions, report: &Report) -> (Episodes, String) {
     let span = report
         .bursts
         .values()
@@ -175,24 +178,30 @@ fn show(o: &LateReportOptions, options: &ReportOptions, report: &Report, compact
         .fold(None, |acc: Option<(u64, u64)>, (a, b)| {
             Some(acc.map_or((a, b), |(x, y)| (x.min(a), y.max(b))))
         });
-    let mut warning = String::new();
-    let by_region = match (&o.prometheus, span) {
+    match (&o.prometheus, span) {
         (Some(p), Some((a, b))) => match episodes(p, a.saturating_sub(600_000), b + 60_000) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                warning = format!("split-brain episodes unavailable: {e}\n");
-                None
-            }
+            Ok(e) => (Some(e), String::new()),
+            Err(e) => (None, format!("split-brain episodes unavailable: {e}\n")),
         },
-        (Some(_), None) => Some(Default::default()),
-        (None, _) => None,
-    };
+        (Some(_), None) => (Some(Default::default()), String::new()),
+        (None, _) => (None, String::new()),
+    }
+}
+
+/// The report as the user asked for it: table or JSON, with episodes when Prometheus is given.
+fn show(
+    o: &LateReportOptions,
+    options: &ReportOptions,
+    report: &Report,
+    compact: bool,
+    (by_region, warning): &(Episodes, String),
+) -> String {
     let all: Option<Vec<Episode>> = by_region
         .as_ref()
         .map(|m| m.values().flatten().copied().collect());
     let mut rendered = Rendered::new(report, options, all);
     // Match each region's bursts against the episodes of its own link.
-    if let Some(m) = &by_region {
+    if let Some(m) = by_region {
         for (region, bs) in &report.bursts {
             let own = m.get(region).map(Vec::as_slice).unwrap_or(&[]);
             rendered.burst_episodes.insert(
@@ -250,14 +259,16 @@ pub fn late_report(o: &LateReportOptions) -> Result<(), AnalysisError> {
                         started.elapsed().as_secs_f64()
                     );
                 }
-                println!("{}", show(&o, &options, report, true));
+                let episodes = episodes_for(&o, report);
+                println!("{}", show(&o, &options, report, true, &episodes));
             }
         }
     };
     let report = report::execute(o.workers, options, feed, printer)?;
-    println!("{}", show(o, &options, &report, false));
+    let episodes = episodes_for(o, &report);
+    println!("{}", show(o, &options, &report, false, &episodes));
     if let Some(path) = &o.plot {
-        super::render::plot(&report, path)?;
+        super::render::plot(&report, episodes.0.as_ref(), path)?;
         eprintln!("chart: {}", path.display());
     }
     Ok(())

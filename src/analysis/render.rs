@@ -190,8 +190,16 @@ pub fn clock(ms: u64) -> String {
     format!("{}:{:02}:{:02}", &hour[..13], secs / 60 % 60, secs % 60)
 }
 
-/// Draws the lateness histogram per region (top) and the bursts on a timeline (bottom).
-pub fn plot(report: &Report, path: &std::path::Path) -> Result<(), AnalysisError> {
+/// Split-brain episodes by the region whose link was down.
+pub type EpisodesByRegion = std::collections::BTreeMap<String, Vec<Episode>>;
+
+/// Draws the lateness histogram per region (top) and the bursts on a timeline (bottom), with
+/// the split-brain episodes behind them when they are known.
+pub fn plot(
+    report: &Report,
+    episodes: Option<&EpisodesByRegion>,
+    path: &std::path::Path,
+) -> Result<(), AnalysisError> {
     use plotters::prelude::*;
     let chart_err = |e: &dyn std::fmt::Display| AnalysisError::Chart(e.to_string());
     crate::chart::register_font().map_err(|e| chart_err(&e))?;
@@ -205,11 +213,11 @@ pub fn plot(report: &Report, path: &std::path::Path) -> Result<(), AnalysisError
     let size = (1100, 760);
     if svg {
         let root = SVGBackend::new(path, size).into_drawing_area();
-        draw(&root, report).map_err(|e| chart_err(&e))?;
+        draw(&root, report, episodes).map_err(|e| chart_err(&e))?;
         root.present().map_err(|e| chart_err(&e))
     } else {
         let root = BitMapBackend::new(path, size).into_drawing_area();
-        draw(&root, report).map_err(|e| chart_err(&e))?;
+        draw(&root, report, episodes).map_err(|e| chart_err(&e))?;
         root.present().map_err(|e| chart_err(&e))
     }
 }
@@ -222,6 +230,7 @@ type DrawResult<DB> = Result<
 fn draw<DB: plotters::prelude::DrawingBackend>(
     root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
     report: &Report,
+    episodes: Option<&EpisodesByRegion>,
 ) -> DrawResult<DB> {
     use plotters::prelude::*;
     root.fill(&WHITE)?;
@@ -353,7 +362,22 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         })
         .x_desc("seconds")
         .draw()?;
-    let secs = |ms: u64| (ms - t0) as f64 / 1000.0;
+    let secs = |ms: u64| ms.saturating_sub(t0) as f64 / 1000.0;
+    for (region, list) in episodes.into_iter().flatten() {
+        let Some(row) = regions.iter().position(|x| *x == region) else {
+            continue;
+        };
+        let row = row as f64;
+        chart.draw_series(list.iter().filter(|e| e.end_ms >= t0).map(|e| {
+            Rectangle::new(
+                [
+                    (secs(e.start_ms), row + 0.02),
+                    (secs(e.end_ms.min(t1)), row + 0.98),
+                ],
+                RGBColor(200, 200, 200).mix(0.5).filled(),
+            )
+        }))?;
+    }
     for (region, b) in &all {
         let row = regions.iter().position(|x| x == region).unwrap_or(0) as f64;
         let c = color(region);

@@ -224,24 +224,92 @@ fn an_update_equals_the_report_from_scratch() {
     }
 }
 
+/// One late record in the file sink's envelope format.
+fn late_line(i: u64) -> String {
+    serde_json::json!({
+        "headers": {
+            "tidemark-region": "region-a",
+            "tidemark-source": format!("a/log-events/0/{i}"),
+            "tidemark-event-time": (T0 + i).to_string(),
+            "tidemark-watermark": (T0 + i + 500).to_string(),
+            "tidemark-lateness-ms": "500",
+            "tidemark-arrival-ms": (T0 + i + 2_600).to_string(),
+        },
+        "payload": {"eventId": format!("e{i}"), "timestamp": T0 + i},
+    })
+    .to_string()
+}
+
+/// `late-report --follow` on a growing file prints a report that catches up with each append.
+#[test]
+fn follow_mode_reports_what_is_appended() {
+    use std::io::{BufRead, Write};
+    let dir = crate::support::Scratch::new("late-follow");
+    let path = dir.path("late.jsonl");
+    let append = |from: u64, to: u64| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        for i in from..to {
+            writeln!(f, "{}", late_line(i)).unwrap();
+        }
+    };
+    append(0, 50);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "late-report",
+            "--file",
+            &path,
+            "--follow",
+            "--interval",
+            "100ms",
+        ])
+        .args(["--stop-after", "60s", "--format", "json", "--workers", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Follow mode prints one report per line.
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(v["events"].as_u64().unwrap_or(0));
+            }
+        }
+    });
+    let wait_for = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(seen) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                assert!(seen <= n, "reported {seen} events, only {n} written");
+                if seen == n {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let first = wait_for(50);
+    append(50, 80);
+    let second = first && wait_for(80);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first, "the first 50 events never appeared in a report");
+    assert!(second, "the 30 appended events never appeared in a report");
+}
+
 #[test]
 fn unreadable_records_are_counted_by_reason_and_never_stop_the_report() {
     let dir = crate::support::Scratch::new("late-bad");
     let path = dir.path("late.jsonl");
-    let good = |i: u64| {
-        serde_json::json!({
-            "headers": {
-                "tidemark-region": "region-a",
-                "tidemark-source": format!("a/log-events/0/{i}"),
-                "tidemark-event-time": (T0 + i).to_string(),
-                "tidemark-watermark": (T0 + i + 500).to_string(),
-                "tidemark-lateness-ms": "500",
-                "tidemark-arrival-ms": (T0 + i + 2_600).to_string(),
-            },
-            "payload": {"eventId": format!("e{i}"), "timestamp": T0 + i},
-        })
-        .to_string()
-    };
+    let good = late_line;
     let mut lines: Vec<String> = (0..20).map(good).collect();
     let mut bad = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut v: serde_json::Value = serde_json::from_str(&good(99)).unwrap();

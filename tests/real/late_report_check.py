@@ -3,18 +3,21 @@
 
     late_report_check.py --pause-start MS --pause-end MS REPORT_A REPORT_B
 
-The pause runs from MirrorMaker 2's stop to the moment replication is back (its restart takes
-most of that). In each region's late topic, the other region's replicated events must show up
-as a burst whose event times start at the pause start and end within the pause (within the
-slack), which arrived as replication came back, and which Prometheus's split-brain episodes
-cover. Prints `ADVISED_HOLD=<seconds>s`: the advisor's 99.9 %
-max_split_hold, the larger of the two regions'. Exits 1 on any failure.
+MirrorMaker 2 is stopped at the pause start and started again 5 s later; it takes a while more
+to replicate again, and `infra/regions resume-replication` returns (the pause end) only once
+heartbeats flow again. In each region's late topic, the other region's replicated events must
+show up as a burst whose event times begin at the pause start (within the slack), which
+arrived after MM2 was started again and before the pause end, whose events are all older than
+its arrival, and which a split-brain episode in Prometheus covers. Prints
+`ADVISED_HOLD=<seconds>s`: the advisor's 99.9 % max_split_hold, the larger of the two regions'.
+Exits 1 on any failure.
 """
 import argparse
 import json
 import sys
 
 SLACK_MS = 5000
+PAUSED_MS = 5000
 
 
 def check(path, pause_start, pause_end):
@@ -31,14 +34,14 @@ def check(path, pause_start, pause_end):
         episodes = report["burst_episodes"].get(region, [])
         for burst, episode in zip(bursts, episodes):
             starts_at_pause = abs(burst["event_start_ms"] - pause_start) <= SLACK_MS
-            within_pause = burst["event_end_ms"] <= pause_end + SLACK_MS
-            arrived_at_return = abs(burst["start_ms"] - pause_end) <= SLACK_MS
-            if starts_at_pause and within_pause and arrived_at_return:
+            arrived_on_return = pause_start + PAUSED_MS <= burst["start_ms"] <= pause_end + SLACK_MS
+            held_back = burst["event_end_ms"] <= burst["start_ms"] + SLACK_MS
+            if starts_at_pause and arrived_on_return and held_back:
                 found = (region, burst, episode)
     if found is None:
         problems.append(
-            f"no burst with event times from the pause start ({pause_start}, ±{SLACK_MS} ms) "
-            f"to no later than its end ({pause_end}), arriving at its end: "
+            f"no burst with event times from the pause start ({pause_start}, ±{SLACK_MS} ms), "
+            f"arriving between MM2's restart and the pause end ({pause_end}): "
             f"{json.dumps(report['bursts'])}"
         )
     else:
@@ -47,9 +50,9 @@ def check(path, pause_start, pause_end):
         print(
             f"{path}: burst of {burst['count']} late {region} events "
             f"({share:.0%} of the late topic), event times "
-            f"from {(burst['event_start_ms'] - pause_start) / 1000:+.1f} s after the pause "
-            f"began to {(pause_end - burst['event_end_ms']) / 1000:.1f} s before it ended, "
-            f"arrived {(burst['start_ms'] - pause_end) / 1000:+.1f} s after it ended; "
+            f"from {(burst['event_start_ms'] - pause_start) / 1000:+.1f} s to "
+            f"{(burst['event_end_ms'] - pause_start) / 1000:+.1f} s after the pause began, "
+            f"arrived {(burst['start_ms'] - pause_start) / 1000:+.1f} s after it began; "
             f"split-brain episode: {episode}"
         )
         if episode is None:
