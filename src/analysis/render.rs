@@ -338,7 +338,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     let mut chart = ChartBuilder::on(&bottom)
         .caption(
             format!(
-                "late bursts since {} UTC: arrivals (solid), event times (pale)",
+                "late bursts since {} UTC: arrivals (solid), event times (pale), link down (grey)",
                 clock(t0)
             ),
             ("sans-serif", 18),

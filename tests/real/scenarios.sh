@@ -350,9 +350,13 @@ analyse_late() {
     "$WORK/late-report-region-a.json" "$WORK/late-report-region-b.json" | tee "$WORK/late-check.log" || return 1
   ADVISED_HOLD=$(sed -n 's/^ADVISED_HOLD=//p' "$WORK/late-check.log")
   log "late-report advises max_split_hold = $ADVISED_HOLD (99.9 %)"
-  local first second
-  first=$("$BIN" reconcile --bootstrap 127.0.0.1:19092 --window 10s | tee /dev/stderr | awk '$1 == "written" {print $2}')
-  second=$("$BIN" reconcile --bootstrap 127.0.0.1:19092 --window 10s | tee /dev/stderr | awk '$1 == "written" {print $2}')
+  local first second run
+  for run in 1 2; do
+    "$BIN" reconcile --bootstrap 127.0.0.1:19092 --window 10s >"$WORK/reconcile-$run.txt" || return 1
+    cat "$WORK/reconcile-$run.txt"
+  done
+  first=$(awk '$1 == "written" {print $2}' "$WORK/reconcile-1.txt")
+  second=$(awk '$1 == "written" {print $2}' "$WORK/reconcile-2.txt")
   log "reconcile: first run wrote $first corrections, the second $second"
   [ "${first:-0}" -gt 0 ] && [ "$second" = 0 ] || {
     log "expected corrections on the first reconcile run and none on the second"
