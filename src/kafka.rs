@@ -127,3 +127,69 @@ where
         }
     }
 }
+
+/// Creates `topic` with as many partitions as `like` when it does not exist yet (for the topics
+/// tidemark's own tools write: corrections, benchmark outputs).
+pub fn ensure_topic(
+    cluster: &ClusterConfig,
+    like: &str,
+    topic: &str,
+    replication: i32,
+) -> Result<(), KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer<Quiet> = consumer(cluster, "tidemark-admin").create_with_context(Quiet)?;
+    let count = |t: &str| -> Result<usize, KafkaError> {
+        let md = c.fetch_metadata(Some(t), std::time::Duration::from_secs(10))?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|x| x.name() == t && x.error().is_none())
+            .map_or(0, |x| x.partitions().len()))
+    };
+    if count(topic)? > 0 {
+        return Ok(());
+    }
+    let parts = count(like)?.max(1) as i32;
+    let admin: AdminClient<_> = admin(cluster).create()?;
+    let new = NewTopic::new(topic, parts, TopicReplication::Fixed(replication));
+    let wait = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    // The admin client answers through a future; a small runtime of our own waits for it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| KafkaError::AdminOpCreation(e.to_string()))?;
+    for result in rt.block_on(admin.create_topics([&new], &wait))? {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(())
+}
+
+/// A producer context that counts delivery reports, for tools that send a known number of
+/// records and then check that every one was acknowledged.
+#[derive(Default)]
+pub struct DeliveryCount {
+    /// Records acknowledged.
+    pub delivered: std::sync::atomic::AtomicU64,
+    /// Records that failed for good.
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+impl ClientContext for DeliveryCount {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCount {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::SeqCst),
+            Err((e, _)) => {
+                tracing::error!(error = %e, "record not delivered");
+                self.failed.fetch_add(1, Ordering::SeqCst)
+            }
+        };
+    }
+}

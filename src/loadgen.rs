@@ -160,10 +160,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
     let ok: Arc<Vec<AtomicU32>> = Arc::new((0..total).map(|_| AtomicU32::new(0)).collect());
     let failed = Arc::new(AtomicU32::new(0));
     let producer = |bootstrap: &str| -> anyhow::Result<BaseProducer<Acks>> {
-        let cluster = crate::config::ClusterConfig {
-            bootstrap: bootstrap.into(),
-            options: Default::default(),
-        };
+        let cluster = crate::config::ClusterConfig::at(bootstrap);
         crate::kafka::producer(&cluster)
             .create_with_context(Acks {
                 ok: Arc::clone(&ok),

@@ -62,6 +62,9 @@ enum Command {
     Demo(tidemark::demo::DemoOptions),
     /// Engine benchmark: generator -> parse -> watermark -> dedup -> reorder -> null sink.
     Bench(tidemark::bench::BenchOptions),
+    /// The physical floor (benchmark S0): copy a topic's bytes to another topic, unparsed,
+    /// with the pipeline's client settings, and print the rate.
+    BenchFloor(tidemark::bench::floor::FloorOptions),
     /// The HTTP ingestion gateway: routes producers to their region's Kafka (X-Region, sticky
     /// producers, health fallback) and answers only once Kafka has the write.
     Gateway {
@@ -238,6 +241,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::BenchFloor(options) => {
+            tidemark::bench::floor::run(&options)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(options) => {
             tidemark::bench::run(&options)?;

@@ -217,10 +217,7 @@ pub fn read_topic(
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Headers;
     use rdkafka::Message;
-    let cluster = crate::config::ClusterConfig {
-        bootstrap: bootstrap.into(),
-        options: Default::default(),
-    };
+    let cluster = crate::config::ClusterConfig::at(bootstrap);
     let consumer: BaseConsumer<crate::kafka::Quiet> =
         crate::kafka::consumer(&cluster, "tidemark-verify")
             .create_with_context(crate::kafka::Quiet)?;
@@ -267,13 +264,22 @@ pub fn read_topic(
 
 /// Reads the ordered, late and invalid topics (`log-events-*`) of one cluster.
 pub fn read_outputs(bootstrap: &str) -> Result<Vec<Observed>, rdkafka::error::KafkaError> {
+    read_outputs_named(bootstrap, "log-events")
+}
+
+/// Reads `PREFIX-ordered`, `PREFIX-late` and `PREFIX-invalid` of one cluster.
+pub fn read_outputs_named(
+    bootstrap: &str,
+    prefix: &str,
+) -> Result<Vec<Observed>, rdkafka::error::KafkaError> {
     let mut observed = Vec::new();
-    for (topic, kind) in [
-        ("log-events-ordered", None),
-        ("log-events-late", Some(Output::Late)),
-        ("log-events-invalid", Some(Output::Invalid)),
+    for (suffix, kind) in [
+        ("ordered", None),
+        ("late", Some(Output::Late)),
+        ("invalid", Some(Output::Invalid)),
     ] {
-        for (partition, payload, headers) in read_topic(bootstrap, topic)? {
+        let topic = format!("{prefix}-{suffix}");
+        for (partition, payload, headers) in read_topic(bootstrap, &topic)? {
             let output = kind.unwrap_or(Output::Ordered(partition));
             observed.push(Observed {
                 output,
@@ -319,6 +325,10 @@ pub struct VerifyOptions {
     /// committed are written again (and out of order), which this tolerates and reports.
     #[arg(long)]
     pub at_least_once: bool,
+    /// The output topics are `PREFIX-ordered`, `PREFIX-late` and `PREFIX-invalid` (another
+    /// job's outputs, in the side-by-side benchmarks).
+    #[arg(long, default_value = "log-events")]
+    pub outputs: String,
 }
 
 fn parse_wait(s: &str) -> Result<Duration, String> {
@@ -342,7 +352,7 @@ pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
     let mut results = Vec::new();
     for bootstrap in &o.bootstraps {
         loop {
-            let observed = read_outputs(bootstrap)
+            let observed = read_outputs_named(bootstrap, &o.outputs)
                 .map_err(|e| anyhow::anyhow!("reading the outputs of {bootstrap}: {e}"))?;
             let report = verify(&expected, &observed, &format);
             if report.lost == 0 || std::time::Instant::now() >= deadline {

@@ -50,10 +50,7 @@ enum Inner {
 }
 
 fn kafka_client(bootstrap: &str) -> ClusterConfig {
-    ClusterConfig {
-        bootstrap: bootstrap.into(),
-        options: Default::default(),
-    }
+    ClusterConfig::at(bootstrap)
 }
 
 /// The partitions of `topic` and their (low, high) offsets.

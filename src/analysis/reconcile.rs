@@ -8,15 +8,13 @@
 //! on the corrections topic. The corrections topic is read before anything is written, so a
 //! second run writes nothing new. Runs must not overlap: two at once could both write an id.
 
-use super::read::{consumer, partitions};
 use super::AnalysisError;
 use crate::config::{ClusterConfig, EventFormat, Millis};
 use crate::sources::decode::decode;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn millis(s: &str) -> Result<Millis, String> {
@@ -38,6 +36,9 @@ pub struct ReconcileOptions {
     /// Where corrections go (created with the late topic's partition count if missing).
     #[arg(long, default_value = "log-events-corrections")]
     pub corrections_topic: String,
+    /// Replication factor of the corrections topic when it has to be created.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
     /// Event-time windows, aligned to the epoch: a correction names the window it patches.
     #[arg(long, default_value = "1m", value_parser = millis)]
     pub window: Millis,
@@ -151,20 +152,15 @@ pub fn reconcile(o: &ReconcileOptions) -> Result<Reconciled, AnalysisError> {
         return Ok(r);
     }
 
-    let cluster = ClusterConfig {
-        bootstrap: o.bootstrap.clone(),
-        options: Default::default(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|source| AnalysisError::Io {
-            path: "tokio runtime".into(),
-            source,
-        })?;
-    ensure_topic(&rt, &cluster, &o.late_topic, &o.corrections_topic)?;
-    let producer: BaseProducer<Deliveries> =
-        crate::kafka::producer(&cluster).create_with_context(Deliveries::default())?;
+    let cluster = ClusterConfig::at(&o.bootstrap);
+    crate::kafka::ensure_topic(
+        &cluster,
+        &o.late_topic,
+        &o.corrections_topic,
+        o.replication_factor,
+    )?;
+    let producer: BaseProducer<crate::kafka::DeliveryCount> = crate::kafka::producer(&cluster)
+        .create_with_context(crate::kafka::DeliveryCount::default())?;
     for (id, payload, headers, start, end) in &out {
         let (start, end) = (start.to_string(), end.to_string());
         let mut h = OwnedHeaders::new();
@@ -204,53 +200,4 @@ pub fn reconcile(o: &ReconcileOptions) -> Result<Reconciled, AnalysisError> {
     }
     r.windows = windows.len() as u64;
     Ok(r)
-}
-
-/// Counts delivery reports.
-#[derive(Default)]
-struct Deliveries {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl rdkafka::ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => self.delivered.fetch_add(1, Ordering::SeqCst),
-            Err((e, _)) => {
-                tracing::error!(error = %e, "correction not delivered");
-                self.failed.fetch_add(1, Ordering::SeqCst)
-            }
-        };
-    }
-}
-
-/// Creates `topic` with as many partitions as `like` when it does not exist yet.
-fn ensure_topic(
-    rt: &tokio::runtime::Runtime,
-    cluster: &ClusterConfig,
-    like: &str,
-    topic: &str,
-) -> Result<(), AnalysisError> {
-    let c = consumer(&cluster.bootstrap)?;
-    if partitions(&c, topic).is_ok() {
-        return Ok(());
-    }
-    let parts = partitions(&c, like)?.len() as i32;
-    let admin: AdminClient<_> = crate::kafka::admin(cluster).create()?;
-    let new = NewTopic::new(topic, parts, TopicReplication::Fixed(1));
-    let wait = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = rt.block_on(admin.create_topics([&new], &wait))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => {
-                return Err(AnalysisError::Usage(format!("creating {t}: {code}")));
-            }
-        }
-    }
-    Ok(())
 }

@@ -119,6 +119,16 @@ pub struct ClusterConfig {
     pub options: BTreeMap<String, String>,
 }
 
+impl ClusterConfig {
+    /// A cluster given only by its bootstrap servers (the command-line tools' `--bootstrap`).
+    pub fn at(bootstrap: &str) -> ClusterConfig {
+        ClusterConfig {
+            bootstrap: bootstrap.into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
 /// Where a Kafka source starts when its group has no committed offset.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]

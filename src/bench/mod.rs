@@ -4,6 +4,8 @@
 //!
 //! Each configuration runs in a child process of its own, so its peak memory is its own.
 
+pub mod floor;
+
 use crate::metrics::Metrics;
 use anyhow::Context;
 use std::process::{Command, Stdio};
@@ -86,7 +88,7 @@ impl Figures {
 }
 
 fn bench_pipeline(events: u64) -> anyhow::Result<String> {
-    let mut table: toml::Table = include_str!("../pipelines/bench.toml")
+    let mut table: toml::Table = include_str!("../../pipelines/bench.toml")
         .parse()
         .context("embedded bench.toml")?;
     table
