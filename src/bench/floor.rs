@@ -24,6 +24,9 @@ pub struct FloorOptions {
     /// The topic to write (created like `--from` when missing).
     #[arg(long, default_value = "log-events-floor")]
     pub to: String,
+    /// Copier threads, each with its own consumer and producer (tidemark's S2 runs 2 workers).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
 }
 
 /// What a floor run measured.
@@ -37,12 +40,53 @@ pub struct Floor {
     pub seconds: f64,
 }
 
-/// Copies `from` to `to` once and reports the rate.
+/// Copies `from` to `to` once, on `--threads` threads (each with its own consumer and producer
+/// and a share of the partitions, as tidemark's workers have), and reports the rate.
 pub fn floor(o: &FloorOptions) -> Result<Floor, KafkaError> {
     let cluster = ClusterConfig::at(&o.bootstrap);
     crate::kafka::ensure_topic(&cluster, &o.from, &o.to, 1)?;
+    let threads = o.threads.max(1);
+    type Share = Result<(Floor, Option<(Instant, Instant)>), KafkaError>;
+    let results: Vec<Share> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let cluster = &cluster;
+                scope.spawn(move || copy_share(o, cluster, i, threads))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(KafkaError::ClientCreation("a copier panicked".into())))
+            })
+            .collect()
+    });
+    let mut f = Floor::default();
+    let mut span: Option<(Instant, Instant)> = None;
+    for r in results {
+        let (share, s) = r?;
+        f.records += share.records;
+        f.bytes += share.bytes;
+        if let Some((a, b)) = s {
+            span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+        }
+    }
+    // From the first record read by any thread to the last delivery report of any thread.
+    f.seconds = span.map_or(0.0, |(a, b)| (b - a).as_secs_f64());
+    Ok(f)
+}
+
+/// One thread's share: partitions `p % threads == index`. Returns its counts and, if it copied
+/// anything, when it read its first record and when its last delivery report came.
+fn copy_share(
+    o: &FloorOptions,
+    cluster: &ClusterConfig,
+    index: usize,
+    threads: usize,
+) -> Result<(Floor, Option<(Instant, Instant)>), KafkaError> {
     let consumer: BaseConsumer<crate::kafka::Quiet> =
-        crate::kafka::consumer(&cluster, "tidemark-floor")
+        crate::kafka::consumer(cluster, "tidemark-floor")
             .create_with_context(crate::kafka::Quiet)?;
     let out_parts = {
         let md = consumer.fetch_metadata(Some(&o.to), Duration::from_secs(10))?;
@@ -54,7 +98,7 @@ pub fn floor(o: &FloorOptions) -> Result<Floor, KafkaError> {
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut pending = BTreeMap::new();
     for t in md.topics().iter().filter(|t| t.name() == o.from) {
-        for p in t.partitions() {
+        for p in t.partitions().iter().filter(|p| p.id() as usize % threads == index) {
             let (low, high) =
                 consumer.fetch_watermarks(&o.from, p.id(), Duration::from_secs(10))?;
             tpl.add_partition_offset(&o.from, p.id(), rdkafka::Offset::Offset(low))?;
@@ -63,16 +107,23 @@ pub fn floor(o: &FloorOptions) -> Result<Floor, KafkaError> {
             }
         }
     }
-    consumer.assign(&tpl)?;
-    let producer: BaseProducer<crate::kafka::DeliveryCount> = crate::kafka::producer(&cluster)
-        .create_with_context(crate::kafka::DeliveryCount::default())?;
     let mut f = Floor::default();
-    let mut started = None;
+    let mut started = Instant::now();
+    if pending.is_empty() {
+        return Ok((f, None));
+    }
+    consumer.assign(&tpl)?;
+    let producer: BaseProducer<crate::kafka::DeliveryCount> = crate::kafka::producer(cluster)
+        .create_with_context(crate::kafka::DeliveryCount::default())?;
+    let mut first = true;
     let deadline = Instant::now() + Duration::from_secs(1800);
     while !pending.is_empty() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                started.get_or_insert_with(Instant::now);
+                if first {
+                    started = Instant::now();
+                    first = false;
+                }
                 let payload = m.payload().unwrap_or_default();
                 let key = m.key().unwrap_or_default();
                 f.records += 1;
@@ -82,7 +133,10 @@ pub fn floor(o: &FloorOptions) -> Result<Floor, KafkaError> {
                     .key(key)
                     .payload(payload);
                 crate::kafka::send_when_room(&producer, record)?;
-                producer.poll(Duration::ZERO);
+                // Serve delivery reports now and then, not per record.
+                if f.records % 1024 == 0 {
+                    producer.poll(Duration::ZERO);
+                }
                 if pending
                     .get(&m.partition())
                     .is_some_and(|end| m.offset() + 1 >= *end)
@@ -98,7 +152,7 @@ pub fn floor(o: &FloorOptions) -> Result<Floor, KafkaError> {
         }
     }
     producer.flush(Duration::from_secs(150))?;
-    f.seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let done = Instant::now();
     let acks = producer.context();
     let failed = acks.failed.load(Ordering::Relaxed);
     if failed > 0 || acks.delivered.load(Ordering::Relaxed) != f.records {
@@ -107,7 +161,7 @@ pub fn floor(o: &FloorOptions) -> Result<Floor, KafkaError> {
             f.records
         )));
     }
-    Ok(f)
+    Ok((f, (f.records > 0).then_some((started, done))))
 }
 
 /// Runs `tidemark bench-floor` and prints one line of figures.
