@@ -84,7 +84,8 @@ ratios against them; the tables below hold tidemark and the floor only.
 ## S0 floor and S2 Kafka → Kafka, one region
 
 {a.events:,} unique events of about 300 bytes pre-produced into region-a's `log-events` (4
-partitions), 1 s of event-time disorder. S0 copies the bytes unparsed; S2 runs
+partitions), 1 s of event-time disorder. S0 copies the bytes unparsed on 2 threads (one
+consumer and one producer each, the pipeline's client settings); S2 runs
 `bench/s2-tidemark.toml` (2 s bounded disorder, dedup, event-time order, late topic) with
 `--bounded` and 2 workers, timed by the pipeline from its first read to its last durable write.
 Every S2 run's output is checked with `tidemark verify` (every event once, ordered, late means
@@ -92,7 +93,7 @@ late); runs that fail it do not count. Runs that failed: {bad}.
 
 | scenario | system | events/s, median (min–max) |
 |---|---|---|
-| S0 floor | rdkafka consume → produce | {s0} |
+| S0 floor | rdkafka consume → produce, 2 threads | {s0} |
 | S2 | tidemark | {s2} |
 
 tidemark reaches **{share} of the floor** on S2.

@@ -98,7 +98,11 @@ fn copy_share(
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut pending = BTreeMap::new();
     for t in md.topics().iter().filter(|t| t.name() == o.from) {
-        for p in t.partitions().iter().filter(|p| p.id() as usize % threads == index) {
+        for p in t
+            .partitions()
+            .iter()
+            .filter(|p| p.id() as usize % threads == index)
+        {
             let (low, high) =
                 consumer.fetch_watermarks(&o.from, p.id(), Duration::from_secs(10))?;
             tpl.add_partition_offset(&o.from, p.id(), rdkafka::Offset::Offset(low))?;
