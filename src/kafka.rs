@@ -193,3 +193,43 @@ impl rdkafka::producer::ProducerContext for DeliveryCount {
         };
     }
 }
+
+/// A record's headers as text (values lossily decoded as UTF-8), for the tools that read
+/// tidemark's outputs back.
+pub fn headers_of<M: rdkafka::Message>(m: &M) -> std::collections::BTreeMap<String, String> {
+    use rdkafka::message::Headers;
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(h) = m.headers() {
+        for header in h.iter() {
+            let v = header
+                .value
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            out.insert(header.key.to_string(), v.into_owned());
+        }
+    }
+    out
+}
+
+/// Every partition of `topic` with its low and high offsets; empty when the topic does not
+/// exist.
+pub fn partition_offsets<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let wait = std::time::Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), wait)?;
+    let mut out = Vec::new();
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+    {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), wait)?;
+            out.push((p.id(), low, high));
+        }
+    }
+    Ok(out)
+}

@@ -215,22 +215,17 @@ pub fn read_topic(
     topic: &str,
 ) -> Result<Vec<ReadRecord>, rdkafka::error::KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Headers;
     use rdkafka::Message;
     let cluster = crate::config::ClusterConfig::at(bootstrap);
     let consumer: BaseConsumer<crate::kafka::Quiet> =
         crate::kafka::consumer(&cluster, "tidemark-verify")
             .create_with_context(crate::kafka::Quiet)?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut remaining = 0usize;
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            if high > low {
-                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(low))?;
-                remaining += 1;
-            }
+    for (p, low, high) in crate::kafka::partition_offsets(&consumer, topic)? {
+        if high > low {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))?;
+            remaining += 1;
         }
     }
     let mut out = Vec::new();
@@ -242,16 +237,7 @@ pub fn read_topic(
     while remaining > 0 && std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for header in h.iter() {
-                        let v = header
-                            .value
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default();
-                        headers.insert(header.key.to_string(), v);
-                    }
-                }
+                let headers = crate::kafka::headers_of(&m);
                 out.push((m.partition(), m.payload().unwrap_or(&[]).to_vec(), headers));
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => remaining -= 1,

@@ -3,7 +3,6 @@
 use super::AnalysisError;
 use crate::config::ClusterConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};
@@ -53,21 +52,14 @@ fn kafka_client(bootstrap: &str) -> ClusterConfig {
     ClusterConfig::at(bootstrap)
 }
 
-/// The partitions of `topic` and their (low, high) offsets.
+/// The partitions of `topic` and their (low, high) offsets; an error when it has none.
 pub fn partitions(
     consumer: &BaseConsumer<crate::kafka::Quiet>,
     topic: &str,
 ) -> Result<Vec<(i32, i64, i64)>, AnalysisError> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && !t.partitions().is_empty())
-        .ok_or_else(|| AnalysisError::NoTopic(topic.to_string()))?;
-    let mut out = Vec::new();
-    for p in t.partitions() {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        out.push((p.id(), low, high));
+    let out = crate::kafka::partition_offsets(consumer, topic)?;
+    if out.is_empty() {
+        return Err(AnalysisError::NoTopic(topic.to_string()));
     }
     Ok(out)
 }
@@ -134,16 +126,7 @@ impl Reader {
                                     pending.remove(&m.partition());
                                 }
                             }
-                            let mut headers = BTreeMap::new();
-                            if let Some(h) = m.headers() {
-                                for header in h.iter() {
-                                    let v = header.value.map(String::from_utf8_lossy);
-                                    headers.insert(
-                                        header.key.to_string(),
-                                        v.unwrap_or_default().into_owned(),
-                                    );
-                                }
-                            }
+                            let headers = crate::kafka::headers_of(&m);
                             out.push(Ok((headers, m.payload().unwrap_or(&[]).to_vec())));
                         }
                         Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {

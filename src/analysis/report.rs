@@ -547,10 +547,11 @@ fn build<'scope>(
             post(Item::Bin(region.clone(), *bucket, *n as u64), *t, *diff)
         });
 
-    let (probe, _) = summaries
-        .concat(bursts.map(|_| ((Dim::All, String::new()), Summary::default())))
-        .concat(bins.map(|_| ((Dim::All, String::new()), Summary::default())))
-        .probe();
+    // One probe over all three: a round is settled once every computation has passed it.
+    let probe = timely::dataflow::operators::probe::Handle::new();
+    summaries.probe_with(&probe);
+    bursts.probe_with(&probe);
+    bins.probe_with(&probe);
     probe
 }
 

@@ -94,21 +94,15 @@ fn copy_share(
             .first()
             .map_or(1, |t| t.partitions().len().max(1)) as i32
     };
-    let md = consumer.fetch_metadata(Some(&o.from), Duration::from_secs(10))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut pending = BTreeMap::new();
-    for t in md.topics().iter().filter(|t| t.name() == o.from) {
-        for p in t
-            .partitions()
-            .iter()
-            .filter(|p| p.id() as usize % threads == index)
-        {
-            let (low, high) =
-                consumer.fetch_watermarks(&o.from, p.id(), Duration::from_secs(10))?;
-            tpl.add_partition_offset(&o.from, p.id(), rdkafka::Offset::Offset(low))?;
-            if high > low {
-                pending.insert(p.id(), high);
-            }
+    for (p, low, high) in crate::kafka::partition_offsets(&consumer, &o.from)? {
+        if p as usize % threads != index {
+            continue;
+        }
+        tpl.add_partition_offset(&o.from, p, rdkafka::Offset::Offset(low))?;
+        if high > low {
+            pending.insert(p, high);
         }
     }
     let mut f = Floor::default();
