@@ -2,7 +2,8 @@
 """Writes docs/BENCHMARKS.md from bench/run-all's results.
 
 results.tsv rows: scenario, system, run, events/s, verified (yes/no). The engine section is
-`tidemark bench`'s own output, quoted as printed.
+`tidemark bench`'s own output, quoted as printed. The plots need matplotlib (bench/run-all
+installs it into a virtual environment).
 """
 import argparse
 import os
@@ -33,9 +34,44 @@ def machine():
 
 def version(cmd):
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        # `java -version` writes to stderr; the first line is enough.
+        return (r.stdout.strip() or r.stderr.strip()).splitlines()[0]
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+SYSTEMS = [
+    ("tidemark", "tidemark", "`tidemark run bench/s2-tidemark.toml --bounded --workers 2`"),
+    ("kstreams", "Kafka Streams 4.1.1", "`KStreamsJob`, 2 stream threads, RocksDB stores with changelogs"),
+    ("flink", "Flink 2.2.0", "`FlinkJob`, local, parallelism 2, heap state, checkpoints every 1 s"),
+]
+
+
+def bars(path, title, rows, floor):
+    """Median events/s per system with min-max whiskers, and the floor as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r[0] for r in rows]
+    med = [statistics.median(r[1]) if r[1] else 0 for r in rows]
+    lo = [m - min(r[1]) if r[1] else 0 for m, r in zip(med, rows)]
+    hi = [max(r[1]) - m if r[1] else 0 for m, r in zip(med, rows)]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=["#2b6cb0", "#9c4221", "#6b46c1"][: len(rows)])
+    for i, m in enumerate(med):
+        ax.text(i, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=9)
+    if floor:
+        ax.axhline(floor, color="#444", linestyle="--", linewidth=1)
+        ax.text(len(rows) - 0.5, floor, f"S0 floor {floor:,.0f}", ha="right", va="bottom", fontsize=8)
+    ax.set_ylabel("events/s (median, min-max)")
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main():
@@ -45,6 +81,7 @@ def main():
     p.add_argument("--events", type=int, required=True)
     p.add_argument("--smoke", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--figures", required=True)
     a = p.parse_args()
 
     runs = {}
@@ -65,44 +102,95 @@ def main():
         if not v:
             return "no valid run", None
         med = statistics.median(v)
-        return f"{med:,.0f} ({min(v):,.0f}–{max(v):,.0f}, {len(v)} runs)", med
+        return f"{med:,.0f} ({min(v):,.0f}–{max(v):,.0f}, {len(v)} run{'s' if len(v) > 1 else ''})", med
+
+    def ratio(a, b):
+        return f"{a / b:.1f}×" if a and b else "n/a"
 
     s0, floor = cell(("S0", "floor"))
-    s2, tidemark = cell(("S2", "tidemark"))
+    s2 = {key: cell(("S2", key)) for key, _, _ in SYSTEMS}
+    tidemark = s2["tidemark"][1]
     share = f"{tidemark / floor:.0%}" if floor and tidemark else "n/a"
     bad = ", ".join(f"{s} {sys}: {n}" for (s, sys), n in failed.items()) or "none"
+    rows = "\n".join(
+        f"| S2 | {label} | {how} | {s2[key][0]} | "
+        + ("1.0×" if key == "tidemark" else ratio(tidemark, s2[key][1]))
+        + f" | {f'{s2[key][1] / floor:.0%}' if floor and s2[key][1] else 'n/a'} |"
+        for key, label, how in SYSTEMS
+    )
+    os.makedirs(a.figures, exist_ok=True)
+    rel = os.path.relpath(a.figures, os.path.dirname(os.path.abspath(a.out)))
+    bars(
+        os.path.join(a.figures, "s2-throughput.png"),
+        f"S2 Kafka → Kafka, one region, {a.events:,} events",
+        [(label, runs.get(("S2", key), [])) for key, label, _ in SYSTEMS],
+        floor,
+    )
 
     doc = f"""# Benchmarks
 
 Written by `bench/run-all`{" --smoke (tiny inputs, one run: a check that the harness works, not a measurement)" if a.smoke else ""}.
-Machine: {machine()}. {version(["rustc", "--version"])}; Apache Kafka 4.1.1 (KRaft, one broker
-per region, on this same machine).
+Machine: {machine()}. {version(["rustc", "--version"])}; {version(["java", "-version"]) or "Java"}.
+Apache Kafka 4.1.1 (KRaft, one broker per region) runs on this same machine, so every system
+shares the two cores with the broker.
 
-**Not yet measured: Kafka Streams and Flink.** Their jobs are not written yet, so there are no
-ratios against them; the tables below hold tidemark and the floor only.
+## Headline
+
+| | tidemark / Kafka Streams | tidemark / Flink | tidemark / S0 floor |
+|---|---|---|---|
+| S2 Kafka → Kafka, one region | **{ratio(tidemark, s2["kstreams"][1])}** | **{ratio(tidemark, s2["flink"][1])}** | **{share}** |
 
 ## S0 floor and S2 Kafka → Kafka, one region
 
 {a.events:,} unique events of about 300 bytes pre-produced into region-a's `log-events` (4
-partitions), 1 s of event-time disorder. S0 copies the bytes unparsed on 2 threads (one
-consumer and one producer each, the pipeline's client settings); S2 runs
-`bench/s2-tidemark.toml` (2 s bounded disorder, dedup, event-time order, late topic) with
-`--bounded` and 2 workers, timed by the pipeline from its first read to its last durable write.
-Every S2 run's output is checked with `tidemark verify` (every event once, ordered, late means
-late); runs that fail it do not count. Runs that failed: {bad}.
+partitions), 1 s of event-time disorder, 0.2% invalid records. The job, in each system: 2 s
+bounded disorder with 5 s idleness, dedup by `eventId` within 10 min, event-time order per
+output partition, late events to a late topic and invalid records to an invalid topic, each
+with tidemark's `tidemark-*` headers; output acks=all, idempotent. All three read up to the end
+offsets taken at start and finish when everything is written. S0 copies the bytes unparsed on
+2 threads (one consumer and one producer each, the pipeline's client settings).
 
-| scenario | system | events/s, median (min–max) |
-|---|---|---|
-| S0 floor | rdkafka consume → produce, 2 threads | {s0} |
-| S2 | tidemark | {s2} |
+How each is timed: tidemark from its first read to its last durable write (its own summary);
+Kafka Streams from its first record processed to the return of `close()` (producer flushed,
+offsets committed), so its group join is not counted; Flink by the job's net runtime, which
+includes scheduling the job on the local MiniCluster (about a second).
 
-tidemark reaches **{share} of the floor** on S2.
+Every S2 run's output is checked with `tidemark verify` (every event once, ordered per
+partition, late means late, invalid records all there with a reason); runs that fail it do not
+count. Runs that failed: {bad}.
+
+| scenario | system | how it runs | events/s, median (min–max) | tidemark / it | of S0 |
+|---|---|---|---|---|---|
+| S0 | floor | rdkafka consume → produce, 2 threads | {s0} | {ratio(tidemark, floor)} | 100% |
+{rows}
+
+![S2 throughput]({rel}/s2-throughput.png)
+
+Where the peers cannot do what tidemark does, they do what their framework allows:
+
+- **Kafka Streams** has no frontier across tasks: a task's watermark is its own stream time
+  minus the bound. It cannot repartition in memory, so the job relies on the input being keyed
+  by `eventId` (every copy of an event in the same partition) rather than pay a repartition
+  topic; each ordered partition is owned by the task of the input partition with its number.
+  Dedup is a persistent window store with retention (the Confluent pattern); the order buffer
+  is a persistent key-value store sorted by (time, id), emitted when the watermark moves.
+- **Flink** expires dedup state by processing-time TTL (state TTL has no event-time mode), and
+  routes late events through a ProcessFunction side output (the job has no windows for
+  `sideOutputLateData`). Ordering uses event-time timers keyed by output partition, so each
+  ordered partition has one writer.
 
 ## S1 engine only
+
+![S1 engine]({rel}/s1-engine.png)
 
 ```
 {engine}
 ```
+
+## Not yet measured
+
+S3 (two regions with failover copies), S5 (dedup state at 1M/10M/50M ids against Flink) and S6
+(latency under open-loop load) are not in the suite yet.
 
 ## Commands
 
