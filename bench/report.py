@@ -42,7 +42,7 @@ def version(cmd):
 
 
 SYSTEMS = [
-    ("tidemark", "tidemark", "`tidemark run bench/s2-tidemark.toml --bounded --workers 2`"),
+    ("tidemark", "tidemark", "`tidemark run bench/sN-tidemark.toml --bounded --workers 2`"),
     ("kstreams", "Kafka Streams 4.1.1", "`KStreamsJob`, 2 stream threads, RocksDB stores with changelogs"),
     ("flink", "Flink 2.2.0", "`FlinkJob`, local, parallelism 2, heap state, checkpoints every 1 s"),
 ]
@@ -108,24 +108,35 @@ def main():
         return f"{a / b:.1f}×" if a and b else "n/a"
 
     s0, floor = cell(("S0", "floor"))
-    s2 = {key: cell(("S2", key)) for key, _, _ in SYSTEMS}
-    tidemark = s2["tidemark"][1]
-    share = f"{tidemark / floor:.0%}" if floor and tidemark else "n/a"
     bad = ", ".join(f"{s} {sys}: {n}" for (s, sys), n in failed.items()) or "none"
-    rows = "\n".join(
-        f"| S2 | {label} | {how} | {s2[key][0]} | "
-        + ("1.0×" if key == "tidemark" else ratio(tidemark, s2[key][1]))
-        + f" | {f'{s2[key][1] / floor:.0%}' if floor and s2[key][1] else 'n/a'} |"
-        for key, label, how in SYSTEMS
-    )
     os.makedirs(a.figures, exist_ok=True)
     rel = os.path.relpath(a.figures, os.path.dirname(os.path.abspath(a.out)))
-    bars(
-        os.path.join(a.figures, "s2-throughput.png"),
-        f"S2 Kafka → Kafka, one region, {a.events:,} events",
-        [(label, runs.get(("S2", key), [])) for key, label, _ in SYSTEMS],
-        floor,
-    )
+
+    def scenario(name, title):
+        """The table rows and the headline row of one scenario, and its plot."""
+        got = {key: cell((name, key)) for key, _, _ in SYSTEMS}
+        tm = got["tidemark"][1]
+        rows = "\n".join(
+            f"| {name} | {label} | {how} | {got[key][0]} | "
+            + ("1.0×" if key == "tidemark" else ratio(tm, got[key][1]))
+            + f" | {f'{got[key][1] / floor:.0%}' if floor and got[key][1] else 'n/a'} |"
+            for key, label, how in SYSTEMS
+        )
+        share = f"{tm / floor:.0%}" if floor and tm else "n/a"
+        head = (
+            f"| {name} {title} | **{ratio(tm, got['kstreams'][1])}** | "
+            f"**{ratio(tm, got['flink'][1])}** | {share} |"
+        )
+        bars(
+            os.path.join(a.figures, f"{name.lower()}-throughput.png"),
+            f"{name} {title}, {a.events:,} events",
+            [(label, runs.get((name, key), [])) for key, label, _ in SYSTEMS],
+            floor,
+        )
+        return rows, head
+
+    s2_rows, s2_head = scenario("S2", "Kafka → Kafka, one region")
+    s3_rows, s3_head = scenario("S3", "two regions")
 
     doc = f"""# Benchmarks
 
@@ -136,9 +147,12 @@ shares the two cores with the broker.
 
 ## Headline
 
+Throughput ratios, medians over the runs that passed `tidemark verify`:
+
 | | tidemark / Kafka Streams | tidemark / Flink | tidemark / S0 floor |
 |---|---|---|---|
-| S2 Kafka → Kafka, one region | **{ratio(tidemark, s2["kstreams"][1])}** | **{ratio(tidemark, s2["flink"][1])}** | **{share}** |
+{s2_head}
+{s3_head}
 
 ## S0 floor and S2 Kafka → Kafka, one region
 
@@ -161,8 +175,8 @@ count. Runs that failed: {bad}.
 
 | scenario | system | how it runs | events/s, median (min–max) | tidemark / it | of S0 |
 |---|---|---|---|---|---|
-| S0 | floor | rdkafka consume → produce, 2 threads | {s0} | {ratio(tidemark, floor)} | 100% |
-{rows}
+| S0 | floor | rdkafka consume → produce, 2 threads | {s0} | | 100% |
+{s2_rows}
 
 ![S2 throughput]({rel}/s2-throughput.png)
 
@@ -179,6 +193,23 @@ Where the peers cannot do what tidemark does, they do what their framework allow
   `sideOutputLateData`). Ordering uses event-time timers keyed by output partition, so each
   ordered partition has one writer.
 
+## S3 two regions
+
+{a.events:,} unique events written into both regions' `log-events` (half homed in each), 8% of
+them failover copies sent to both regions, event times 0–2 s behind the wall clock, 0.5%
+stragglers 30 s behind (late in every system once its watermark has moved), 0.2% invalid
+records. MM2 copies both topics before the systems run, then is paused. tidemark
+(`bench/s3-tidemark.toml`, `pipelines/global.toml`'s shape) and Flink (one KafkaSource per
+cluster, unioned) read both clusters directly; Kafka Streams can read only one cluster, so it
+reads region-a's `log-events` and MM2's `region-b.log-events` there: the same records.
+Outputs go to region-a; the "of S0" column compares with the one-region floor.
+
+| scenario | system | how it runs | events/s, median (min–max) | tidemark / it | of S0 |
+|---|---|---|---|---|---|
+{s3_rows}
+
+![S3 throughput]({rel}/s3-throughput.png)
+
 ## S1 engine only
 
 ![S1 engine]({rel}/s1-engine.png)
@@ -189,7 +220,7 @@ Where the peers cannot do what tidemark does, they do what their framework allow
 
 ## Not yet measured
 
-S3 (two regions with failover copies), S5 (dedup state at 1M/10M/50M ids against Flink) and S6
+S5 (dedup state at 1M/10M/50M ids against Flink) and S6
 (latency under open-loop load) are not in the suite yet.
 
 ## Commands

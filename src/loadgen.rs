@@ -52,6 +52,13 @@ pub struct LoadgenOptions {
     /// Event time = send time minus a uniform jitter below this.
     #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
     pub jitter: Duration,
+    /// Share of events whose event time is set back by `--late-by`: stragglers that arrive
+    /// behind any reasonable watermark.
+    #[arg(long, default_value_t = 0.0)]
+    pub late: f64,
+    /// How far back a straggler's event time is set.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub late_by: Duration,
     /// Invalid records per valid event, sent on top.
     #[arg(long, default_value_t = 0.002)]
     pub invalid: f64,
@@ -187,8 +194,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
             let i = sent_events as usize;
             let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
             let home_b = i % 2 == 1;
-            let time =
-                crate::operators::wall_ms().saturating_sub(rng.below(o.jitter.as_millis() as u64));
+            let time = event_time(o, &mut rng);
             let region = if home_b { "region-b" } else { "region-a" };
             generate_event(&mut buf, id, time, region, (i % 20) as u32, o.payload_bytes);
             let mut plan = vec![Send {
@@ -327,8 +333,7 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
                 }
                 for i in range.clone() {
                     let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
-                    let time = crate::operators::wall_ms()
-                        .saturating_sub(rng.below(o.jitter.as_millis() as u64));
+                    let time = event_time(&o, &mut rng);
                     let region = if producer % 2 == 1 {
                         "region-b"
                     } else {
@@ -508,6 +513,18 @@ fn send(
             Err((e, _)) => return Err(e).context("sending a loadgen record"),
         }
     }
+}
+
+/// An event time: the wall clock less the jitter, and for the `--late` share less `--late-by`
+/// too. The extra draw is made only when stragglers are asked for, so a seed without them
+/// gives the same events as before.
+fn event_time(o: &LoadgenOptions, rng: &mut SplitMix) -> u64 {
+    let mut time =
+        crate::operators::wall_ms().saturating_sub(rng.below(o.jitter.as_millis() as u64));
+    if o.late > 0.0 && rng.next_f64() < o.late {
+        time = time.saturating_sub(o.late_by.as_millis() as u64);
+    }
+    time
 }
 
 /// The n-th invalid record: every kind of bad input a producer can send, each one distinct so

@@ -289,6 +289,8 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
         failover: 0.0,
         retries: 0.1,
         jitter: Duration::from_millis(500),
+        late: 0.0,
+        late_by: Duration::from_secs(30),
         invalid: 0.0,
         payload_bytes: 200,
         out: out.clone().into(),

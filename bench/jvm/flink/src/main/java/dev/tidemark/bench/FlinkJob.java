@@ -57,22 +57,17 @@ public final class FlinkJob {
 
     public static void main(String[] argv) throws Exception {
         Args args = new Args(argv);
-        String bootstrap = args.get("bootstrap");
+        Inputs in = new Inputs(args);
+        String bootstrap = in.outputBootstrap();
         String name = args.get("name");
         String out = args.get("out");
-        Map<String, String> regions = new java.util.LinkedHashMap<>();
-        for (String pair : args.get("topics", "log-events=region-a").split(",")) {
-            String[] kv = pair.split("=", 2);
-            regions.put(kv[0], kv[1]);
-        }
         long ooo = args.millis("max-out-of-orderness", "2s");
         long idle = args.millis("idle-timeout", "5s");
         long horizon = args.millis("horizon", "10m");
         int parallelism = args.getInt("parallelism", 2);
         int partitions = args.getInt("partitions", 4);
 
-        long records = new Bounded(bootstrap, new ArrayList<>(regions.keySet())).records();
-        System.err.printf("flink: %d records in %s, parallelism %d%n", records, regions.keySet(), parallelism);
+        System.err.printf("flink: %d records in %s, parallelism %d%n", in.records(), in.clusters.keySet(), parallelism);
 
         Configuration conf = new Configuration();
         // A failure ends the run with its cause instead of restarting it out of sight.
@@ -84,21 +79,29 @@ public final class FlinkJob {
         env.setParallelism(parallelism);
         env.enableCheckpointing(1000);
 
-        KafkaSource<Event> source = KafkaSource.<Event>builder()
-                .setBootstrapServers(bootstrap)
-                .setTopics(new ArrayList<>(regions.keySet()))
-                .setGroupId(name)
-                .setStartingOffsets(OffsetsInitializer.earliest())
-                // Bounded like tidemark's --bounded: up to the end offsets at start.
-                .setBounded(OffsetsInitializer.latest())
-                .setDeserializer(new Checking(regions))
-                .build();
         WatermarkStrategy<Event> watermarks = WatermarkStrategy
                 .<Event>forBoundedOutOfOrderness(Duration.ofMillis(ooo))
                 .withIdleness(Duration.ofMillis(idle))
                 // Invalid records have no event time and must not move the watermark.
                 .withTimestampAssigner((e, ts) -> e.valid() ? e.time : Long.MIN_VALUE);
-        DataStream<Event> input = env.fromSource(source, watermarks, "log-events");
+        // One source per cluster; downstream operators take the minimum of their watermarks.
+        DataStream<Event> input = null;
+        for (String cluster : in.clusters.keySet()) {
+            if (in.of(cluster).isEmpty()) {
+                continue;
+            }
+            KafkaSource<Event> source = KafkaSource.<Event>builder()
+                    .setBootstrapServers(in.clusters.get(cluster))
+                    .setTopics(in.topics(cluster))
+                    .setGroupId(name)
+                    .setStartingOffsets(OffsetsInitializer.earliest())
+                    // Bounded like tidemark's --bounded: up to the end offsets at start.
+                    .setBounded(OffsetsInitializer.latest())
+                    .setDeserializer(new Checking(in.of(cluster)))
+                    .build();
+            DataStream<Event> s = env.fromSource(source, watermarks, cluster);
+            input = input == null ? s : input.union(s);
+        }
 
         SingleOutputStreamOperator<Event> valid = input.process(new Validate()).name("validate");
         SingleOutputStreamOperator<Event> unique = valid.keyBy(e -> e.id)
@@ -143,17 +146,19 @@ public final class FlinkJob {
 
     /** Bytes to checked events, counted; the source and region headers from where they were read. */
     static final class Checking implements KafkaRecordDeserializationSchema<Event> {
-        private final Map<String, String> regions;
+        private final Map<String, Inputs.Input> topics = new java.util.HashMap<>();
 
-        Checking(Map<String, String> regions) {
-            this.regions = new java.util.HashMap<>(regions);
+        Checking(List<Inputs.Input> inputs) {
+            for (Inputs.Input i : inputs) {
+                topics.put(i.topic, i);
+            }
         }
 
         @Override
         public void deserialize(ConsumerRecord<byte[], byte[]> r, Collector<Event> o) {
-            String region = regions.get(r.topic());
+            Inputs.Input i = topics.get(r.topic());
             Event e = Event.check(r.value() == null ? new byte[0] : r.value(), System.currentTimeMillis(),
-                    region, region + "/" + r.topic() + "/" + r.partition() + "/" + r.offset());
+                    i.region, i.cluster + "/" + r.topic() + "/" + r.partition() + "/" + r.offset());
             o.collect(e);
         }
 

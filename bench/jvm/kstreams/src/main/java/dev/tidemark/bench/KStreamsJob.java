@@ -68,14 +68,20 @@ public final class KStreamsJob {
 
     public static void main(String[] argv) throws Exception {
         Args args = new Args(argv);
-        String bootstrap = args.get("bootstrap");
+        Inputs in = new Inputs(args);
         String name = args.get("name");
         String out = args.get("out");
-        // topic=region pairs: the origin region of each input topic.
+        // One application reads one cluster: the outputs' (a second region is read through its
+        // MM2 copy there).
+        String cluster = in.clusters.keySet().iterator().next();
+        String bootstrap = in.outputBootstrap();
+        if (in.of(cluster).size() != in.inputs.size()) {
+            throw new IllegalArgumentException("Kafka Streams reads one cluster: every input must be on " + cluster);
+        }
+        // The origin region of each input topic.
         Map<String, String> regions = new java.util.LinkedHashMap<>();
-        for (String pair : args.get("topics", "log-events=region-a").split(",")) {
-            String[] kv = pair.split("=", 2);
-            regions.put(kv[0], kv[1]);
+        for (Inputs.Input i : in.inputs) {
+            regions.put(i.topic, i.region);
         }
         long ooo = args.millis("max-out-of-orderness", "2s");
         long idle = args.millis("idle-timeout", "5s");
@@ -95,7 +101,7 @@ public final class KStreamsJob {
         Topology t = new Topology();
         t.addSource("input", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(),
                 topics.toArray(new String[0]));
-        t.addProcessor("job", () -> new Job(regions, bounded, ooo, idle, horizon), "input");
+        t.addProcessor("job", () -> new Job(cluster, regions, bounded, ooo, idle, horizon), "input");
         t.addStateStore(Stores.windowStoreBuilder(
                 // Retention covers a lookup of [time - horizon, time + horizon].
                 Stores.persistentWindowStore("dedup", Duration.ofMillis(2 * horizon),
@@ -165,6 +171,7 @@ public final class KStreamsJob {
 
     /** Parse, dedup, late routing and event-time order for one task. */
     static final class Job implements Processor<byte[], byte[], byte[], byte[]> {
+        private final String cluster;
         private final Map<String, String> regions;
         private final Bounded bounded;
         private final long ooo;
@@ -181,7 +188,8 @@ public final class KStreamsJob {
         private long lastRecordMs = System.currentTimeMillis();
         private boolean drained;
 
-        Job(Map<String, String> regions, Bounded bounded, long ooo, long idle, long horizon) {
+        Job(String cluster, Map<String, String> regions, Bounded bounded, long ooo, long idle, long horizon) {
+            this.cluster = cluster;
             this.regions = regions;
             this.bounded = bounded;
             this.ooo = ooo;
@@ -224,7 +232,7 @@ public final class KStreamsJob {
             RecordMetadata m = ctx.recordMetadata().orElseThrow();
             TopicPartition tp = new TopicPartition(m.topic(), m.partition());
             position.put(tp, m.offset() + 1);
-            String source = regions.get(m.topic()) + "/" + m.topic() + "/" + m.partition() + "/" + m.offset();
+            String source = cluster + "/" + m.topic() + "/" + m.partition() + "/" + m.offset();
             Event e = Event.check(r.value() == null ? new byte[0] : r.value(), now, regions.get(m.topic()), source);
             if (!e.valid()) {
                 INVALID.incrementAndGet();
