@@ -11,6 +11,11 @@
 //! Expired ids are not swept as soon as they expire: a sweep reads the whole table, so it runs
 //! when the table is full (and an insert may reuse an expired slot it passes). A sweep then
 //! frees at least a quarter of the slots, which keeps its cost to a few slots per insert.
+//!
+//! Growing does not rehash at once: a table of a million ids takes a quarter of a second to
+//! rehash, and every event behind the worker would wait for it (the latency benchmark showed
+//! exactly those stalls at each doubling). The old array stays, read-only, and each insert
+//! moves a few of its slots into the new one; until an id has moved it is found in the old.
 
 /// One slot: the id hash as two words (8-byte alignment keeps a slot at 24 bytes) and a value.
 /// All three zero means empty.
@@ -30,6 +35,11 @@ impl Slot {
 /// Fewest slots a table has, so small tables do not resize on every few inserts.
 const MIN_SLOTS: usize = 1024;
 
+/// Old slots moved per insert while growing. The new array takes a quarter of its size in
+/// inserts before it is full again, and the old one is half its size, so 4 would do; 8 ends the
+/// move well before that.
+const MOVE_PER_INSERT: usize = 8;
+
 /// Keys are uniform hashes, so they are their own index. The high word is also what the
 /// exchange routes by (fixing its low bits per worker), so the index comes from the low word.
 fn home(k1: u64, mask: usize) -> usize {
@@ -48,10 +58,33 @@ fn key(hash: u128) -> (u64, u64) {
     }
 }
 
+/// Asks the CPU to start loading slot `i`'s cache line.
+#[inline]
+fn prefetch_slot(slots: &[Slot], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = slots[i..].as_ptr().cast::<i8>();
+        // SAFETY: a prefetch is only a hint; it never faults and never reads into the
+        // program, and `p` points inside the slot array anyway.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (slots, i);
+}
+
 /// A set of 128-bit id hashes, each with a 64-bit value.
 pub struct IdTable {
     slots: Vec<Slot>,
+    /// Ids held, in either array.
     len: usize,
+    /// The array being moved into `slots` after a growth (empty when none is), never written:
+    /// an id not yet moved is found here by its usual probe.
+    old: Vec<Slot>,
+    /// Slots of `old` before this one have been moved.
+    moved: usize,
 }
 
 impl Default for IdTable {
@@ -66,6 +99,8 @@ impl IdTable {
         IdTable {
             slots: vec![Slot::default(); MIN_SLOTS],
             len: 0,
+            old: Vec::new(),
+            moved: 0,
         }
     }
 
@@ -79,9 +114,9 @@ impl IdTable {
         self.len == 0
     }
 
-    /// Bytes of the slot array.
+    /// Bytes of the slot arrays.
     pub fn bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>()
+        (self.slots.len() + self.old.len()) * std::mem::size_of::<Slot>()
     }
 
     fn mask(&self) -> usize {
@@ -92,31 +127,28 @@ impl IdTable {
     /// later [`IdTable::insert`] of it does not wait for memory.
     #[inline]
     pub fn prefetch(&self, hash: u128) {
-        let i = home(key(hash).1, self.mask());
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.slots[i..].as_ptr().cast::<i8>();
-            // SAFETY: a prefetch is only a hint; it never faults and never reads into the
-            // program, and `p` points inside the slot array anyway.
-            #[allow(unsafe_code)]
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p)
-            };
+        let k1 = key(hash).1;
+        prefetch_slot(&self.slots, home(k1, self.mask()));
+        if !self.old.is_empty() {
+            prefetch_slot(&self.old, home(k1, self.old.len() - 1));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
     }
 
     /// Inserts `hash` with `value` if it is absent and returns `None`; if present, leaves the
     /// table unchanged and returns the value stored with it. `expired` says which stored values
     /// may be forgotten to make room.
     pub fn insert(&mut self, hash: u128, value: u64, expired: impl Fn(u64) -> bool) -> Option<u64> {
+        if !self.old.is_empty() {
+            self.move_old(MOVE_PER_INSERT);
+        }
         // Make room at three quarters full: beyond that, linear-probing runs get long. Sweep
         // first; grow only if the live ids still fill half the table.
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.retain(|v| !expired(v));
             if self.len * 2 > self.slots.len() {
-                self.resize(self.slots.len() * 2);
+                let bigger = vec![Slot::default(); self.slots.len() * 2];
+                self.old = std::mem::replace(&mut self.slots, bigger);
+                self.moved = 0;
             }
         }
         let (k0, k1) = key(hash);
@@ -129,6 +161,9 @@ impl IdTable {
                 return Some(s.value);
             }
             if s.is_empty() {
+                if let Some(v) = self.find_old(k0, k1) {
+                    return Some(v);
+                }
                 // Absent. An expired slot on the way is still on this id's probe path.
                 match reuse {
                     Some(r) => self.slots[r] = Slot { k0, k1, value },
@@ -143,6 +178,41 @@ impl IdTable {
                 reuse = Some(i);
             }
             i = (i + 1) & mask;
+        }
+    }
+
+    /// The value of an id not yet moved out of the old array.
+    fn find_old(&self, k0: u64, k1: u64) -> Option<u64> {
+        if self.old.is_empty() {
+            return None;
+        }
+        let mask = self.old.len() - 1;
+        let mut i = home(k1, mask);
+        loop {
+            let s = &self.old[i];
+            if s.k0 == k0 && s.k1 == k1 {
+                return Some(s.value);
+            }
+            if s.is_empty() {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Moves up to `n` more slots of the old array, and drops it once all are moved. An id is
+    /// never in both arrays: inserts look in the old one before adding to the new.
+    fn move_old(&mut self, n: usize) {
+        let end = (self.moved + n).min(self.old.len());
+        for i in self.moved..end {
+            let s = self.old[i];
+            if !s.is_empty() {
+                IdTable::place(&mut self.slots, s);
+            }
+        }
+        self.moved = end;
+        if end == self.old.len() {
+            self.old = Vec::new();
         }
     }
 
@@ -171,6 +241,8 @@ impl IdTable {
     /// every live id that follows a removal within the same run is placed again; it can only
     /// move back, into slots the pass has already visited.
     pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        // A sweep sees one array: whatever is left of a growth is moved first.
+        self.move_old(self.old.len());
         let Some(start) = self.slots.iter().position(Slot::is_empty) else {
             return;
         };
@@ -268,6 +340,43 @@ mod tests {
         }
         // Two generations of 250 are live at most, so the table never had to grow.
         assert_eq!(t.bytes(), MIN_SLOTS * 24);
+    }
+
+    /// Through several growths, every id stays findable while the old array is being moved,
+    /// no id is lost or doubled by the move, and each move ends before the next growth.
+    #[test]
+    fn growth_moves_ids_a_few_at_a_time_and_loses_none() {
+        let mut rng = SplitMix(5);
+        let mut t = IdTable::new();
+        let mut ids: Vec<u128> = Vec::new();
+        let mut growths = 0;
+        let mut saw_move = false;
+        for n in 0..40_000u64 {
+            let h = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let before = t.slots.len();
+            assert_eq!(t.insert(h, n, |_| false), None);
+            if t.slots.len() > before {
+                growths += 1;
+                // The old array is still there: the growth did not rehash everything at once.
+                assert_eq!(t.old.len(), before);
+            }
+            saw_move |= !t.old.is_empty();
+            ids.push(h);
+            if n % 997 == 0 {
+                for (v, id) in ids.iter().enumerate() {
+                    assert_eq!(t.insert(*id, u64::MAX, |_| false), Some(v as u64));
+                }
+            }
+        }
+        assert!(growths >= 5 && saw_move);
+        assert_eq!(t.len(), ids.len());
+        let live = std::cell::Cell::new(0);
+        t.retain(|_| {
+            live.set(live.get() + 1);
+            true
+        });
+        assert!(t.old.is_empty());
+        assert_eq!(live.get(), ids.len());
     }
 
     #[test]
