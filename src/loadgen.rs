@@ -38,7 +38,7 @@ pub struct LoadgenOptions {
     #[arg(long)]
     pub rate: Option<f64>,
     /// How long to send, e.g. `60s`.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration_flag)]
     pub duration: Duration,
     /// Seed for ids, regions, copies and jitter.
     #[arg(long, default_value_t = 1)]
@@ -50,14 +50,14 @@ pub struct LoadgenOptions {
     #[arg(long, default_value_t = 0.02)]
     pub retries: f64,
     /// Event time = send time minus a uniform jitter below this.
-    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1500ms", value_parser = crate::config::parse_duration_flag)]
     pub jitter: Duration,
     /// Share of events whose event time is set back by `--late-by`: stragglers that arrive
     /// behind any reasonable watermark.
     #[arg(long, default_value_t = 0.0)]
     pub late: f64,
     /// How far back a straggler's event time is set.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration_flag)]
     pub late_by: Duration,
     /// Invalid records per valid event, sent on top.
     #[arg(long, default_value_t = 0.002)]
@@ -85,10 +85,6 @@ pub struct LoadgenOptions {
     /// With `--gateway`: send as fast as the gateway answers, ignoring the rate.
     #[arg(long)]
     pub unpaced: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::config::Millis::parse(s).map(|m| Duration::from_millis(m.0))
 }
 
 /// Counts acknowledged copies per record index.

@@ -65,6 +65,9 @@ enum Command {
     /// The physical floor (benchmark S0): copy a topic's bytes to another topic, unparsed,
     /// with the pipeline's client settings, and print the rate.
     BenchFloor(tidemark::bench::floor::FloorOptions),
+    /// Latency of an ordered topic (benchmark S6): when each event was written, less its event
+    /// time and the watermark delay, as percentiles and a CDF.
+    Latency(tidemark::bench::latency::LatencyOptions),
     /// The HTTP ingestion gateway: routes producers to their region's Kafka (X-Region, sticky
     /// producers, health fallback) and answers only once Kafka has the write.
     Gateway {
@@ -244,6 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::BenchFloor(options) => {
             tidemark::bench::floor::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Latency(options) => {
+            tidemark::bench::latency::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(options) => {

@@ -214,8 +214,20 @@ pub fn read_topic(
     bootstrap: &str,
     topic: &str,
 ) -> Result<Vec<ReadRecord>, rdkafka::error::KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
+    read_topic_with(bootstrap, topic, |m| {
+        let headers = crate::kafka::headers_of(m);
+        (m.partition(), m.payload().unwrap_or(&[]).to_vec(), headers)
+    })
+}
+
+/// Reads every record of `topic` up to its current end, keeping what `keep` takes of each.
+pub fn read_topic_with<T>(
+    bootstrap: &str,
+    topic: &str,
+    mut keep: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Result<Vec<T>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
     let cluster = crate::config::ClusterConfig::at(bootstrap);
     let consumer: BaseConsumer<crate::kafka::Quiet> =
         crate::kafka::consumer(&cluster, "tidemark-verify")
@@ -236,10 +248,7 @@ pub fn read_topic(
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while remaining > 0 && std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let headers = crate::kafka::headers_of(&m);
-                out.push((m.partition(), m.payload().unwrap_or(&[]).to_vec(), headers));
-            }
+            Some(Ok(m)) => out.push(keep(&m)),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => remaining -= 1,
             Some(Err(e)) => return Err(e),
             None => {}
@@ -305,7 +314,7 @@ pub struct VerifyOptions {
     #[arg(long, required = true)]
     pub ids: Vec<std::path::PathBuf>,
     /// While ids are missing, read again for up to this long (outputs may still be draining).
-    #[arg(long, default_value = "0s", value_parser = parse_wait)]
+    #[arg(long, default_value = "0s", value_parser = crate::config::parse_duration_flag)]
     pub wait: Duration,
     /// Only the no-loss guarantees: after a pipeline restart, events written but not yet
     /// committed are written again (and out of order), which this tolerates and reports.
@@ -315,10 +324,6 @@ pub struct VerifyOptions {
     /// job's outputs, in the side-by-side benchmarks).
     #[arg(long, default_value = "log-events")]
     pub outputs: String,
-}
-
-fn parse_wait(s: &str) -> Result<Duration, String> {
-    crate::config::Millis::parse(s).map(|m| Duration::from_millis(m.0))
 }
 
 /// Runs `tidemark verify`: prints a table, one column per cluster, and returns whether every

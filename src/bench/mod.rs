@@ -5,6 +5,7 @@
 //! Each configuration runs in a child process of its own, so its peak memory is its own.
 
 pub mod floor;
+pub mod latency;
 
 use crate::metrics::Metrics;
 use anyhow::Context;

@@ -48,6 +48,11 @@ impl Millis {
     }
 }
 
+/// A duration flag on the command line (`--wait 30s`), written as in pipeline files.
+pub fn parse_flag(text: &str) -> Result<Duration, String> {
+    Millis::parse(text).map(Millis::as_duration)
+}
+
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;

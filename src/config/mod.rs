@@ -11,7 +11,7 @@ mod duration;
 mod gateway;
 mod graph;
 
-pub use duration::Millis;
+pub use duration::{parse_flag as parse_duration_flag, Millis};
 pub use gateway::{parse_gateway, GatewayConfig, GatewayFile};
 pub use graph::{to_dot, to_mermaid, Graph, NodeKind, NodeRef, Port, StreamKind};
 

@@ -66,6 +66,8 @@ public final class FlinkJob {
         long horizon = args.millis("horizon", "10m");
         int parallelism = args.getInt("parallelism", 2);
         int partitions = args.getInt("partitions", 4);
+        // Unbounded for the latency runs: the job reads until it is stopped.
+        boolean bounded = !Boolean.parseBoolean(args.get("unbounded", "false"));
 
         System.err.printf("flink: %d records in %s, parallelism %d%n", in.records(), in.clusters.keySet(), parallelism);
 
@@ -90,15 +92,17 @@ public final class FlinkJob {
             if (in.of(cluster).isEmpty()) {
                 continue;
             }
-            KafkaSource<Event> source = KafkaSource.<Event>builder()
+            var builder = KafkaSource.<Event>builder()
                     .setBootstrapServers(in.clusters.get(cluster))
                     .setTopics(in.topics(cluster))
                     .setGroupId(name)
                     .setStartingOffsets(OffsetsInitializer.earliest())
-                    // Bounded like tidemark's --bounded: up to the end offsets at start.
-                    .setBounded(OffsetsInitializer.latest())
-                    .setDeserializer(new Checking(in.of(cluster)))
-                    .build();
+                    .setDeserializer(new Checking(in.of(cluster)));
+            if (bounded) {
+                // Bounded like tidemark's --bounded: up to the end offsets at start.
+                builder.setBounded(OffsetsInitializer.latest());
+            }
+            KafkaSource<Event> source = builder.build();
             DataStream<Event> s = env.fromSource(source, watermarks, cluster);
             input = input == null ? s : input.union(s);
         }
