@@ -118,6 +118,7 @@ def main():
     p.add_argument("--latency", required=True)
     p.add_argument("--cdf-dir", required=True)
     p.add_argument("--load-seconds", type=int, required=True)
+    p.add_argument("--invocations", required=True)
     a = p.parse_args()
 
     runs = {}
@@ -130,8 +131,13 @@ def main():
                 runs.setdefault(key, []).append(float(rate))
             else:
                 failed[key] = failed.get(key, 0) + 1
-    with open(a.engine) as f:
-        engine = f.read().rstrip()
+    try:
+        with open(a.engine) as f:
+            engine = f.read().rstrip()
+    except OSError:
+        engine = "(S1 was not run in this work folder)"
+    with open(a.invocations) as f:
+        invocations = f.read().rstrip()
 
     def cell(key):
         v = runs.get(key, [])
@@ -284,7 +290,9 @@ the 2 s watermark delay: what the system adds beyond the bound it was asked to w
 first and last seconds of event time are left out (warm-up, and the tail that idleness
 releases). Distributions are HdrHistograms at 3 significant digits. The producer, the broker
 and the job share the two cores, so at the top loads the producer itself takes CPU from the
-job; the achieved rate is shown next to the target.
+job; the achieved rate is shown next to the target. A system that cannot keep up builds a
+backlog, and its overhead grows for as long as the load lasts; events still queued when it is
+stopped are not measured at all, so its percentiles understate (compare the events measured).
 
 At 80% load the p99 overhead is **{p99_80["tidemark"] or "n/a"} ms for tidemark** and
 **{p99_80["flink"] or "n/a"} ms for Flink** (target for tidemark: ≤ 50 ms).
@@ -310,9 +318,16 @@ bytes per id are in the S1 output above.
 
 ## Commands
 
+The runs behind this report (UTC):
+
+```
+{invocations}
+```
+
 ```sh
 bench/run-all            # the full suite ({a.events:,} events, 5 runs each)
 bench/run-all --smoke    # tiny inputs, one run each (.ci/run)
+bench/run-all --scenarios "S3 S6" --work DIR   # run some again in an earlier run's folder
 ```
 """
     with open(a.out, "w") as f:
