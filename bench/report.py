@@ -284,7 +284,9 @@ Outputs go to region-a; the "of S0" column compares with the one-region floor.
 
 An open-loop producer (`tidemark loadgen --rate`) writes ~300-byte events into a fresh topic of
 region-a for {a.load_seconds} s at 10, 50, 80 and 95% of tidemark's S2 median rate, while the
-job runs unbounded; then `tidemark latency` reads the ordered output. Per event it takes the
+job runs unbounded; then `tidemark latency` reads the ordered output. Event times are the send
+times (`--jitter 0s`), so the watermark could pass each event 2 s after it was sent, and any
+delay beyond that is the producer's, the broker's or the system's, not the input's disorder. Per event it takes the
 record's Kafka timestamp (set by the job's producer when it wrote it) minus the event time minus
 the 2 s watermark delay: what the system adds beyond the bound it was asked to wait for. The
 first and last seconds of event time are left out (warm-up, and the tail that idleness
