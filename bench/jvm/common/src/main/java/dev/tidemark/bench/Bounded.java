@@ -1,6 +1,5 @@
 package dev.tidemark.bench;
 
-import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -51,13 +50,5 @@ public final class Bounded {
             n += e[1] - e[0];
         }
         return n;
-    }
-
-    /** Input partitions in a stable order. */
-    public List<TopicPartition> sorted() {
-        List<TopicPartition> all = new ArrayList<>(extent.keySet());
-        all.sort((a, b) -> a.topic().equals(b.topic())
-                ? Integer.compare(a.partition(), b.partition()) : a.topic().compareTo(b.topic()));
-        return all;
     }
 }
