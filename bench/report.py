@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes docs/BENCHMARKS.md from bench/run-all's results.
 
-results.tsv rows: scenario, system, run, events/s, verified (yes/no). The engine section is
+results.tsv rows: scenario, system, run, events/s, verified (yes/no). state.tsv rows (S5): S5,
+system, live|baseline, events, seconds, ids, state bytes, RSS bytes, peak RSS bytes, run. The
+engine section is
 `tidemark bench`'s own output, quoted as printed. The plots need matplotlib (bench/run-all
 installs it into a virtual environment).
 """
@@ -74,6 +76,74 @@ def bars(path, title, rows, floor):
     plt.close(fig)
 
 
+def state_plot(path, rows):
+    """Bytes per live id (RSS delta) per system and size, on a log axis: the two differ tenfold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({n for _, n, _ in rows})
+    systems = [s for s in ("tidemark", "flink") if any(r[0] == s for r in rows)]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(len(systems), 1)
+    for i, system in enumerate(systems):
+        values = [next((v for s, n, v in rows if s == system and n == size), 0) for size in sizes]
+        xs = [j + i * width for j in range(len(sizes))]
+        ax.bar(xs, values, width, label=system)
+        for x, v in zip(xs, values):
+            ax.text(x, v * 1.05, f"{v:,.0f}", ha="center", va="bottom", fontsize=9)
+    ax.axhline(48, color="grey", linestyle="--", linewidth=1, label="target: 48 B/id")
+    ax.set_yscale("log")
+    ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(sizes))])
+    ax.set_xticklabels([f"{n / 1e6:g}M ids" for n in sizes])
+    ax.set_ylabel("resident bytes per live id")
+    ax.set_title("S5 dedup state: RSS delta per live id (live - baseline)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def state_section(path, figures, rel):
+    """The S5 table and plot from state.tsv; medians over runs, per system, kind and size."""
+    got = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                _, system, kind, events, secs, ids, state, rss, peak, _run = line.rstrip("\n").split("\t")
+                got.setdefault((system, int(events)), {}).setdefault(kind, []).append(
+                    (int(events) / float(secs), int(ids), int(state), int(rss), int(peak)))
+    except (OSError, ValueError):
+        pass
+    if not got:
+        return "S5 was not run in this work folder.", None
+    med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
+    lines = []
+    plotted = []
+    for (system, n), kinds in sorted(got.items(), key=lambda kv: (kv[0][1], kv[0][0] != "tidemark")):
+        live, base = kinds.get("live", []), kinds.get("baseline", [])
+        if not live or not base:
+            continue
+        ids = med(live, 1)
+        rate, base_rate = med(live, 0), med(base, 0)
+        rates = [r[0] for r in live]
+        own = med(live, 2) / ids if system == "tidemark" else (med(live, 2) - med(base, 2)) / ids
+        rss = (med(live, 3) - med(base, 3)) / ids
+        peak = (med(live, 4) - med(base, 4)) / ids
+        plotted.append((system, n, rss))
+        lines.append(
+            f"| {n:,} | {system} | {rate:,.0f} ({min(rates):,.0f}–{max(rates):,.0f}, {len(live)} run{'s' if len(live) > 1 else ''}) "
+            f"| {base_rate:,.0f} | {1 - rate / base_rate:.0%} | {own:,.1f} | **{rss:,.1f}** | {peak:,.1f} |")
+    if plotted:
+        state_plot(os.path.join(figures, "s5-bytes-per-id.png"), plotted)
+    table = (
+        "| live ids | system | events/s, all ids live (min–max) | events/s, baseline | drop "
+        "| state bytes/id | RSS Δ bytes/id | peak RSS Δ bytes/id |\n|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(lines))
+    return table, plotted
+
+
 def cdf_plot(path, curves):
     """One CDF line per (label, [(overhead ms, fraction)], line style, colour), on a log axis."""
     import matplotlib
@@ -118,6 +188,7 @@ def main():
     p.add_argument("--latency", required=True)
     p.add_argument("--cdf-dir", required=True)
     p.add_argument("--load-seconds", type=int, required=True)
+    p.add_argument("--state", required=True)
     p.add_argument("--invocations", required=True)
     a = p.parse_args()
 
@@ -153,6 +224,8 @@ def main():
     bad = ", ".join(f"{s} {sys}: {n}" for (s, sys), n in failed.items()) or "none"
     os.makedirs(a.figures, exist_ok=True)
     rel = os.path.relpath(a.figures, os.path.dirname(os.path.abspath(a.out)))
+    s5_table, s5_plotted = state_section(a.state, a.figures, rel)
+    s5_plot = f"![S5 bytes per id]({rel}/s5-bytes-per-id.png)" if s5_plotted else ""
 
     def scenario(name, title):
         """The table rows and the headline row of one scenario, and its plot."""
@@ -305,6 +378,37 @@ At 80% load the p99 overhead is **{p99_80["tidemark"] or "n/a"} ms for tidemark*
 
 ![S6 latency CDF]({rel}/s6-latency-cdf.png)
 
+## S5 dedup state
+
+How much memory each live id costs, and how much rate a large state takes, in tidemark and in
+Flink, without Kafka: the engine chain with a generator of ~300-byte JSON events with random
+128-bit ids (the shape tidemark's generator writes), parsed and checked, bounded-disorder
+watermarks, and the dedup, into a sink that discards; 2 workers / parallelism 2, all events
+unique. Each size runs twice per run: **live**, where every id stays in the dedup state to the
+end (tidemark: horizon 1 day of event time; Flink: state TTL 1 day), and **baseline**, where
+ids leave at once (tidemark: the 2 s horizon the watermark bound allows; Flink: TTL 1 ms, with
+the heap backend's incremental cleanup). Memory is taken while the state is held: tidemark
+samples its resident memory every 5 ms with the number of ids its tables hold; Flink's job
+holds its last event back until it has run a full GC and read its heap and resident memory.
+
+- **drop**: 1 − live events/s ÷ baseline events/s.
+- **state bytes/id**: tidemark's dedup tables (24-byte slots, grown by half at 3/4 full, so
+  32–48 bytes per id); for Flink the heap in use after a full GC, live minus baseline.
+- **RSS Δ bytes/id**: resident memory, live minus baseline, per live id: what the machine
+  pays. A JVM's resident memory follows the heap it has grown to (G1, `-Xmx16g`), not
+  only what is live in it.
+- **peak RSS Δ bytes/id**: the highest resident memory of the process, live minus baseline.
+  tidemark's tables grow without a stop-the-world rehash, so for a while both the old and the
+  new array are resident; the peak counts that.
+
+Flink runs on its default heap state backend (objects on the Java heap: RocksDB would trade
+the memory for disk and serialisation on every access) without checkpoints, as tidemark does
+not snapshot its dedup set. Target for tidemark: ≤ 48 bytes per retained id.
+
+{s5_table}
+
+{s5_plot}
+
 ## S1 engine only
 
 ![S1 engine]({rel}/s1-engine.png)
@@ -312,11 +416,6 @@ At 80% load the p99 overhead is **{p99_80["tidemark"] or "n/a"} ms for tidemark*
 ```
 {engine}
 ```
-
-## Not yet measured
-
-S5 (dedup state at 1M/10M/50M ids against Flink) is not in the suite yet; tidemark's own
-bytes per id are in the S1 output above.
 
 ## Commands
 

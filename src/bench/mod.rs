@@ -2,6 +2,11 @@
 //! reorder -> null sink) at 1 and 2 workers and on 2 processes, plus the memory of the dedup
 //! state per id. It reports figures and draws them; it asserts nothing.
 //!
+//! `tidemark bench --state N,..` is the dedup-state scenario instead (S5 of the side-by-side
+//! suite): generator -> parse -> watermark -> dedup -> null sink with N unique events, once with
+//! a horizon that keeps every id live and once with a 2 s horizon as the baseline. The
+//! difference in memory is the state, and the difference in rate is what the state costs.
+//!
 //! Each configuration runs in a child process of its own, so its peak memory is its own.
 
 pub mod floor;
@@ -32,10 +37,23 @@ pub struct BenchOptions {
     /// Where to draw the events/s chart (PNG).
     #[arg(long, default_value = "docs/bench.png")]
     pub plot: String,
+    /// Run the dedup-state scenario at these numbers of live ids (comma-separated) instead:
+    /// each with every id live and with a 2 s horizon, 2 workers, `--runs` times.
+    #[arg(long, value_delimiter = ',')]
+    pub state: Vec<u64>,
     /// Internal: run one in-process configuration with this many workers and print its line.
     #[arg(long, hide = true)]
     pub only_workers: Option<usize>,
+    /// Internal: with --only-workers, the dedup-state chain with this horizon.
+    #[arg(long, hide = true)]
+    pub only_horizon: Option<String>,
 }
+
+/// The dedup horizon that keeps every id of a state run live: the generator spreads its events
+/// one millisecond apart per partition, so even 50M events span under two hours.
+const LIVE_HORIZON: &str = "1d";
+/// The baseline's horizon: the least the watermark's 2 s bound allows.
+const BASELINE_HORIZON: &str = "2s";
 
 /// One configuration's figures.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +72,10 @@ pub struct Figures {
     pub peak_bytes: i64,
     /// Peak resident memory of the process (the largest one, with several).
     pub peak_rss: u64,
+    /// Resident memory when the dedup held its peak of ids.
+    pub rss_at_peak_ids: u64,
+    /// Events dedup let through as first copies.
+    pub unique: u64,
 }
 
 impl Figures {
@@ -63,14 +85,16 @@ impl Figures {
 
     fn line(&self) -> String {
         format!(
-            "RESULT\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "RESULT\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.config,
             self.cores,
             self.events,
             self.seconds,
             self.peak_ids,
             self.peak_bytes,
-            self.peak_rss
+            self.peak_rss,
+            self.rss_at_peak_ids,
+            self.unique
         )
     }
 
@@ -84,25 +108,51 @@ impl Figures {
             peak_ids: f.get(4)?.parse().ok()?,
             peak_bytes: f.get(5)?.parse().ok()?,
             peak_rss: f.get(6)?.parse().ok()?,
+            rss_at_peak_ids: f.get(7)?.parse().ok()?,
+            unique: f.get(8)?.parse().ok()?,
         })
     }
 }
 
-fn bench_pipeline(events: u64) -> anyhow::Result<String> {
+/// `pipelines/bench.toml` with `events` events; with a horizon, the dedup-state chain: every
+/// event unique, no reorder, and the dedup's horizon set.
+fn bench_pipeline(events: u64, horizon: Option<&str>) -> anyhow::Result<String> {
     let mut table: toml::Table = include_str!("../../pipelines/bench.toml")
         .parse()
         .context("embedded bench.toml")?;
-    table
-        .get_mut("sources")
-        .and_then(|s| s.get_mut("gen"))
-        .and_then(|g| g.as_table_mut())
-        .context("bench.toml has sources.gen")?
-        .insert("count".into(), (events as i64).into());
+    set(&mut table, "sources.gen", "count", events as i64)?;
+    if let Some(h) = horizon {
+        set(&mut table, "sources.gen", "duplicate_rate", 0.0)?;
+        set(&mut table, "operators.dedup", "horizon", h)?;
+        set(&mut table, "sinks.ordered", "inputs", vec!["dedup.on_time"])?;
+        table
+            .get_mut("operators")
+            .and_then(|t| t.as_table_mut())
+            .context("bench.toml has operators")?
+            .remove("order");
+    }
     Ok(table.to_string())
 }
 
-fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
-    let text = bench_pipeline(events)?;
+/// Sets `key` of the node at `path` ("sources.gen") of a pipeline file.
+fn set(
+    table: &mut toml::Table,
+    path: &str,
+    key: &str,
+    value: impl Into<toml::Value>,
+) -> anyhow::Result<()> {
+    let (kind, name) = path.split_once('.').context("a node path is kind.name")?;
+    table
+        .get_mut(kind)
+        .and_then(|s| s.get_mut(name))
+        .and_then(|g| g.as_table_mut())
+        .with_context(|| format!("bench.toml has {path}"))?
+        .insert(key.into(), value.into());
+    Ok(())
+}
+
+fn in_process(events: u64, workers: usize, horizon: Option<&str>) -> anyhow::Result<Figures> {
+    let text = bench_pipeline(events, horizon)?;
     let (config, graph) =
         crate::config::parse(&text).map_err(|e| anyhow::anyhow!("bench pipeline: {e:?}"))?;
     let metrics = Metrics::new();
@@ -110,13 +160,13 @@ fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
     let sampler = {
         let (m, d) = (metrics.clone(), Arc::clone(&done));
         std::thread::spawn(move || {
-            let mut peak = (0i64, 0i64);
+            let mut peak = (0i64, 0i64, 0u64);
             while !d.load(Ordering::SeqCst) {
                 let ids = m.dedup_retained.get();
                 if ids > peak.0 {
-                    peak = (ids, m.dedup_bytes.get());
+                    peak = (ids, m.dedup_bytes.get(), rss_bytes().unwrap_or(0));
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             }
             peak
         })
@@ -125,7 +175,8 @@ fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
     let summary = crate::pipeline::run_bounded(&config, &graph, workers, &metrics)?;
     let seconds = started.elapsed().as_secs_f64();
     done.store(true, Ordering::SeqCst);
-    let (peak_ids, peak_bytes) = sampler.join().unwrap_or_default();
+    // Taken while the tables existed: the dedup takes its gauges back as it is dropped.
+    let (peak_ids, peak_bytes, rss_at_peak_ids) = sampler.join().unwrap_or_default();
     Ok(Figures {
         config: format!("1 process x {workers} worker(s)"),
         cores: workers,
@@ -134,20 +185,24 @@ fn in_process(events: u64, workers: usize) -> anyhow::Result<Figures> {
         peak_ids,
         peak_bytes,
         peak_rss: peak_rss_bytes().unwrap_or(0),
+        rss_at_peak_ids,
+        unique: summary.unique,
     })
 }
 
-fn child(events: u64, workers: usize) -> anyhow::Result<Figures> {
-    let out = Command::new(std::env::current_exe()?)
-        .args([
-            "bench",
-            "--events",
-            &events.to_string(),
-            "--only-workers",
-            &workers.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()?;
+fn child(events: u64, workers: usize, horizon: Option<&str>) -> anyhow::Result<Figures> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args([
+        "bench",
+        "--events",
+        &events.to_string(),
+        "--only-workers",
+        &workers.to_string(),
+    ]);
+    if let Some(h) = horizon {
+        command.args(["--only-horizon", h]);
+    }
+    let out = command.stderr(Stdio::inherit()).output()?;
     anyhow::ensure!(
         out.status.success(),
         "bench child with {workers} worker(s) failed"
@@ -162,7 +217,7 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
     let dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pipeline = dir.join("bench.toml");
-    std::fs::write(&pipeline, bench_pipeline(events)?)?;
+    std::fs::write(&pipeline, bench_pipeline(events, None)?)?;
     let ports: Vec<u16> = (0..2)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -281,8 +336,12 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
 /// Runs the benchmark and prints its figures.
 pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
     if let Some(workers) = options.only_workers {
-        println!("{}", in_process(options.events, workers)?.line());
+        let horizon = options.only_horizon.as_deref();
+        println!("{}", in_process(options.events, workers, horizon)?.line());
         return Ok(());
+    }
+    if !options.state.is_empty() {
+        return state(&options.state, options.runs);
     }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -303,7 +362,9 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
     );
     let mut all = Vec::new();
     for workers in [1, 2] {
-        all.push(median(options.runs, || child(options.events, workers))?);
+        all.push(median(options.runs, || {
+            child(options.events, workers, None)
+        })?);
     }
     if !options.no_processes {
         all.push(median(options.runs, || two_processes(options.events))?);
@@ -320,6 +381,48 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
     match plot(&all, &options.plot) {
         Ok(()) => println!("\nchart: {}", options.plot),
         Err(e) => println!("\nchart not drawn: {e}"),
+    }
+    Ok(())
+}
+
+/// The dedup-state scenario: per number of ids and run, the baseline and then the live run, each
+/// in its own process with 2 workers. Prints a line per run for the side-by-side report:
+/// `S5 tidemark KIND EVENTS SECONDS IDS STATE_BYTES RSS_BYTES PEAK_RSS_BYTES`: the most ids the
+/// dedup tables held at once (sampled every 5 ms), their bytes and the resident memory then, and
+/// the process's peak resident memory.
+fn state(sizes: &[u64], runs: usize) -> anyhow::Result<()> {
+    println!("tidemark bench --state: generator -> parse -> watermark -> dedup -> null sink, 2 workers, all events unique; live: horizon {LIVE_HORIZON}, baseline: horizon {BASELINE_HORIZON}");
+    for &n in sizes {
+        for _ in 0..runs.max(1) {
+            for (kind, horizon) in [("baseline", BASELINE_HORIZON), ("live", LIVE_HORIZON)] {
+                let f = child(n, 2, Some(horizon))?;
+                anyhow::ensure!(
+                    f.events == n && f.unique == n,
+                    "{kind} run: {} of {n} events read, {} passed as unique",
+                    f.events,
+                    f.unique
+                );
+                // A live run whose table did not hold (nearly) every id measured something else;
+                // the sampler may miss the last few milliseconds of inserts.
+                anyhow::ensure!(
+                    kind == "baseline" || f.peak_ids as f64 >= 0.8 * n as f64,
+                    "the live run held at most {} of its {n} ids",
+                    f.peak_ids
+                );
+                println!(
+                    "S5\ttidemark\t{kind}\t{}\t{:.3}\t{}\t{}\t{}\t{}",
+                    f.events, f.seconds, f.peak_ids, f.peak_bytes, f.rss_at_peak_ids, f.peak_rss
+                );
+                println!(
+                    "# {kind} {n}: {:.0} events/s, {} ids at most, {:.1} table bytes/id, RSS {} MiB then, peak {} MiB",
+                    f.rate(),
+                    f.peak_ids,
+                    f.peak_bytes as f64 / f.peak_ids.max(1) as f64,
+                    f.rss_at_peak_ids >> 20,
+                    f.peak_rss >> 20
+                );
+            }
+        }
     }
     Ok(())
 }

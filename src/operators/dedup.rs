@@ -114,6 +114,31 @@ impl DedupState {
     }
 }
 
+/// A worker's state with the share of the retained-ids and table-bytes gauges it has reported,
+/// which it takes back when the operator is dropped: the gauges then say what is still held.
+struct Reported {
+    state: DedupState,
+    retained: prometheus::IntGauge,
+    bytes: prometheus::IntGauge,
+    reported: (i64, i64),
+}
+
+impl Reported {
+    fn report(&mut self) {
+        let (len, bytes) = (self.state.len() as i64, self.state.bytes() as i64);
+        self.retained.add(len - self.reported.0);
+        self.bytes.add(bytes - self.reported.1);
+        self.reported = (len, bytes);
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        self.retained.sub(self.reported.0);
+        self.bytes.sub(self.reported.1);
+    }
+}
+
 /// Dedups `input`, returning (on-time, late) streams with their tags unchanged.
 pub fn dedup<'scope>(
     input: Stream<'scope, u64, Vec<Event>>,
@@ -141,10 +166,14 @@ pub fn dedup<'scope>(
 
     builder.build(move |caps: Vec<Capability<u64>>| {
         drop(caps);
-        let mut state = DedupState::new(horizon_ms);
+        let mut held = Reported {
+            state: DedupState::new(horizon_ms),
+            retained: m.dedup_retained.clone(),
+            bytes: m.dedup_bytes.clone(),
+            reported: (0, 0),
+        };
         let mut dups = vec![0u64; dup_counters.len()];
         let (mut conflicts, mut unique) = (0u64, 0u64);
-        let (mut reported_len, mut reported_bytes) = (0i64, 0i64);
         let mut verdicts = Vec::new();
         move |frontiers| {
             let mut on_handle = on_out.activate();
@@ -154,7 +183,7 @@ pub fn dedup<'scope>(
                 let late_cap = cap.retain_least(1).expect("a message has a time");
                 let mut on_time = on_handle.session(&on_cap);
                 let mut late = late_handle.session(&late_cap);
-                state.offer_all(data, &mut verdicts);
+                held.state.offer_all(data, &mut verdicts);
                 for (e, verdict) in data.drain(..).zip(verdicts.iter()) {
                     match *verdict {
                         Verdict::First => {
@@ -172,8 +201,11 @@ pub fn dedup<'scope>(
                     }
                 }
             });
-            let frontier = frontiers[0].frontier().iter().next().copied();
-            state.evict(frontier.unwrap_or(u64::MAX));
+            // An empty frontier means the input has ended: the table goes with the operator, so
+            // a last sweep would read it all for nothing.
+            if let Some(frontier) = frontiers[0].frontier().iter().next() {
+                held.state.evict(*frontier);
+            }
             for (c, n) in dup_counters.iter().zip(dups.iter_mut()) {
                 if *n > 0 {
                     c.inc_by(std::mem::take(n));
@@ -181,10 +213,7 @@ pub fn dedup<'scope>(
             }
             m.dedup_conflicts.inc_by(std::mem::take(&mut conflicts));
             m.dedup_unique.inc_by(std::mem::take(&mut unique));
-            let (len, bytes) = (state.len() as i64, state.bytes() as i64);
-            m.dedup_retained.add(len - reported_len);
-            m.dedup_bytes.add(bytes - reported_bytes);
-            (reported_len, reported_bytes) = (len, bytes);
+            held.report();
         }
     });
     (on_time, late)

@@ -196,7 +196,7 @@ public final class FlinkJob {
     }
 
     /** First copy wins, late copies included; the first copy of a late event goes to LATE. */
-    static final class Dedup extends KeyedProcessFunction<String, Event, Event> {
+    static class Dedup extends KeyedProcessFunction<String, Event, Event> {
         private final long horizon;
         private final int partitions;
         private transient ValueState<Boolean> seen;
