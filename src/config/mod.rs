@@ -270,10 +270,17 @@ pub struct WatermarkConfig {
     pub max_future_skew: Millis,
     /// How long a replicated source with a down link may hold the watermark.
     pub max_split_hold: Option<Millis>,
+    /// How long a Kafka partition whose leader cannot be reached may hold the watermark. Its
+    /// silence then says nothing about its end: producers may be queueing events for it.
+    #[serde(default = "default_unreachable_hold")]
+    pub unreachable_hold: Millis,
 }
 
 fn default_idle_timeout() -> Millis {
     Millis(5_000)
+}
+fn default_unreachable_hold() -> Millis {
+    Millis(30_000)
 }
 fn default_future_skew() -> Millis {
     Millis(600_000)

@@ -14,6 +14,11 @@
 //! link is down those partitions never count as idle, so the watermark waits for the events the
 //! link has not delivered yet, for up to `max_split_hold` after the newest heartbeat. After that
 //! it moves on, and whatever the link delivers behind it is late.
+//!
+//! A partition's silence means it is idle only while its broker can be reached. While a Kafka
+//! partition's leader is unreachable its end is unknown (producers may be queueing events for
+//! it), so it does not count as idle, for up to `unreachable_hold`; once it is reachable again
+//! it must be quiet for a whole `idle_timeout` before it is idle.
 
 use super::{wall_ms, WorkerContext};
 use crate::config::{EventFormat, Millis, WatermarkConfig};
@@ -54,6 +59,8 @@ struct PartitionState {
     finished: bool,
     /// The replication link this partition's events cross, if it is an MM2 remote topic.
     link: Option<usize>,
+    /// Wall time since which its leader has been unreachable, if it is.
+    unreachable_since: Option<u64>,
 }
 
 /// Settings of one watermark node, in milliseconds.
@@ -67,6 +74,8 @@ pub struct WatermarkPolicy {
     pub max_future_skew: u64,
     /// How long a down replication link may hold the watermark (0: not at all).
     pub max_split_hold: u64,
+    /// How long an unreachable partition may hold the watermark (0: not at all).
+    pub unreachable_hold: u64,
 }
 
 impl From<&WatermarkConfig> for WatermarkPolicy {
@@ -77,6 +86,7 @@ impl From<&WatermarkConfig> for WatermarkPolicy {
             idle_timeout: c.idle_timeout.0,
             max_future_skew: c.max_future_skew.0,
             max_split_hold: c.max_split_hold.map_or(0, |m| m.0),
+            unreachable_hold: c.unreachable_hold.0,
         }
     }
 }
@@ -117,7 +127,9 @@ fn worker_watermark(
     let mut min: Option<u64> = None;
     for p in parts.iter().filter(|p| !p.finished) {
         live = true;
-        let held = p.link.is_some_and(|l| links[l].held);
+        let held = p.link.is_some_and(|l| links[l].held)
+            || p.unreachable_since
+                .is_some_and(|t| now.saturating_sub(t) < policy.unreachable_hold);
         let idle = !held && p.at_end && now.saturating_sub(p.last_record_ms) >= policy.idle_timeout;
         if idle {
             continue;
@@ -370,6 +382,7 @@ pub fn watermark<'scope>(
             at_end: false,
             finished: false,
             link: links.iter().position(|l| l.node == splits.get(s).node),
+            unreachable_since: None,
         })
         .collect();
     let mut links: Vec<Link> = links
@@ -517,6 +530,16 @@ pub fn watermark<'scope>(
                         }
                         Polled::End { split } => parts[slot[split as usize]].at_end = true,
                         Polled::Finished { split } => parts[slot[split as usize]].finished = true,
+                        Polled::Reachable { split, reachable } => {
+                            let p = &mut parts[slot[split as usize]];
+                            if !reachable {
+                                p.unreachable_since.get_or_insert(now);
+                            } else if p.unreachable_since.take().is_some() {
+                                // Its quiet time counts from now: what producers queued while
+                                // it was cut off may still be on its way.
+                                p.last_record_ms = now;
+                            }
+                        }
                     });
                     match result {
                         Ok(n) => {
@@ -619,6 +642,7 @@ mod tests {
             at_end,
             finished,
             link: None,
+            unreachable_since: None,
         }
     }
 
@@ -627,7 +651,28 @@ mod tests {
         idle_timeout: 5_000,
         max_future_skew: 600_000,
         max_split_hold: 0,
+        unreachable_hold: 30_000,
     };
+
+    /// A caught-up, quiet partition whose broker is down holds the watermark for up to the
+    /// hold; after that it is idle again, and the wall clock moves the watermark on.
+    #[test]
+    fn an_unreachable_partition_is_not_idle_until_the_hold_passes() {
+        let mut cut = part(Some(40_000), 10_000, true, false);
+        cut.unreachable_since = Some(12_000);
+        let parts = [part(Some(100_000), 100_000, false, false), cut];
+        // Quiet for 30 s and at its end, but cut off for only 28 s: it holds.
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 40_000), Some(38_000));
+        // Cut off for 30 s: idle; the other partition leads.
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 42_000), Some(98_000));
+        // Reachable partitions that are caught up and quiet are idle as before.
+        let mut reachable = parts.clone();
+        reachable[1].unreachable_since = None;
+        assert_eq!(
+            worker_watermark(&reachable, &[], &POLICY, 40_000),
+            Some(98_000)
+        );
+    }
 
     #[test]
     fn minimum_over_active_partitions() {

@@ -52,30 +52,79 @@ pub(super) fn partitions(
     Ok(ids)
 }
 
-/// Publishes per-partition consumer lag from librdkafka's statistics.
+/// What the client's callbacks saw of the brokers since the reader last looked. Each callback
+/// replaces what an earlier one said, so the newest word stands.
+#[derive(Default)]
+struct Seen {
+    /// A transport error: any partition of the consumer may be cut off.
+    lost: bool,
+    /// From the newest statistics: each partition, and whether its leader is up and it is
+    /// being fetched.
+    partitions: Vec<(i32, bool)>,
+}
+
+/// Publishes per-partition consumer lag from librdkafka's statistics, and notes which
+/// partitions' brokers can be reached (a consumer reads one topic).
 pub(crate) struct LagContext {
     cluster: String,
     metrics: Metrics,
+    seen: std::sync::Mutex<Option<Seen>>,
+}
+
+impl LagContext {
+    fn note(&self, seen: Seen) {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+    }
+
+    fn take(&self) -> Option<Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl ClientContext for LagContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(AllBrokersDown | BrokerTransportFailure)
+        ) {
+            self.note(Seen {
+                lost: true,
+                partitions: Vec::new(),
+            });
+        }
         crate::kafka::log_client_error(&error, reason);
     }
 
     fn stats(&self, stats: Statistics) {
+        let up: Vec<i32> = stats
+            .brokers
+            .values()
+            .filter(|b| b.state == "UP")
+            .map(|b| b.nodeid)
+            .collect();
+        let mut partitions = Vec::new();
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
-                // -1 is the internal UA partition; a negative lag means "not known yet".
-                if *partition < 0 || p.consumer_lag < 0 || !p.desired {
+                // -1 is the internal UA partition.
+                if *partition < 0 || !p.desired {
                     continue;
                 }
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[&self.cluster, topic, &partition.to_string()])
-                    .set(p.consumer_lag);
+                let reachable = p.fetch_state == "active" && up.contains(&p.leader);
+                partitions.push((*partition, reachable));
+                // A negative lag means "not known yet".
+                if p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&self.cluster, topic, &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
             }
         }
+        self.note(Seen {
+            lost: false,
+            partitions,
+        });
     }
 }
 
@@ -87,6 +136,8 @@ struct Owned {
     /// Bounded mode: the high watermark taken at start.
     end: Option<i64>,
     finished: bool,
+    /// Its leader could be reached when the client last said.
+    reachable: bool,
 }
 
 /// The partitions of one topic that one worker owns.
@@ -180,6 +231,7 @@ fn open_topic(
     let context = LagContext {
         cluster: cluster_name.into(),
         metrics: metrics.clone(),
+        seen: std::sync::Mutex::new(None),
     };
     let consumer: BaseConsumer<LagContext> = crate::kafka::consumer(cluster, group)
         .create_with_context(context)
@@ -232,6 +284,7 @@ fn open_topic(
             partition,
             end,
             finished,
+            reachable: true,
         });
         tracing::debug!(node, topic, partition, start, ?end, "assigned");
     }
@@ -248,6 +301,29 @@ fn open_topic(
 }
 
 impl TopicReader {
+    /// Reports the partitions whose reachability changed since the client last said.
+    fn reachability(&mut self, each: &mut dyn FnMut(Polled<'_>)) {
+        let Some(seen) = self.consumer.context().take() else {
+            return;
+        };
+        for o in self.owned.iter_mut().filter(|o| !o.finished) {
+            let reachable = !seen.lost
+                && seen
+                    .partitions
+                    .iter()
+                    .find(|(p, _)| *p == o.partition)
+                    .is_none_or(|(_, r)| *r);
+            if reachable != o.reachable {
+                o.reachable = reachable;
+                tracing::info!(topic = %self.topic, partition = o.partition, reachable, "partition leader reachability");
+                each(Polled::Reachable {
+                    split: o.split,
+                    reachable,
+                });
+            }
+        }
+    }
+
     fn finish(&mut self, idx: usize, each: &mut dyn FnMut(Polled<'_>)) {
         let o = &mut self.owned[idx];
         if o.finished {
@@ -323,6 +399,7 @@ impl SplitReader for KafkaReader {
                     }
                 }
             }
+            t.reachability(each);
         }
         Ok(n)
     }

@@ -70,6 +70,13 @@ pub enum Polled<'a> {
         /// Split index.
         split: u32,
     },
+    /// Whether the broker leading the split can be reached changed (Kafka only).
+    Reachable {
+        /// Split index.
+        split: u32,
+        /// Whether it can be now.
+        reachable: bool,
+    },
 }
 
 /// Reads a set of splits for one worker.
