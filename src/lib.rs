@@ -28,9 +28,10 @@
 //! - [`analysis`]: what happens after the pipeline: `tidemark late-report` (a differential
 //!   dataflow over the late topic: distributions, bursts, a watermark advisor) and
 //!   `tidemark reconcile` (late events of closed windows into a corrections topic).
-//! - [`bench`]: the engine benchmark behind `tidemark bench`, and two tools of the side-by-side
-//!   suite run by `bench/run-all`: the physical floor (`tidemark bench-floor`) and the latency
-//!   of any system's ordered output (`tidemark latency`); [`chart`] the charts' font setup.
+//! - [`bench`]: the engine benchmark behind `tidemark bench` (and its dedup-state scenario,
+//!   `--state`), and two tools of the side-by-side suite run by `bench/run-all`: the physical
+//!   floor (`tidemark bench-floor`) and the latency of any system's ordered output
+//!   (`tidemark latency`); [`chart`] the charts' font setup.
 //!
 //! ```no_run
 //! let (config, graph) = tidemark::config::load("pipelines/bench.toml".as_ref()).unwrap();
