@@ -105,7 +105,7 @@ def state_plot(path, rows):
     plt.close(fig)
 
 
-def state_section(path, figures, rel):
+def state_section(path, figures):
     """The S5 table and plot from state.tsv; medians over runs, per system, kind and size."""
     got = {}
     try:
@@ -224,7 +224,7 @@ def main():
     bad = ", ".join(f"{s} {sys}: {n}" for (s, sys), n in failed.items()) or "none"
     os.makedirs(a.figures, exist_ok=True)
     rel = os.path.relpath(a.figures, os.path.dirname(os.path.abspath(a.out)))
-    s5_table, s5_plotted = state_section(a.state, a.figures, rel)
+    s5_table, s5_plotted = state_section(a.state, a.figures)
     s5_plot = f"![S5 bytes per id]({rel}/s5-bytes-per-id.png)" if s5_plotted else ""
 
     def scenario(name, title):

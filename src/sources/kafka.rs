@@ -54,7 +54,6 @@ pub(super) fn partitions(
 
 /// What the client's callbacks saw of the brokers since the reader last looked. Each callback
 /// replaces what an earlier one said, so the newest word stands.
-#[derive(Default)]
 struct Seen {
     /// A transport error: any partition of the consumer may be cut off.
     lost: bool,
