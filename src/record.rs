@@ -12,7 +12,7 @@ pub struct Event {
     /// Event time, epoch milliseconds.
     pub time: u64,
     /// 128-bit hash of the id: the dedup key and the exchange key.
-    pub id_hash: u128,
+    pub id_hash: IdHash,
     /// Where the event id is.
     pub id: EventId,
     /// The original bytes, unchanged. A boxed slice, not a Vec: events are moved through
@@ -23,10 +23,65 @@ pub struct Event {
     pub split: u32,
     /// Offset within the split (Kafka offset, or line number for files).
     pub offset: i64,
-    /// Set when the event arrived behind its worker's watermark.
-    pub late: Option<Late>,
+    /// Set when the event arrived behind its worker's watermark. Boxed: late events are rare,
+    /// and every event pays for the width of this field each time it is moved.
+    pub late: Option<Box<Late>>,
     /// Output partition, once a reorder operator has assigned one.
-    pub partition: Option<u32>,
+    pub partition: OutPartition,
+}
+
+// Every operator moves events by value, several times each; their width is memory traffic on
+// the hot path, so growing it should be a decision rather than an accident.
+const _: () = assert!(std::mem::size_of::<Event>() == 80);
+
+/// A 128-bit id hash stored as two words, so an [`Event`] is aligned to 8 bytes rather than
+/// 16 (an `u128` field would pad every event to a multiple of 16).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdHash {
+    hi: u64,
+    lo: u64,
+}
+
+impl IdHash {
+    /// The hash of an id's bytes.
+    pub fn of(id: &[u8]) -> IdHash {
+        IdHash::from_u128(xxhash_rust::xxh3::xxh3_128(id))
+    }
+
+    /// From the whole value.
+    pub fn from_u128(h: u128) -> IdHash {
+        IdHash {
+            hi: (h >> 64) as u64,
+            lo: h as u64,
+        }
+    }
+
+    /// The whole value.
+    pub fn get(self) -> u128 {
+        (u128::from(self.hi) << 64) | u128::from(self.lo)
+    }
+
+    /// The upper half: what exchanges and partitioning route by, independent of the low half
+    /// the dedup table indexes by.
+    pub fn high(self) -> u64 {
+        self.hi
+    }
+}
+
+/// An output partition, or none yet; four bytes rather than `Option<u32>`'s eight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutPartition(Option<std::num::NonZeroU32>);
+
+impl OutPartition {
+    /// Partition `p` (below `u32::MAX`, which partition counts are).
+    pub fn new(p: u32) -> OutPartition {
+        OutPartition(std::num::NonZeroU32::new(p.wrapping_add(1)))
+    }
+
+    /// The partition, if assigned.
+    pub fn get(self) -> Option<u32> {
+        self.0.map(|p| p.get() - 1)
+    }
 }
 
 /// What is known about a late event at its arrival.
@@ -65,7 +120,7 @@ impl Event {
 
     /// How far behind the watermark the event arrived.
     pub fn lateness_ms(&self) -> Option<u64> {
-        self.late.map(|l| l.watermark.get() - self.time)
+        self.late.as_ref().map(|l| l.watermark.get() - self.time)
     }
 }
 

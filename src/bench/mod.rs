@@ -304,13 +304,13 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
     let mut rng = crate::sources::generator::SplitMix(ids);
     let e = Event {
         time: 1_700_000_000_000,
-        id_hash: 0,
+        id_hash: Default::default(),
         id: EventId::Span(0, 0),
         payload: b"{}".as_slice().into(),
         split: 0,
         offset: 0,
         late: None,
-        partition: None,
+        partition: Default::default(),
     };
     // In batches, as the operator offers them, so the table's prefetching counts.
     let mut batch = vec![e; 256];
@@ -320,7 +320,9 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
     while left > 0 {
         let n = left.min(batch.len() as u64) as usize;
         for e in &mut batch[..n] {
-            e.id_hash = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            e.id_hash = crate::record::IdHash::from_u128(
+                (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()),
+            );
         }
         state.offer_all(&batch[..n], &mut verdicts);
         left -= n as u64;

@@ -57,7 +57,7 @@ impl DedupState {
         let expired = |v: u64| (v & 0xFFFF_FFFF) < keep_from;
         match self
             .table
-            .insert(e.id_hash, (u64::from(fp) << 32) | secs, expired)
+            .insert(e.id_hash.get(), (u64::from(fp) << 32) | secs, expired)
         {
             None => Verdict::First,
             Some(v) if (v >> 32) as u32 == fp => Verdict::Duplicate,
@@ -72,11 +72,11 @@ impl DedupState {
         const AHEAD: usize = 8;
         verdicts.clear();
         for e in events.iter().take(AHEAD) {
-            self.table.prefetch(e.id_hash);
+            self.table.prefetch(e.id_hash.get());
         }
         for (i, e) in events.iter().enumerate() {
             if let Some(next) = events.get(i + AHEAD) {
-                self.table.prefetch(next.id_hash);
+                self.table.prefetch(next.id_hash.get());
             }
             verdicts.push(self.offer(e));
         }
@@ -150,7 +150,7 @@ pub fn dedup<'scope>(
     Stream<'scope, u64, Vec<Event>>,
 ) {
     let mut builder = OperatorBuilder::new(format!("Dedup({name})"), input.scope());
-    let mut input = builder.new_input(input, Exchange::new(|e: &Event| (e.id_hash >> 64) as u64));
+    let mut input = builder.new_input(input, Exchange::new(|e: &Event| e.id_hash.high()));
     let (on_out, on_time) = builder.new_output::<Vec<Event>>();
     let (late_out, late) = builder.new_output::<Vec<Event>>();
     let mut on_out = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Event>>>::from(on_out);
@@ -226,13 +226,13 @@ mod tests {
     fn ev(id: &str, time: u64, payload: &str) -> Event {
         Event {
             time,
-            id_hash: xxhash_rust::xxh3::xxh3_128(id.as_bytes()),
+            id_hash: crate::record::IdHash::of(id.as_bytes()),
             id: crate::record::EventId::Owned(id.into()),
             payload: payload.as_bytes().into(),
             split: 0,
             offset: 0,
             late: None,
-            partition: None,
+            partition: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! event read before it is durable.
 
 use super::WorkerContext;
-use crate::record::Event;
+use crate::record::{Event, OutPartition};
 use crate::sources::decode::extract_field;
 use std::collections::BTreeMap;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
@@ -35,7 +35,7 @@ impl Partitioner {
     /// The output partition of `e`.
     pub fn partition(&self, e: &Event) -> u32 {
         match self {
-            Partitioner::Id(n) => ((e.id_hash >> 64) as u64 % u64::from(*n)) as u32,
+            Partitioner::Id(n) => (e.id_hash.high() % u64::from(*n)) as u32,
             Partitioner::Field(field, n) => {
                 let text = extract_field(&e.payload, field).unwrap_or_default();
                 (xxhash_rust::xxh3::xxh3_64(text.as_bytes()) % u64::from(*n)) as u32
@@ -56,11 +56,40 @@ fn id_prefix(e: &Event) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Release order: event time, then id (its prefix first, the whole id on a tie).
-fn by_time_then_id(a: &Held, b: &Held) -> std::cmp::Ordering {
-    (a.0.time, a.2)
-        .cmp(&(b.0.time, b.2))
-        .then_with(|| a.0.id_bytes().cmp(b.0.id_bytes()))
+/// Gives `events` in release order (event time, then id: its prefix first, the whole id on a
+/// tie), leaving `events` empty with its capacity. The order is found by sorting 24-byte keys
+/// rather than the ~100-byte events, so each event is moved once instead of about log n times.
+#[allow(unsafe_code)]
+fn give_sorted(
+    events: &mut Vec<Held>,
+    keys: &mut Vec<(u64, u64, u32)>,
+    mut give: impl FnMut(Event),
+) {
+    keys.clear();
+    keys.extend(
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.0.time, h.2, i as u32)),
+    );
+    keys.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+            events[a.2 as usize]
+                .0
+                .id_bytes()
+                .cmp(events[b.2 as usize].0.id_bytes())
+        })
+    });
+    let base = events.as_ptr();
+    // SAFETY: the length is zeroed before any element is read, so if `give` panics the
+    // unread rest leaks rather than being dropped twice; `keys` was built above from
+    // `0..len` and only reordered, so every index below the old length is read exactly once.
+    unsafe {
+        events.set_len(0);
+        for &(_, _, i) in keys.iter() {
+            give(std::ptr::read(base.add(i as usize)).0);
+        }
+    }
 }
 
 /// The buffered events of one slice of event time, and the least input time among them.
@@ -111,7 +140,10 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
         // The least input time over the buckets is what we hold.
         let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
         let mut held: Option<Capability<u64>> = None;
-        let mut ready: Vec<Held> = Vec::new();
+        // Bucket vectors released by this activation, emitted once the loop is done with the
+        // map; and the sort keys, reused.
+        let mut released: Vec<Vec<Held>> = Vec::new();
+        let mut keys = Vec::new();
         // Emptied bucket vectors, reused so a steady stream does not allocate per bucket.
         let mut spare: Vec<Vec<Held>> = Vec::new();
         let mut buffered = 0i64;
@@ -124,7 +156,7 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                 buffered += data.len() as i64;
                 gauge.add(data.len() as i64);
                 for mut e in data.drain(..) {
-                    e.partition = Some(partitioner.partition(&e));
+                    e.partition = OutPartition::new(partitioner.partition(&e));
                     let prefix = id_prefix(&e);
                     let bucket = buckets
                         .entry(e.time >> BUCKET_SHIFT)
@@ -142,16 +174,16 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
             // released gives the same order as one big sort, in smaller, cache-warm pieces.
             while let Some(mut entry) = buckets.first_entry() {
                 let bucket = *entry.key();
-                let start = ready.len();
                 match limit {
                     Some(l) if (bucket << BUCKET_SHIFT) >= l => break,
                     Some(l) if ((bucket + 1) << BUCKET_SHIFT) > l => {
                         let b = entry.get_mut();
+                        let mut out = spare.pop().unwrap_or_default();
                         let mut i = 0;
                         b.least_input = u64::MAX;
                         while i < b.events.len() {
                             if b.events[i].0.time < l {
-                                ready.push(b.events.swap_remove(i));
+                                out.push(b.events.swap_remove(i));
                             } else {
                                 b.least_input = b.least_input.min(b.events[i].1);
                                 i += 1;
@@ -160,18 +192,13 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                         if b.events.is_empty() {
                             recycle(&mut spare, entry.remove().events);
                         }
-                        ready[start..].sort_unstable_by(by_time_then_id);
+                        released.push(out);
                         break;
                     }
-                    _ => {
-                        let mut v = entry.remove().events;
-                        ready.append(&mut v);
-                        recycle(&mut spare, v);
-                        ready[start..].sort_unstable_by(by_time_then_id);
-                    }
+                    _ => released.push(entry.remove().events),
                 }
             }
-            if ready.is_empty() {
+            if released.is_empty() {
                 return;
             }
             let cap = held
@@ -179,11 +206,12 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                 .expect("buffered events imply a held capability");
             {
                 let mut session = output.session(cap);
-                let released = ready.len() as i64;
-                buffered -= released;
-                gauge.sub(released);
-                for Held(e, _, _) in ready.drain(..) {
-                    session.give(e);
+                for mut v in released.drain(..) {
+                    let n = v.len() as i64;
+                    buffered -= n;
+                    gauge.sub(n);
+                    give_sorted(&mut v, &mut keys, |e| session.give(e));
+                    recycle(&mut spare, v);
                 }
             }
             match buckets.values().map(|b| b.least_input).min() {
@@ -197,4 +225,56 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
             debug_assert!(buffered >= 0);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{EventId, IdHash};
+    use crate::sources::generator::SplitMix;
+
+    fn held(id: &str, time: u64) -> Held {
+        let e = Event {
+            time,
+            id_hash: IdHash::of(id.as_bytes()),
+            id: EventId::Owned(id.into()),
+            payload: id.as_bytes().into(),
+            split: 0,
+            offset: 0,
+            late: None,
+            partition: Default::default(),
+        };
+        let prefix = id_prefix(&e);
+        Held(e, 0, prefix)
+    }
+
+    #[test]
+    fn released_events_come_out_by_time_then_whole_id() {
+        let mut rng = SplitMix(3);
+        // Ids that share their first eight bytes or more, ids that are prefixes of others
+        // (including one ending in NUL, which pads like a shorter id), and repeated times.
+        let stems = ["order-0000", "order-00", "a", "a\0", "zz", ""];
+        for round in 0..50 {
+            let n = 1 + rng.below(300) as usize;
+            let mut events: Vec<Held> = (0..n)
+                .map(|i| {
+                    let stem = stems[rng.below(stems.len() as u64) as usize];
+                    let id = format!("{stem}{}", rng.below(40 + i as u64));
+                    held(&id, 1_000 + rng.below(8))
+                })
+                .collect();
+            let mut expected: Vec<(u64, String)> = events
+                .iter()
+                .map(|h| (h.0.time, h.0.id().to_owned()))
+                .collect();
+            expected.sort_by(|a, b| (a.0, a.1.as_bytes()).cmp(&(b.0, b.1.as_bytes())));
+            let capacity = events.capacity();
+            let mut got = Vec::new();
+            give_sorted(&mut events, &mut Vec::new(), |e| {
+                got.push((e.time, e.id().to_owned()))
+            });
+            assert_eq!(got, expected, "round {round}");
+            assert!(events.is_empty() && events.capacity() == capacity);
+        }
+    }
 }

@@ -22,7 +22,7 @@
 
 use super::{wall_ms, WorkerContext};
 use crate::config::{EventFormat, Millis, WatermarkConfig};
-use crate::record::{Event, EventId, Invalid, Late, Reason, Splits};
+use crate::record::{Event, EventId, IdHash, Invalid, Late, Reason, Splits};
 use crate::sources::decode::{decode, IdText};
 use crate::sources::heartbeat::LinkWatch;
 use crate::sources::{Polled, SplitReader};
@@ -489,9 +489,11 @@ pub fn watermark<'scope>(
                                     // Below the capability means the capability is above zero.
                                     let late = std::num::NonZeroU64::new(cap_time)
                                         .filter(|_| d.time < cap_time)
-                                        .map(|watermark| Late {
-                                            watermark,
-                                            arrival_ms: now,
+                                        .map(|watermark| {
+                                            Box::new(Late {
+                                                watermark,
+                                                arrival_ms: now,
+                                            })
                                         });
                                     p.max_time = Some(p.max_time.map_or(d.time, |m| m.max(d.time)));
                                     let id = match d.id {
@@ -500,16 +502,16 @@ pub fn watermark<'scope>(
                                     };
                                     let mut event = Event {
                                         time: d.time,
-                                        id_hash: 0,
+                                        id_hash: IdHash::default(),
                                         id,
                                         payload: bytes.into(),
                                         split,
                                         offset,
                                         late,
-                                        partition: None,
+                                        partition: Default::default(),
                                     };
-                                    event.id_hash = xxhash_rust::xxh3::xxh3_128(event.id_bytes());
-                                    if late.is_some() {
+                                    event.id_hash = IdHash::of(event.id_bytes());
+                                    if event.late.is_some() {
                                         late_counts[splits.get(split).region_index] += 1;
                                         late_out.give(event);
                                     } else {

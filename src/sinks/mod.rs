@@ -68,7 +68,7 @@ impl SinkItem for Event {
         Some(self.id())
     }
     fn partition(&self) -> Option<u32> {
-        self.partition
+        self.partition.get()
     }
     fn headers(&self, splits: &Splits) -> Vec<(&'static str, String)> {
         let split = splits.get(self.split);
@@ -77,7 +77,7 @@ impl SinkItem for Event {
             ("tidemark-source", split.describe(self.offset)),
             ("tidemark-event-time", self.time.to_string()),
         ];
-        if let Some(late) = self.late {
+        if let Some(late) = &self.late {
             h.push(("tidemark-watermark", late.watermark.to_string()));
             h.push((
                 "tidemark-lateness-ms",
