@@ -1039,6 +1039,34 @@ mod tests {
     }
 
     #[test]
+    fn scanner_finds_a_special_byte_at_every_offset_of_a_string() {
+        // Strings are searched a word at a time or by a vector search, depending on whether
+        // the document has control bytes: put each kind of byte that ends a plain run at each
+        // offset across several words, with and without a control byte elsewhere (a tab
+        // between tokens).
+        for specials in [
+            &b"\\n"[..],
+            b"\\u00e9",
+            b"\\q",
+            b"\x01",
+            b"\"",
+            "\u{e9}".as_bytes(),
+        ] {
+            for at in 0..48 {
+                for sep in [&b" "[..], b"\t"] {
+                    let mut doc = b"{\"eventId\":\"".to_vec();
+                    doc.extend(std::iter::repeat_n(b'a', at));
+                    doc.extend_from_slice(specials);
+                    doc.extend_from_slice(b"bcd\",");
+                    doc.extend_from_slice(sep);
+                    doc.extend_from_slice(b"\"timestamp\":1700000000000}");
+                    agree(&doc);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn scanner_agrees_with_serde_json_on_mutated_events() {
         let mut rng = crate::sources::generator::SplitMix(99);
         let mut buf = Vec::new();
