@@ -208,9 +208,13 @@ mod scan {
     struct Parser<'a> {
         b: &'a [u8],
         i: usize,
-        /// The document has bytes below 0x20. Compact JSON lines have none, and then strings
-        /// only need a search for quotes and backslashes.
-        controls: bool,
+        /// Which 64-byte block of `b` `mask` describes (`usize::MAX`: none yet).
+        block: usize,
+        /// The bytes of that block that end a plain run of string text: quotes, backslashes
+        /// and bytes below 0x20, one bit each. Strings are skipped by looking up the next set
+        /// bit, so a short string costs a few bit operations rather than a search call, and
+        /// each block is classified once however many strings it holds.
+        mask: u64,
     }
 
     fn syntax(what: &str, at: usize) -> Rejected {
@@ -219,9 +223,12 @@ mod scan {
 
     /// Extracts the id and time of a top-level object, or says why the bytes are not one.
     pub(super) fn object_fields(b: &[u8], format: &EventFormat) -> Result<Fields, Rejected> {
-        // A fold, not `any`, so the check vectorises instead of branching per byte.
-        let controls = b.iter().fold(false, |acc, &c| acc | (c < 0x20));
-        let mut p = Parser { b, i: 0, controls };
+        let mut p = Parser {
+            b,
+            i: 0,
+            block: usize::MAX,
+            mask: 0,
+        };
         p.ws();
         if p.peek() != Some(b'{') {
             p.value()?;
@@ -279,19 +286,83 @@ mod scan {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
     }
 
-    /// True where a byte of `x` is a quote, a backslash or below 0x20.
+    /// One bit per byte of `c` that is a quote, a backslash or below 0x20.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
     #[inline]
-    fn special(x: u64) -> bool {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        let quote = zero(x ^ (ONES * u64::from(b'"')));
-        let slash = zero(x ^ (ONES * u64::from(b'\\')));
-        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        quote | slash | control != 0
+    pub(super) fn block_mask(c: &[u8; 64]) -> u64 {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        let mut m = 0u64;
+        // SAFETY: SSE2 is part of the x86_64 baseline, so every x86_64 target has these
+        // instructions; each unaligned load reads bytes 16k..16k+16 of the 64-byte array.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let slash = _mm_set1_epi8(b'\\' as i8);
+            let below = _mm_set1_epi8(0x1F);
+            for k in 0..4 {
+                let v = _mm_loadu_si128(c.as_ptr().add(16 * k).cast::<__m128i>());
+                // Unsigned `v <= 0x1F` is `min(v, 0x1F) == v`.
+                let control = _mm_cmpeq_epi8(_mm_min_epu8(v, below), v);
+                let hit = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+                    control,
+                );
+                m |= u64::from(_mm_movemask_epi8(hit) as u16) << (16 * k);
+            }
+        }
+        m
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    pub(super) fn block_mask(c: &[u8; 64]) -> u64 {
+        block_mask_scalar(c)
+    }
+
+    /// The portable definition of [`block_mask`].
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    pub(super) fn block_mask_scalar(c: &[u8; 64]) -> u64 {
+        c.iter().enumerate().fold(0, |m, (i, &b)| {
+            m | (u64::from(b == b'"' || b == b'\\' || b < 0x20) << i)
+        })
     }
 
     impl Parser<'_> {
+        /// The first quote, backslash or control byte at or after `from`, or the length.
+        #[inline]
+        fn next_special(&mut self, from: usize) -> usize {
+            let mut block = from / 64;
+            let mut skip = from % 64;
+            loop {
+                let base = block * 64;
+                if base >= self.b.len() {
+                    return self.b.len();
+                }
+                if block != self.block {
+                    self.block = block;
+                    self.mask = match self.b.get(base..base + 64) {
+                        Some(whole) => block_mask(whole.try_into().expect("64 bytes")),
+                        None => {
+                            // The last, partial block, padded with spaces (not special).
+                            let mut tail = [b' '; 64];
+                            let rest = &self.b[base..];
+                            tail[..rest.len()].copy_from_slice(rest);
+                            block_mask(&tail)
+                        }
+                    };
+                }
+                let hits = self.mask & (u64::MAX << skip);
+                if hits != 0 {
+                    return base + hits.trailing_zeros() as usize;
+                }
+                block += 1;
+                skip = 0;
+            }
+        }
+
         #[inline]
         fn peek(&self) -> Option<u8> {
             self.b.get(self.i).copied()
@@ -346,19 +417,7 @@ mod scan {
             let start = self.i;
             let mut escaped = false;
             loop {
-                if self.controls {
-                    while self.i + 8 <= self.b.len() {
-                        let chunk: [u8; 8] =
-                            self.b[self.i..self.i + 8].try_into().expect("8 bytes");
-                        if special(u64::from_le_bytes(chunk)) {
-                            break;
-                        }
-                        self.i += 8;
-                    }
-                } else {
-                    self.i = memchr::memchr2(b'"', b'\\', &self.b[self.i..])
-                        .map_or(self.b.len(), |k| self.i + k);
-                }
+                self.i = self.next_special(self.i);
                 match self.peek() {
                     None => return Err(syntax("unterminated string", open)),
                     Some(b'"') => break,
@@ -377,10 +436,8 @@ mod scan {
                             _ => return Err(syntax("bad escape", self.i - 1)),
                         }
                     }
-                    Some(c) if c < 0x20 => {
-                        return Err(syntax("control character in string", self.i))
-                    }
-                    Some(_) => self.i += 1,
+                    // Nothing else is marked in the mask.
+                    Some(_) => return Err(syntax("control character in string", self.i)),
                 }
             }
             let end = self.i;
@@ -1040,9 +1097,9 @@ mod tests {
 
     #[test]
     fn scanner_finds_a_special_byte_at_every_offset_of_a_string() {
-        // Strings are searched a word at a time or by a vector search, depending on whether
-        // the document has control bytes: put each kind of byte that ends a plain run at each
-        // offset across several words, with and without a control byte elsewhere (a tab
+        // Strings are searched through a bit mask per 64-byte block: put each kind of byte
+        // that ends a plain run at each offset across the first three blocks, so it falls on
+        // both sides of every block edge, with and without a control byte elsewhere (a tab
         // between tokens).
         for specials in [
             &b"\\n"[..],
@@ -1052,7 +1109,7 @@ mod tests {
             b"\"",
             "\u{e9}".as_bytes(),
         ] {
-            for at in 0..48 {
+            for at in 0..150 {
                 for sep in [&b" "[..], b"\t"] {
                     let mut doc = b"{\"eventId\":\"".to_vec();
                     doc.extend(std::iter::repeat_n(b'a', at));
@@ -1063,6 +1120,29 @@ mod tests {
                     agree(&doc);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn block_masks_match_their_portable_definition() {
+        let mut rng = crate::sources::generator::SplitMix(3);
+        let mut block = [0u8; 64];
+        for round in 0..2_000 {
+            for b in block.iter_mut() {
+                // Mostly the bytes near the edges of each class, some anything at all.
+                *b = match rng.below(4) {
+                    0 => [b'"', b'\\', 0x1F, 0x20, 0x00, 0x7F, 0x80, 0xFF][rng.below(8) as usize],
+                    _ => rng.below(256) as u8,
+                };
+            }
+            if round == 0 {
+                block = std::array::from_fn(|i| i as u8);
+            }
+            assert_eq!(
+                scan::block_mask(&block),
+                scan::block_mask_scalar(&block),
+                "{block:?}"
+            );
         }
     }
 
