@@ -66,7 +66,8 @@ fn reject(reason: Reason, detail: impl Into<String>) -> Rejected {
 /// Decodes one record: size, UTF-8, a one-pass JSON validation that extracts only the id and
 /// time fields, then the checks on their values.
 pub fn decode(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
-    precheck(bytes, format)?;
+    check_size(bytes, format)?;
+    // The scanner checks UTF-8 itself, and only when a byte is not ASCII.
     let (id, time) = scan::object_fields(bytes, format)?;
     classify(id, time, format, bytes)
 }
@@ -94,6 +95,11 @@ pub fn decode_with_serde(bytes: &[u8], format: &EventFormat) -> Result<Decoded, 
 }
 
 fn precheck(bytes: &[u8], format: &EventFormat) -> Result<(), Rejected> {
+    check_size(bytes, format)?;
+    check_utf8(bytes)
+}
+
+fn check_size(bytes: &[u8], format: &EventFormat) -> Result<(), Rejected> {
     let max = format.max_event_bytes.get() as usize;
     if bytes.len() > max {
         return Err(reject(
@@ -101,6 +107,10 @@ fn precheck(bytes: &[u8], format: &EventFormat) -> Result<(), Rejected> {
             format!("{} bytes, limit {max}", bytes.len()),
         ));
     }
+    Ok(())
+}
+
+fn check_utf8(bytes: &[u8]) -> Result<(), Rejected> {
     if let Err(e) = std::str::from_utf8(bytes) {
         return Err(reject(
             Reason::NotUtf8,
@@ -208,27 +218,41 @@ mod scan {
     struct Parser<'a> {
         b: &'a [u8],
         i: usize,
-        /// Which 64-byte block of `b` `mask` describes (`usize::MAX`: none yet).
-        block: usize,
-        /// The bytes of that block that end a plain run of string text: quotes, backslashes
-        /// and bytes below 0x20, one bit each. Strings are skipped by looking up the next set
-        /// bit, so a short string costs a few bit operations rather than a search call, and
-        /// each block is classified once however many strings it holds.
-        mask: u64,
+        /// Per 64-byte block of `b`, the bytes that end a plain run of string text: quotes,
+        /// backslashes and bytes below 0x20, one bit each. Every block is classified in one
+        /// vector pass before parsing; a string is then skipped by looking up the next set
+        /// bit, a few bit operations rather than a search call per string.
+        masks: &'a [u64],
     }
 
+    /// Records up to this many bytes keep their block masks on the stack.
+    const STACK_BLOCKS: usize = 16;
+
+    #[cold]
     fn syntax(what: &str, at: usize) -> Rejected {
         reject(Reason::NotJson, format!("{what} at byte {at}"))
     }
 
+    #[cold]
+    fn expected(c: u8, at: usize) -> Rejected {
+        syntax(&format!("expected '{}'", c as char), at)
+    }
+
     /// Extracts the id and time of a top-level object, or says why the bytes are not one.
     pub(super) fn object_fields(b: &[u8], format: &EventFormat) -> Result<Fields, Rejected> {
-        let mut p = Parser {
-            b,
-            i: 0,
-            block: usize::MAX,
-            mask: 0,
+        let blocks = b.len().div_ceil(64);
+        let mut stack = [0u64; STACK_BLOCKS];
+        let mut heap = Vec::new();
+        let masks = if blocks <= STACK_BLOCKS {
+            &mut stack[..blocks]
+        } else {
+            heap.resize(blocks, 0);
+            &mut heap[..]
         };
+        if !classify_blocks(b, masks) {
+            super::check_utf8(b)?;
+        }
+        let mut p = Parser { b, i: 0, masks };
         p.ws();
         if p.peek() != Some(b'{') {
             p.value()?;
@@ -265,6 +289,8 @@ mod scan {
                 match which {
                     (true, _) => id = Some(p.field()?),
                     (_, true) => time = Some(p.field()?),
+                    // Most other fields are strings: skip them without the general walk.
+                    _ if p.peek() == Some(b'"') => p.skip_string()?,
                     _ => p.value()?,
                 }
                 p.ws();
@@ -286,16 +312,38 @@ mod scan {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
     }
 
-    /// One bit per byte of `c` that is a quote, a backslash or below 0x20.
+    /// Fills `masks` (one per 64-byte block of `b`) and says whether `b` is all ASCII.
+    fn classify_blocks(b: &[u8], masks: &mut [u64]) -> bool {
+        let mut high = 0u64;
+        let mut blocks = b.chunks_exact(64);
+        for (mask, block) in masks.iter_mut().zip(&mut blocks) {
+            let (m, h) = block_mask(block.try_into().expect("64 bytes"));
+            *mask = m;
+            high |= h;
+        }
+        let rest = blocks.remainder();
+        if !rest.is_empty() {
+            // The last, partial block: padded with spaces, which are neither special nor high.
+            let mut tail = [b' '; 64];
+            tail[..rest.len()].copy_from_slice(rest);
+            let (m, h) = block_mask(&tail);
+            masks[masks.len() - 1] = m;
+            high |= h;
+        }
+        high == 0
+    }
+
+    /// For the 64 bytes of `c`, one bit per quote, backslash or byte below 0x20, and one bit
+    /// per byte above 0x7F.
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[inline]
-    pub(super) fn block_mask(c: &[u8; 64]) -> u64 {
+    pub(super) fn block_mask(c: &[u8; 64]) -> (u64, u64) {
         use std::arch::x86_64::{
             __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
             _mm_or_si128, _mm_set1_epi8,
         };
-        let mut m = 0u64;
+        let (mut m, mut h) = (0u64, 0u64);
         // SAFETY: SSE2 is part of the x86_64 baseline, so every x86_64 target has these
         // instructions; each unaligned load reads bytes 16k..16k+16 of the 64-byte array.
         unsafe {
@@ -311,56 +359,46 @@ mod scan {
                     control,
                 );
                 m |= u64::from(_mm_movemask_epi8(hit) as u16) << (16 * k);
+                h |= u64::from(_mm_movemask_epi8(v) as u16) << (16 * k);
             }
         }
-        m
+        (m, h)
     }
 
     #[cfg(not(target_arch = "x86_64"))]
     #[inline]
-    pub(super) fn block_mask(c: &[u8; 64]) -> u64 {
+    pub(super) fn block_mask(c: &[u8; 64]) -> (u64, u64) {
         block_mask_scalar(c)
     }
 
     /// The portable definition of [`block_mask`].
     #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-    pub(super) fn block_mask_scalar(c: &[u8; 64]) -> u64 {
-        c.iter().enumerate().fold(0, |m, (i, &b)| {
-            m | (u64::from(b == b'"' || b == b'\\' || b < 0x20) << i)
+    pub(super) fn block_mask_scalar(c: &[u8; 64]) -> (u64, u64) {
+        c.iter().enumerate().fold((0, 0), |(m, h), (i, &b)| {
+            (
+                m | (u64::from(b == b'"' || b == b'\\' || b < 0x20) << i),
+                h | (u64::from(b > 0x7F) << i),
+            )
         })
     }
 
     impl Parser<'_> {
         /// The first quote, backslash or control byte at or after `from`, or the length.
         #[inline]
-        fn next_special(&mut self, from: usize) -> usize {
+        fn next_special(&self, from: usize) -> usize {
             let mut block = from / 64;
-            let mut skip = from % 64;
-            loop {
-                let base = block * 64;
-                if base >= self.b.len() {
-                    return self.b.len();
-                }
-                if block != self.block {
-                    self.block = block;
-                    self.mask = match self.b.get(base..base + 64) {
-                        Some(whole) => block_mask(whole.try_into().expect("64 bytes")),
-                        None => {
-                            // The last, partial block, padded with spaces (not special).
-                            let mut tail = [b' '; 64];
-                            let rest = &self.b[base..];
-                            tail[..rest.len()].copy_from_slice(rest);
-                            block_mask(&tail)
-                        }
-                    };
-                }
-                let hits = self.mask & (u64::MAX << skip);
-                if hits != 0 {
-                    return base + hits.trailing_zeros() as usize;
-                }
+            let mut hits = match self.masks.get(block) {
+                Some(m) => m & (u64::MAX << (from % 64)),
+                None => return self.b.len(),
+            };
+            while hits == 0 {
                 block += 1;
-                skip = 0;
+                match self.masks.get(block) {
+                    Some(m) => hits = *m,
+                    None => return self.b.len(),
+                }
             }
+            block * 64 + hits.trailing_zeros() as usize
         }
 
         #[inline]
@@ -382,11 +420,12 @@ mod scan {
             }
         }
 
+        #[inline]
         fn expect(&mut self, c: u8) -> Result<(), Rejected> {
             if self.next() == Some(c) {
                 Ok(())
             } else {
-                Err(syntax(&format!("expected '{}'", c as char), self.i - 1))
+                Err(expected(c, self.i - 1))
             }
         }
 
@@ -401,17 +440,35 @@ mod scan {
 
         /// A string starting at the opening quote; returns its content, unescaped only when it
         /// had escapes.
+        #[inline]
         fn string(&mut self) -> Result<IdText, Rejected> {
             self.string_with(false)
         }
 
         /// A string that is skipped: its escapes are checked for syntax only (serde_json does
         /// not decode what it ignores, so a lone surrogate there is accepted).
+        #[inline]
         fn skip_string(&mut self) -> Result<(), Rejected> {
             self.string_with(true).map(|_| ())
         }
 
+        /// Most strings have no escapes: their end is the first special byte, if it is a
+        /// quote. That path is inlined at every call; the rest is out of line.
+        #[inline]
         fn string_with(&mut self, lenient: bool) -> Result<IdText, Rejected> {
+            let open = self.i;
+            let end = self.next_special(open + 1);
+            if self.b.get(end) == Some(&b'"') {
+                self.i = end + 1;
+                return Ok(IdText::Span(open + 1, end));
+            }
+            self.string_escaped(lenient)
+        }
+
+        /// A string with escapes, or a bad one, from its opening quote at `self.i`.
+        #[cold]
+        #[inline(never)]
+        fn string_escaped(&mut self, lenient: bool) -> Result<IdText, Rejected> {
             let open = self.i;
             self.i += 1;
             let start = self.i;
@@ -455,6 +512,7 @@ mod scan {
 
         /// A field name. A name whose escapes do not decode (a lone surrogate) cannot equal the
         /// configured field names, so it is skipped rather than rejected, as serde_json does.
+        #[inline]
         fn key(&mut self) -> Result<IdText, Rejected> {
             self.string_with(true)
         }
@@ -1117,6 +1175,27 @@ mod tests {
                     doc.extend_from_slice(b"bcd\",");
                     doc.extend_from_slice(sep);
                     doc.extend_from_slice(b"\"timestamp\":1700000000000}");
+                    agree(&doc);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn utf8_is_checked_wherever_the_first_non_ascii_byte_is() {
+        // UTF-8 is validated only when the vector pass saw a byte above 0x7F: put valid and
+        // invalid sequences in every block of a long record, in valid and broken JSON.
+        let mut base = b"{\"eventId\":\"a\",\"timestamp\":1700000000000,\"m\":\"".to_vec();
+        base.extend(std::iter::repeat_n(b'x', 200));
+        base.extend_from_slice(b"\"}");
+        for insert in [&b"\xc3\xa9"[..], b"\xff", b"\xc3", b"\xe2\x82"] {
+            for at in (1..base.len()).step_by(7) {
+                for broken in [false, true] {
+                    let mut doc = base.clone();
+                    doc.splice(at..at, insert.iter().copied());
+                    if broken {
+                        doc.pop();
+                    }
                     agree(&doc);
                 }
             }
