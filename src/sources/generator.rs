@@ -116,8 +116,13 @@ impl Template {
     fn write(&self, out: &mut Vec<u8>, id: u128, time: u64, service: u32) {
         out.clear();
         out.extend_from_slice(&self.bytes);
-        for (i, b) in out[ID_AT..ID_AT + 32].iter_mut().enumerate() {
-            *b = HEX[((id >> ((31 - i) * 4)) & 0xf) as usize];
+        // Two digits per byte of the id, most significant first.
+        for (pair, byte) in out[ID_AT..ID_AT + 32]
+            .chunks_exact_mut(2)
+            .zip(id.to_be_bytes())
+        {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
         let mut n = time;
         for b in out[self.time_at..self.time_at + self.time_len]
