@@ -59,34 +59,37 @@ fn id_prefix(e: &Event) -> u64 {
 /// Gives `events` in release order (event time, then id: its prefix first, the whole id on a
 /// tie), leaving `events` empty with its capacity. The order is found by sorting 24-byte keys
 /// rather than the ~100-byte events, so each event is moved once instead of about log n times.
+/// Time and prefix are one 128-bit number, so most comparisons are a single integer compare;
+/// runs that tie on it are then put in whole-id order.
 #[allow(unsafe_code)]
-fn give_sorted(
-    events: &mut Vec<Held>,
-    keys: &mut Vec<(u64, u64, u32)>,
-    mut give: impl FnMut(Event),
-) {
+fn give_sorted(events: &mut Vec<Held>, keys: &mut Vec<(u128, u32)>, mut give: impl FnMut(Event)) {
     keys.clear();
     keys.extend(
         events
             .iter()
             .enumerate()
-            .map(|(i, h)| (h.0.time, h.2, i as u32)),
+            .map(|(i, h)| ((u128::from(h.0.time) << 64) | u128::from(h.2), i as u32)),
     );
-    keys.sort_unstable_by(|a, b| {
-        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
-            events[a.2 as usize]
-                .0
-                .id_bytes()
-                .cmp(events[b.2 as usize].0.id_bytes())
-        })
-    });
+    keys.sort_unstable_by_key(|k| k.0);
+    let id = |k: &(u128, u32)| events[k.1 as usize].0.id_bytes();
+    let mut from = 0;
+    while from < keys.len() {
+        let run = 1 + keys[from + 1..]
+            .iter()
+            .take_while(|k| k.0 == keys[from].0)
+            .count();
+        if run > 1 {
+            keys[from..from + run].sort_unstable_by(|a, b| id(a).cmp(id(b)));
+        }
+        from += run;
+    }
     let base = events.as_ptr();
     // SAFETY: the length is zeroed before any element is read, so if `give` panics the
     // unread rest leaks rather than being dropped twice; `keys` was built above from
     // `0..len` and only reordered, so every index below the old length is read exactly once.
     unsafe {
         events.set_len(0);
-        for &(_, _, i) in keys.iter() {
+        for &(_, i) in keys.iter() {
             give(std::ptr::read(base.add(i as usize)).0);
         }
     }

@@ -521,12 +521,37 @@ mod scan {
         fn field(&mut self) -> Result<FieldValue, Rejected> {
             match self.peek() {
                 Some(b'"') => self.string().map(FieldValue::Str),
-                Some(b'-' | b'0'..=b'9') => self.number(true),
+                Some(b'1'..=b'9') => match self.plain_integer() {
+                    Some(v) => Ok(v),
+                    None => self.number(true),
+                },
+                Some(b'-' | b'0') => self.number(true),
                 Some(b'{') => self.value().map(|_| FieldValue::Other("an object")),
                 Some(b'[') => self.value().map(|_| FieldValue::Other("an array")),
                 Some(b't' | b'f') => self.value().map(|_| FieldValue::Other("a boolean")),
                 _ => self.value().map(|_| FieldValue::Other("null")),
             }
+        }
+
+        /// The common case of a kept number, epoch milliseconds: up to 19 digits with no sign,
+        /// fraction or exponent after them, which cannot overflow a u64. Anything else is left
+        /// to [`Parser::number`], from the same position.
+        #[inline]
+        fn plain_integer(&mut self) -> Option<FieldValue> {
+            let digits = self.b[self.i..]
+                .iter()
+                .take(20)
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            let after = self.b.get(self.i + digits).copied();
+            if digits > 19 || matches!(after, Some(b'.' | b'e' | b'E')) {
+                return None;
+            }
+            let value = self.b[self.i..self.i + digits]
+                .iter()
+                .fold(0u64, |v, c| v * 10 + u64::from(c - b'0'));
+            self.i += digits;
+            Some(FieldValue::Int(value))
         }
 
         /// A number, classified as serde_json would: u64, negative i64, or float (which includes
@@ -1093,6 +1118,13 @@ mod tests {
             br#"{"eventId":"a","timestamp":-0.0}"#,
             br#"{"eventId":"a","timestamp":1e3}"#,
             br#"{"eventId":"a","timestamp":1.}"#,
+            br#"{"eventId":"a","timestamp":9999999999999999999}"#,
+            br#"{"eventId":"a","timestamp":1E3}"#,
+            br#"{"eventId":"a","timestamp":1700000000000.5}"#,
+            br#"{"eventId":"a","timestamp":1700000000000e-2}"#,
+            br#"{"eventId":"a","timestamp":17x}"#,
+            br#"{"eventId":"a","timestamp":17-1}"#,
+            br#"{"eventId":"a","timestamp":17"#,
             br#"{"eventId":"a","timestamp":18446744073709551615}"#,
             br#"{"eventId":"a","timestamp":18446744073709551616}"#,
             br#"{"eventId":"a","timestamp":-9223372036854775808}"#,
