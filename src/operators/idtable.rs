@@ -83,12 +83,26 @@ impl Slots {
                 0,
             )
         };
-        match std::ptr::NonNull::new(p.cast::<Slot>()) {
-            Some(ptr) if p != libc::MAP_FAILED => Slots { ptr, len },
+        let ptr = match std::ptr::NonNull::new(p.cast::<Slot>()) {
+            Some(ptr) if p != libc::MAP_FAILED => ptr,
             _ => std::alloc::handle_alloc_error(layout),
+        };
+        if layout.size() >= HUGE_PAGE {
+            // Ask for transparent huge pages (where the kernel has them in `madvise` mode).
+            // Lookups land on random slots, so with 4 KiB pages nearly every one also misses
+            // the TLB. And the first touch of a page is a probe, a read, which maps the shared
+            // zero page; the insert that follows then replaces it, and that flushes the TLB of
+            // every core running the process, by interrupt. Both happen 512 times less often
+            // with 2 MiB pages. Only a hint: without them the table works as before.
+            // SAFETY: the range is exactly the mapping made above.
+            unsafe { libc::madvise(p, layout.size(), libc::MADV_HUGEPAGE) };
         }
+        Slots { ptr, len }
     }
 }
+
+/// The size of a transparent huge page on x86_64 and most other targets.
+const HUGE_PAGE: usize = 2 << 20;
 
 impl std::ops::Deref for Slots {
     type Target = [Slot];
