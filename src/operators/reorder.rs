@@ -12,7 +12,8 @@
 use super::WorkerContext;
 use crate::record::{Event, OutPartition};
 use crate::sources::decode::extract_field;
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
@@ -95,6 +96,34 @@ fn give_sorted(events: &mut Vec<Held>, keys: &mut Vec<(u128, u32)>, mut give: im
     }
 }
 
+/// The buckets by slice of event time: a hash map for the lookup every event makes, and the
+/// ordered set of their keys, changed only when a bucket is opened or released, for releasing
+/// them in time order. (A `BTreeMap` alone made every event pay for an ordered search.)
+#[derive(Default)]
+struct Buckets {
+    by_key: HashMap<u64, Bucket, BuildHasherDefault<KeyHasher>>,
+    keys: BTreeSet<u64>,
+}
+
+/// Bucket keys are consecutive integers; multiplying by an odd constant spreads them over the
+/// hash's high bits and keeps the low ones distinct, at the cost of one multiply.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        self.0 = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// The buffered events of one slice of event time, and the least input time among them.
 struct Bucket {
     events: Vec<Held>,
@@ -141,7 +170,7 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
     let gauge = ctx.metrics.reorder_buffered.clone();
     input.unary_frontier(pact, &format!("Reorder({name})"), move |_cap, _info| {
         // The least input time over the buckets is what we hold.
-        let mut buckets: BTreeMap<u64, Bucket> = BTreeMap::new();
+        let mut buckets = Buckets::default();
         let mut held: Option<Capability<u64>> = None;
         // Bucket vectors released by this activation, emitted once the loop is done with the
         // map; and the sort keys, reused.
@@ -161,12 +190,14 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                 for mut e in data.drain(..) {
                     e.partition = OutPartition::new(partitioner.partition(&e));
                     let prefix = id_prefix(&e);
-                    let bucket = buckets
-                        .entry(e.time >> BUCKET_SHIFT)
-                        .or_insert_with(|| Bucket {
+                    let key = e.time >> BUCKET_SHIFT;
+                    let bucket = buckets.by_key.entry(key).or_insert_with(|| {
+                        buckets.keys.insert(key);
+                        Bucket {
                             events: spare.pop().unwrap_or_default(),
                             least_input: t,
-                        });
+                        }
+                    });
                     bucket.least_input = bucket.least_input.min(t);
                     bucket.events.push(Held(e, t, prefix));
                 }
@@ -175,12 +206,11 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
             // Everything strictly below `limit` is complete (all of it when the input ended).
             // Buckets cover disjoint, increasing time ranges, so sorting each as it is
             // released gives the same order as one big sort, in smaller, cache-warm pieces.
-            while let Some(mut entry) = buckets.first_entry() {
-                let bucket = *entry.key();
+            while let Some(&key) = buckets.keys.first() {
                 match limit {
-                    Some(l) if (bucket << BUCKET_SHIFT) >= l => break,
-                    Some(l) if ((bucket + 1) << BUCKET_SHIFT) > l => {
-                        let b = entry.get_mut();
+                    Some(l) if (key << BUCKET_SHIFT) >= l => break,
+                    Some(l) if ((key + 1) << BUCKET_SHIFT) > l => {
+                        let b = buckets.by_key.get_mut(&key).expect("keys match buckets");
                         let mut out = spare.pop().unwrap_or_default();
                         let mut i = 0;
                         b.least_input = u64::MAX;
@@ -193,12 +223,18 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                             }
                         }
                         if b.events.is_empty() {
-                            recycle(&mut spare, entry.remove().events);
+                            buckets.keys.remove(&key);
+                            let b = buckets.by_key.remove(&key).expect("keys match buckets");
+                            recycle(&mut spare, b.events);
                         }
                         released.push(out);
                         break;
                     }
-                    _ => released.push(entry.remove().events),
+                    _ => {
+                        buckets.keys.remove(&key);
+                        let b = buckets.by_key.remove(&key).expect("keys match buckets");
+                        released.push(b.events);
+                    }
                 }
             }
             if released.is_empty() {
@@ -217,7 +253,7 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                     recycle(&mut spare, v);
                 }
             }
-            match buckets.values().map(|b| b.least_input).min() {
+            match buckets.by_key.values().map(|b| b.least_input).min() {
                 Some(t) => {
                     if let Some(h) = held.as_mut() {
                         h.downgrade(&t);
