@@ -105,6 +105,30 @@ pub enum EventId {
 }
 
 impl Event {
+    /// An event as read: its id hash is computed from `id`, and no output partition is
+    /// assigned yet.
+    pub fn new(
+        time: u64,
+        id: EventId,
+        payload: Box<[u8]>,
+        split: u32,
+        offset: i64,
+        late: Option<Box<Late>>,
+    ) -> Event {
+        let mut e = Event {
+            time,
+            id_hash: IdHash::default(),
+            id,
+            payload,
+            split,
+            offset,
+            late,
+            partition: OutPartition::default(),
+        };
+        e.id_hash = IdHash::of(e.id_bytes());
+        e
+    }
+
     /// The id's bytes (UTF-8).
     pub fn id_bytes(&self) -> &[u8] {
         match &self.id {

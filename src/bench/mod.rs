@@ -302,16 +302,14 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
     let mut state = crate::operators::dedup::DedupState::new(u64::MAX / 2);
     let before = rss_bytes().unwrap_or(0);
     let mut rng = crate::sources::generator::SplitMix(ids);
-    let e = Event {
-        time: 1_700_000_000_000,
-        id_hash: Default::default(),
-        id: EventId::Span(0, 0),
-        payload: b"{}".as_slice().into(),
-        split: 0,
-        offset: 0,
-        late: None,
-        partition: Default::default(),
-    };
+    let e = Event::new(
+        1_700_000_000_000,
+        EventId::Span(0, 0),
+        b"{}".as_slice().into(),
+        0,
+        0,
+        None,
+    );
     // In batches, as the operator offers them, so the table's prefetching counts.
     let mut batch = vec![e; 256];
     let mut verdicts = Vec::with_capacity(batch.len());

@@ -224,16 +224,8 @@ mod tests {
     use super::*;
 
     fn ev(id: &str, time: u64, payload: &str) -> Event {
-        Event {
-            time,
-            id_hash: crate::record::IdHash::of(id.as_bytes()),
-            id: crate::record::EventId::Owned(id.into()),
-            payload: payload.as_bytes().into(),
-            split: 0,
-            offset: 0,
-            late: None,
-            partition: Default::default(),
-        }
+        let id = crate::record::EventId::Owned(id.into());
+        Event::new(time, id, payload.as_bytes().into(), 0, 0, None)
     }
 
     #[test]

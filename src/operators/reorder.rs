@@ -105,6 +105,14 @@ struct Buckets {
     keys: BTreeSet<u64>,
 }
 
+impl Buckets {
+    /// Takes the bucket at `key` out of both the map and the key set.
+    fn remove(&mut self, key: u64) -> Bucket {
+        self.keys.remove(&key);
+        self.by_key.remove(&key).expect("keys match buckets")
+    }
+}
+
 /// Bucket keys are consecutive integers; multiplying by an odd constant spreads them over the
 /// hash's high bits and keeps the low ones distinct, at the cost of one multiply.
 #[derive(Default)]
@@ -223,18 +231,12 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
                             }
                         }
                         if b.events.is_empty() {
-                            buckets.keys.remove(&key);
-                            let b = buckets.by_key.remove(&key).expect("keys match buckets");
-                            recycle(&mut spare, b.events);
+                            recycle(&mut spare, buckets.remove(key).events);
                         }
                         released.push(out);
                         break;
                     }
-                    _ => {
-                        buckets.keys.remove(&key);
-                        let b = buckets.by_key.remove(&key).expect("keys match buckets");
-                        released.push(b.events);
-                    }
+                    _ => released.push(buckets.remove(key).events),
                 }
             }
             if released.is_empty() {
@@ -269,20 +271,18 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{EventId, IdHash};
+    use crate::record::EventId;
     use crate::sources::generator::SplitMix;
 
     fn held(id: &str, time: u64) -> Held {
-        let e = Event {
+        let e = Event::new(
             time,
-            id_hash: IdHash::of(id.as_bytes()),
-            id: EventId::Owned(id.into()),
-            payload: id.as_bytes().into(),
-            split: 0,
-            offset: 0,
-            late: None,
-            partition: Default::default(),
-        };
+            EventId::Owned(id.into()),
+            id.as_bytes().into(),
+            0,
+            0,
+            None,
+        );
         let prefix = id_prefix(&e);
         Held(e, 0, prefix)
     }

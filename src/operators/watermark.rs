@@ -22,7 +22,7 @@
 
 use super::{wall_ms, WorkerContext};
 use crate::config::{EventFormat, Millis, WatermarkConfig};
-use crate::record::{Event, EventId, IdHash, Invalid, Late, Reason, Splits};
+use crate::record::{Event, EventId, Invalid, Late, Reason, Splits};
 use crate::sources::decode::{decode, IdText};
 use crate::sources::heartbeat::LinkWatch;
 use crate::sources::{Polled, SplitReader};
@@ -500,17 +500,8 @@ pub fn watermark<'scope>(
                                         IdText::Span(a, z) => EventId::Span(a as u32, z as u32),
                                         IdText::Owned(s) => EventId::Owned(s.into_boxed_str()),
                                     };
-                                    let mut event = Event {
-                                        time: d.time,
-                                        id_hash: IdHash::default(),
-                                        id,
-                                        payload: bytes.into(),
-                                        split,
-                                        offset,
-                                        late,
-                                        partition: Default::default(),
-                                    };
-                                    event.id_hash = IdHash::of(event.id_bytes());
+                                    let event =
+                                        Event::new(d.time, id, bytes.into(), split, offset, late);
                                     if event.late.is_some() {
                                         late_counts[splits.get(split).region_index] += 1;
                                         late_out.give(event);
