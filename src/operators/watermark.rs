@@ -61,6 +61,9 @@ struct PartitionState {
     link: Option<usize>,
     /// Wall time since which its leader has been unreachable, if it is.
     unreachable_since: Option<u64>,
+    /// Cut off (a split, or an unreachable leader), back again, and silent since: it holds the
+    /// watermark until its first record or this wall time, the end of the hold it was under.
+    awaiting_until: Option<u64>,
 }
 
 /// Settings of one watermark node, in milliseconds.
@@ -129,7 +132,8 @@ fn worker_watermark(
         live = true;
         let held = p.link.is_some_and(|l| links[l].held)
             || p.unreachable_since
-                .is_some_and(|t| now.saturating_sub(t) < policy.unreachable_hold);
+                .is_some_and(|t| now.saturating_sub(t) < policy.unreachable_hold)
+            || p.awaiting_until.is_some_and(|t| now < t);
         let idle = !held && p.at_end && now.saturating_sub(p.last_record_ms) >= policy.idle_timeout;
         if idle {
             continue;
@@ -149,6 +153,34 @@ fn worker_watermark(
             now.saturating_sub(policy.max_out_of_orderness + policy.idle_timeout)
         }),
     )
+}
+
+impl PartitionState {
+    /// The partition was cut off from what feeds it and is back; `hold_ends` is when the hold
+    /// it was under runs out. Being back says nothing of its backlog: MM2 copies heartbeats and
+    /// data partitions separately, and producers that queued while a broker was down deliver
+    /// after their own reconnect backoff, often seconds later. So it holds the watermark until
+    /// it delivers again, up to the end of its hold, and after its last record it must then be
+    /// quiet for a whole `idle_timeout`, as always.
+    fn back(&mut self, now: u64, hold_ends: u64) {
+        self.last_record_ms = now;
+        self.awaiting_until = (hold_ends > now).then_some(hold_ends);
+    }
+}
+
+/// A replication link is up again after a split that began at `split_began` (its newest
+/// heartbeat then).
+fn link_returned(
+    parts: &mut [PartitionState],
+    link: usize,
+    split_began: u64,
+    policy: &WatermarkPolicy,
+    now: u64,
+) {
+    let hold_ends = split_began.saturating_add(policy.max_split_hold);
+    for p in parts.iter_mut().filter(|p| p.link == Some(link)) {
+        p.back(now, hold_ends);
+    }
 }
 
 /// Offsets waiting for the sinks: per split, (commit point, next offset) in emission order.
@@ -238,6 +270,8 @@ pub struct LinkSpec {
 struct Link {
     spec: LinkSpec,
     was_down: bool,
+    /// While down: when the split began (the newest heartbeat then).
+    split_began: u64,
     /// When the link was last observed, for the split-seconds counter.
     observed_at: Option<u64>,
     gauges: Option<LinkGauges>,
@@ -275,6 +309,7 @@ impl Link {
         Link {
             spec,
             was_down: false,
+            split_began: 0,
             observed_at: None,
             gauges,
         }
@@ -286,6 +321,7 @@ impl Link {
         if view.down != self.was_down {
             let (from, to) = (&self.spec.watch.from, &self.spec.watch.to);
             if view.down {
+                self.split_began = now.saturating_sub(view.staleness);
                 tracing::warn!(%from, %to, stale_ms = view.staleness, "replication link down: split brain");
             } else {
                 tracing::info!(%from, %to, "replication link up again");
@@ -383,6 +419,7 @@ pub fn watermark<'scope>(
             finished: false,
             link: links.iter().position(|l| l.node == splits.get(s).node),
             unreachable_since: None,
+            awaiting_until: None,
         })
         .collect();
     let mut links: Vec<Link> = links
@@ -465,6 +502,7 @@ pub fn watermark<'scope>(
                             let p = &mut parts[i];
                             p.at_end = false;
                             p.last_record_ms = now;
+                            p.awaiting_until = None;
                             in_counts[i] += 1;
                             in_bytes[i] += bytes.len() as u64;
                             match touched.last_mut() {
@@ -527,10 +565,8 @@ pub fn watermark<'scope>(
                             let p = &mut parts[slot[split as usize]];
                             if !reachable {
                                 p.unreachable_since.get_or_insert(now);
-                            } else if p.unreachable_since.take().is_some() {
-                                // Its quiet time counts from now: what producers queued while
-                                // it was cut off may still be on its way.
-                                p.last_record_ms = now;
+                            } else if let Some(since) = p.unreachable_since.take() {
+                                p.back(now, since.saturating_add(policy.unreachable_hold));
                             }
                         }
                     });
@@ -582,8 +618,13 @@ pub fn watermark<'scope>(
             }
 
             views.clear();
-            for link in &mut links {
-                views.push(link.observe(now, start, policy.max_split_hold));
+            for (l, link) in links.iter_mut().enumerate() {
+                let was_down = link.was_down;
+                let view = link.observe(now, start, policy.max_split_hold);
+                if was_down && !view.down {
+                    link_returned(&mut parts, l, link.split_began, &policy, now);
+                }
+                views.push(view);
             }
             match worker_watermark(&parts, &views, &policy, now) {
                 None => caps.clear(),
@@ -636,6 +677,7 @@ mod tests {
             finished,
             link: None,
             unreachable_since: None,
+            awaiting_until: None,
         }
     }
 
@@ -764,6 +806,78 @@ mod tests {
             worker_watermark(&parts, &[expired], &POLICY, 9_000),
             Some(48_000)
         );
+    }
+
+    /// After a split, the link's partitions hold the watermark until they deliver again (the
+    /// heartbeats may arrive before the backlog), for up to the rest of the hold; after their
+    /// first record the usual idle timeout applies.
+    #[test]
+    fn a_returned_link_holds_until_its_partitions_deliver() {
+        let policy = WatermarkPolicy {
+            max_split_hold: 60_000,
+            ..POLICY
+        };
+        let mut remote = part(Some(20_000), 1_000, true, false);
+        remote.link = Some(0);
+        let mut other = remote.clone();
+        other.link = Some(1);
+        let local = part(Some(200_000), 199_000, false, false);
+        let mut parts = [remote, other, local];
+        let up = |now| LinkView::at(Some(now - 500), 0, now, 3_000, 60_000);
+        // Without the rule, the long-quiet remote partition is idle the moment the link is up.
+        assert_eq!(
+            worker_watermark(&parts, &[up(90_000), up(90_000)], &policy, 90_000),
+            Some(198_000)
+        );
+        // The split began at 80 s and the link is back at 90 s: the hold runs to 140 s.
+        link_returned(&mut parts, 0, 80_000, &policy, 90_000);
+        for now in [90_000, 95_000, 139_999] {
+            // Link 0's partition holds, silent and at its end; link 1's did not return.
+            assert_eq!(
+                worker_watermark(&parts, &[up(now), up(now)], &policy, now),
+                Some(18_000),
+                "at {now}"
+            );
+        }
+        assert_eq!(
+            worker_watermark(&parts, &[up(140_000), up(140_000)], &policy, 140_000),
+            Some(198_000)
+        );
+
+        // Its backlog arrives at 100 s: from then on only the idle timeout keeps it.
+        link_returned(&mut parts, 0, 80_000, &policy, 90_000);
+        let p = &mut parts[0];
+        (p.last_record_ms, p.awaiting_until, p.max_time) = (100_000, None, Some(30_000));
+        assert_eq!(
+            worker_watermark(&parts, &[up(104_999), up(104_999)], &policy, 104_999),
+            Some(28_000)
+        );
+        assert_eq!(
+            worker_watermark(&parts, &[up(105_000), up(105_000)], &policy, 105_000),
+            Some(198_000)
+        );
+
+        // A hold that has already run out when the link returns waits only the idle timeout.
+        link_returned(&mut parts, 0, 10_000, &policy, 90_000);
+        assert_eq!(parts[0].awaiting_until, None);
+        assert_eq!(
+            worker_watermark(&parts, &[up(95_000), up(95_000)], &policy, 95_000),
+            Some(198_000)
+        );
+    }
+
+    /// The same for a partition whose broker was unreachable: back, it holds until its first
+    /// record, up to the end of `unreachable_hold` counted from when it was cut off.
+    #[test]
+    fn a_reachable_again_partition_holds_until_it_delivers() {
+        let mut cut = part(Some(40_000), 10_000, true, false);
+        // Cut off at 12 s, reachable again at 20 s.
+        cut.back(20_000, 12_000 + POLICY.unreachable_hold);
+        let parts = [part(Some(100_000), 100_000, false, false), cut];
+        for now in [20_000, 25_000, 41_999] {
+            assert_eq!(worker_watermark(&parts, &[], &POLICY, now), Some(38_000));
+        }
+        assert_eq!(worker_watermark(&parts, &[], &POLICY, 42_000), Some(98_000));
     }
 
     #[test]
