@@ -17,8 +17,11 @@
 //!
 //! A partition's silence means it is idle only while its broker can be reached. While a Kafka
 //! partition's leader is unreachable its end is unknown (producers may be queueing events for
-//! it), so it does not count as idle, for up to `unreachable_hold`; once it is reachable again
-//! it must be quiet for a whole `idle_timeout` before it is idle.
+//! it), so it does not count as idle, for up to `unreachable_hold`.
+//!
+//! Back from either (the link up again, the leader reachable again), a partition keeps holding
+//! until its first record, within the same hold, since its backlog may come well after the
+//! heartbeats or the reconnect; after that record the usual `idle_timeout` applies.
 
 use super::{wall_ms, WorkerContext};
 use crate::config::{EventFormat, Millis, WatermarkConfig};
