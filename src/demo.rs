@@ -7,9 +7,9 @@
 //! losses that are the mock's.
 
 use crate::config::PipelineConfig;
+use crate::event::sample::generate_event;
 use crate::metrics::Metrics;
-use crate::sources::generate_event;
-use crate::sources::generator::SplitMix;
+use crate::runtime::SplitMix;
 use crate::verify::{self, Expected};
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
@@ -54,7 +54,7 @@ pub struct Traffic {
 /// Generates the demo traffic for `events` distinct events.
 pub fn traffic(events: u64, seed: u64, max_event_bytes: usize) -> Traffic {
     let mut rng = SplitMix(seed);
-    let now = crate::operators::wall_ms();
+    let now = crate::runtime::wall_ms();
     // One event per millisecond, ending a minute ago: nothing is in the future.
     let base = now - events - 60_000;
     let mut t = Traffic {

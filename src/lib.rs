@@ -6,28 +6,35 @@
 //! late and invalid events routed to dead-letter topics. Nothing is lost and nothing is
 //! duplicated: offsets are committed only behind what the sinks have durably written.
 //!
-//! The modules follow the data path:
+//! The modules are floors, each importing only from the floors below it (`tests/it/layers.rs`
+//! checks this), and above the ground floor they follow the data path:
 //!
+//! - The ground floor. [`event`]: the event format: the validating scanner and its serde
+//!   reference, time parsing, the records that flow between operators, the reasons a record is
+//!   invalid, and the split table. [`metrics`]: every Prometheus series, declared once, and the
+//!   `/metrics` endpoint with the status page. [`runtime`]: the wall clock, the seeded RNG and
+//!   the [`runtime::WorkerContext`] every operator of a worker shares.
 //! - [`config`]: pipeline files (`pipelines/*.toml`): clusters, sources, operators, sinks, and
-//!   whole-graph validation that reports every error with its node and field.
+//!   whole-graph validation that reports every error with its node and field; [`kafka`]: the
+//!   one constructor of Kafka clients, with the reason for every setting.
 //! - [`sources`]: Kafka partitions, files and a generator, split deterministically over
-//!   workers; [`sources::decode`] validates bytes and extracts the id and event time.
+//!   workers, and the MM2 heartbeats that say whether a replication link is up.
 //! - [`operators`]: the timely operators. [`operators::watermark`] reads the sources and holds
 //!   the capability that *is* the event-time watermark; [`operators::dedup`] drops copies by
 //!   id; [`operators::reorder`] releases events in time order per output partition;
 //!   [`operators::filter`] selects by field.
 //! - [`sinks`]: Kafka (idempotent, `acks=all`, capability held until delivery), files, null.
 //! - [`pipeline`]: where a checked graph is wired into a dataflow and run on every worker.
+//!
+//! Outside the engine:
+//!
 //! - [`gateway`]: the HTTP ingestion gateway: routes producers to their region's Kafka and
 //!   answers only once Kafka has the write.
-//! - [`metrics`]: every Prometheus series, declared once, and the `/metrics` endpoint.
-//! - [`record`]: the records that flow between operators.
-//! - [`kafka`]: the one constructor of Kafka clients, with the reason for every setting.
-//! - [`demo`] and [`verify`]: the embedded two-region demo and the checker of the guarantees;
-//!   [`loadgen`] sends traffic to real regions and records what Kafka acknowledged.
 //! - [`analysis`]: what happens after the pipeline: `tidemark late-report` (a differential
 //!   dataflow over the late topic: distributions, bursts, a watermark advisor) and
 //!   `tidemark reconcile` (late events of closed windows into a corrections topic).
+//! - [`demo`] and [`verify`]: the embedded two-region demo and the checker of the guarantees;
+//!   [`loadgen`] sends traffic to real regions and records what Kafka acknowledged.
 //! - [`bench`]: the engine benchmark behind `tidemark bench` (and its dedup-state scenario,
 //!   `--state`), and two tools of the side-by-side suite run by `bench/run-all`: the physical
 //!   floor (`tidemark bench-floor`) and the latency of any system's ordered output
@@ -47,13 +54,14 @@ pub mod bench;
 pub mod chart;
 pub mod config;
 pub mod demo;
+pub mod event;
 pub mod gateway;
 pub mod kafka;
 pub mod loadgen;
 pub mod metrics;
 pub mod operators;
 pub mod pipeline;
-pub mod record;
+pub mod runtime;
 pub mod sinks;
 pub mod sources;
 pub mod verify;

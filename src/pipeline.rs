@@ -2,11 +2,12 @@
 //! and the worker loop drives it until it drains (bounded mode) or is told to stop.
 
 use crate::config::{Graph, NodeRef, OperatorConfig, PipelineConfig, Port, SinkConfig};
+use crate::event::{Event, Invalid, Splits};
 use crate::metrics::Metrics;
 use crate::operators::reorder::Partitioner;
 use crate::operators::watermark::{watermark, Owned, SourceHandle, WatermarkPolicy};
-use crate::operators::{dedup, filter, reorder, WorkerContext};
-use crate::record::{Event, Invalid, Splits};
+use crate::operators::{dedup, filter, reorder};
+use crate::runtime::WorkerContext;
 use crate::sinks::{file::file_sink, kafka, null::null_sink, SinkError};
 use crate::sources::{self, ReadOptions, SourceError};
 use std::cell::RefCell;

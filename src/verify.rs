@@ -2,8 +2,9 @@
 //! partition in event-time order, every late event really behind its watermark, every payload
 //! unchanged, every invalid record accounted for with a reason.
 
-use crate::config::EventFormat;
-use crate::sources::decode::decode;
+use crate::event::decode;
+use crate::event::EventFormat;
+use anyhow::Context;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
@@ -331,7 +332,7 @@ pub struct VerifyOptions {
 pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
     let mut expected = Expected::default();
     for path in &o.ids {
-        let e = crate::loadgen::read_ids(path)?;
+        let e = read_ids(path)?;
         expected.events.extend(e.events);
         expected.unacknowledged.extend(e.unacknowledged);
         expected.invalid += e.invalid;
@@ -435,4 +436,102 @@ fn table(results: &[Checked], same: bool) -> String {
         if same { "yes" } else { "NO !" }
     );
     out
+}
+
+/// Reads an ids file written by `tidemark loadgen` into what verification expects: events with at least
+/// one acknowledged copy must be in the output, the others may be.
+pub fn read_ids(path: &std::path::Path) -> anyhow::Result<Expected> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut expected = Expected {
+        // Every invalid record loadgen sends is different from the others.
+        invalid_distinct: true,
+        ..Default::default()
+    };
+    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || anyhow::anyhow!("{}:{}: not a loadgen ids line", path.display(), n + 1);
+        if let Some(rest) = line.strip_prefix(b"# ") {
+            let rest = String::from_utf8_lossy(rest);
+            let mut words = rest.split_whitespace();
+            match (
+                words.next(),
+                words.next().and_then(|w| w.parse::<u64>().ok()),
+            ) {
+                (Some("sent"), Some(v)) => expected.sent = v,
+                (Some("invalid"), Some(v)) => expected.invalid = v,
+                _ => {}
+            }
+            continue;
+        }
+        let mut fields = line.splitn(4, |&b| b == b'\t');
+        let (Some(id), Some(time), Some(acks), Some(payload)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad());
+        };
+        let id = std::str::from_utf8(id).map_err(|_| bad())?.to_string();
+        let time = std::str::from_utf8(time)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
+        if acks == b"0" {
+            expected.unacknowledged.insert(id, payload.to_vec());
+        } else {
+            expected.events.insert(id, (time, payload.to_vec()));
+        }
+    }
+    Ok(expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_file_round_trip() {
+        let dir = std::env::temp_dir().join(format!("tidemark-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ids.tsv");
+        std::fs::write(
+            &path,
+            "# tidemark loadgen: seed 1 events 2\n# sent 5\n# invalid 1\n\
+             aa\t1000\t1\t{\"eventId\":\"aa\",\"timestamp\":1000}\n\
+             bb\t2000\t2\t{\"eventId\":\"bb\",\"timestamp\":2000,\"m\":\"x\\ty\"}\n\
+             cc\t3000\t0\t{\"eventId\":\"cc\",\"timestamp\":3000}\n",
+        )
+        .unwrap();
+        let e = read_ids(&path).unwrap();
+        assert_eq!((e.sent, e.invalid, e.events.len()), (5, 1, 2));
+        // Never acknowledged: allowed in the output once, not required.
+        let cc = br#"{"eventId":"cc","timestamp":3000}"#.to_vec();
+        assert_eq!(e.unacknowledged.get("cc"), Some(&cc));
+        let out = |payload: &[u8]| Observed {
+            output: Output::Ordered(0),
+            payload: payload.to_vec(),
+            headers: Default::default(),
+        };
+        let format = crate::event::EventFormat::default();
+        let mut observed: Vec<_> = e.events.values().map(|(_, p)| out(p)).collect();
+        let r = verify(&e, &observed, &format);
+        assert_eq!((r.lost, r.foreign, r.unacknowledged_written), (0, 0, 0));
+        observed.push(out(&cc));
+        let r = verify(&e, &observed, &format);
+        assert_eq!(
+            (r.foreign, r.unacknowledged_written, r.duplicated),
+            (0, 1, 0)
+        );
+        observed.push(out(&cc));
+        let r = verify(&e, &observed, &format);
+        assert_eq!(r.duplicated, 1);
+        assert_eq!(e.events["aa"].0, 1000);
+        assert_eq!(
+            e.events["bb"].1,
+            br#"{"eventId":"bb","timestamp":2000,"m":"x\ty"}"#.to_vec()
+        );
+        std::fs::write(&path, "aa\tnot-a-time\t1\t{}\n").unwrap();
+        assert!(read_ids(&path).unwrap_err().to_string().contains(":1:"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -9,8 +9,9 @@
 //! second run writes nothing new. Runs must not overlap: two at once could both write an id.
 
 use super::AnalysisError;
-use crate::config::{ClusterConfig, EventFormat, Millis};
-use crate::sources::decode::decode;
+use crate::config::{ClusterConfig, Millis};
+use crate::event::decode;
+use crate::event::EventFormat;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::{BTreeMap, HashSet};

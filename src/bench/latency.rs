@@ -7,8 +7,8 @@
 //! The figures are read from the topic after the run, so any system's output can be measured
 //! the same way. The distribution is kept in an HdrHistogram (3 significant digits).
 
-use crate::config::EventFormat;
-use crate::sources::decode::decode;
+use crate::event::decode;
+use crate::event::EventFormat;
 use hdrhistogram::Histogram;
 use std::fmt;
 use std::path::PathBuf;

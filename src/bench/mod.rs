@@ -298,10 +298,10 @@ fn proc_status_kb(key: &str) -> Option<u64> {
 
 /// Bytes per live id of the dedup state, by resident-memory delta, and the insert rate.
 fn dedup_memory(ids: u64) -> (f64, f64, f64) {
-    use crate::record::{Event, EventId};
+    use crate::event::{Event, EventId};
     let mut state = crate::operators::dedup::DedupState::new(u64::MAX / 2);
     let before = rss_bytes().unwrap_or(0);
-    let mut rng = crate::sources::generator::SplitMix(ids);
+    let mut rng = crate::runtime::SplitMix(ids);
     let e = Event::new(
         1_700_000_000_000,
         EventId::Span(0, 0),
@@ -318,7 +318,7 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
     while left > 0 {
         let n = left.min(batch.len() as u64) as usize;
         for e in &mut batch[..n] {
-            e.id_hash = crate::record::IdHash::from_u128(
+            e.id_hash = crate::event::IdHash::from_u128(
                 (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()),
             );
         }

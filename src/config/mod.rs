@@ -15,6 +15,7 @@ pub use duration::{parse_flag as parse_duration_flag, Millis};
 pub use gateway::{parse_gateway, GatewayConfig, GatewayFile};
 pub use graph::{to_dot, to_mermaid, Graph, NodeKind, NodeRef, Port, StreamKind};
 
+use crate::event::EventFormat;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,41 +61,6 @@ impl Default for PipelineSection {
         PipelineSection {
             name: "tidemark".into(),
             commit_interval: default_commit_interval(),
-        }
-    }
-}
-
-/// `[event]`: the shape of an event.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventFormat {
-    /// Field holding the event id: a string of 1 to 128 bytes.
-    #[serde(default = "default_id_field")]
-    pub id_field: String,
-    /// Field holding the event time: epoch milliseconds or an RFC 3339 string.
-    #[serde(default = "default_time_field")]
-    pub time_field: String,
-    /// Events larger than this go to the invalid output with `reason=too_large`.
-    #[serde(default = "default_max_event_bytes")]
-    pub max_event_bytes: NonZeroU32,
-}
-
-fn default_id_field() -> String {
-    "eventId".into()
-}
-fn default_time_field() -> String {
-    "timestamp".into()
-}
-fn default_max_event_bytes() -> NonZeroU32 {
-    NonZeroU32::new(1 << 20).expect("non-zero")
-}
-
-impl Default for EventFormat {
-    fn default() -> Self {
-        EventFormat {
-            id_field: default_id_field(),
-            time_field: default_time_field(),
-            max_event_bytes: default_max_event_bytes(),
         }
     }
 }
@@ -316,7 +282,7 @@ pub struct ReorderConfig {
     /// Inputs: on-time event streams.
     pub inputs: Vec<String>,
     /// Field whose value picks the output partition.
-    #[serde(default = "default_id_field")]
+    #[serde(default = "crate::event::format::default_id_field")]
     pub partition_by: String,
     /// Output partitions.
     pub partitions: NonZeroU32,

@@ -2,9 +2,9 @@
 //! times and regions are filled in, and every event is checked with the same decoder the
 //! pipelines use, so an event the gateway accepts is never an invalid record downstream.
 
-use crate::config::EventFormat;
-use crate::record::Reason;
-use crate::sources::decode::decode;
+use crate::event::decode;
+use crate::event::EventFormat;
+use crate::event::Reason;
 use serde_json::{Map, Value};
 
 /// How the body is framed.
@@ -198,7 +198,7 @@ pub fn uuid_v7(now_ms: u64) -> String {
             // 4096 ids in one millisecond: borrow the next one, keeping the order.
             (last + 1, 0)
         };
-        let mut mix = crate::sources::generator::SplitMix(rng);
+        let mut mix = crate::runtime::SplitMix(rng);
         let r = mix.next_u64();
         rng = mix.0;
         s.set((ms, counter, rng));
@@ -220,7 +220,7 @@ pub fn uuid_v7(now_ms: u64) -> String {
 fn seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(crate::operators::wall_ms());
+    h.write_u64(crate::runtime::wall_ms());
     std::thread::current().id().hash(&mut h);
     h.finish()
 }

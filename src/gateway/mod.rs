@@ -18,7 +18,8 @@ pub mod events;
 pub mod route;
 pub mod send;
 
-use crate::config::{EventFormat, GatewayFile};
+use crate::config::GatewayFile;
+use crate::event::EventFormat;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use events::{Framing, ItemError};
@@ -111,7 +112,7 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
         .iter()
         .position(|n| *n == file.gateway.local_region)
         .unwrap_or(0);
-    let now = crate::operators::wall_ms();
+    let now = crate::runtime::wall_ms();
     for n in &names {
         metrics
             .gateway_region_healthy
@@ -195,7 +196,7 @@ fn set_health(st: &State, region: usize, healthy: bool, why: &str) {
         .router
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .set_health(region, healthy, crate::operators::wall_ms());
+        .set_health(region, healthy, crate::runtime::wall_ms());
     let name = &st.regions.names[region];
     st.metrics
         .gateway_region_healthy
@@ -403,7 +404,7 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
     if items.is_empty() {
         return error(StatusCode::BAD_REQUEST, "", "no events in the body");
     }
-    let now = crate::operators::wall_ms();
+    let now = crate::runtime::wall_ms();
     let prepared: Vec<_> = items
         .into_iter()
         .map(|i| i.and_then(|v| events::prepare(v, &st.format, now)))
@@ -446,7 +447,7 @@ async fn write_all(
         let who = producer.or(p.service.as_deref());
         let route = {
             let mut router = st.router.lock().unwrap_or_else(|e| e.into_inner());
-            let route = router.route(who, requested, crate::operators::wall_ms());
+            let route = router.route(who, requested, crate::runtime::wall_ms());
             for m in router.take_moves() {
                 let (from, to) = (&st.regions.names[m.from], &st.regions.names[m.to]);
                 if m.returned {

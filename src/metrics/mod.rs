@@ -231,7 +231,7 @@ impl Metrics {
             "Invalid records by reason",
             &["reason"],
         );
-        for reason in crate::record::Reason::ALL {
+        for reason in crate::event::Reason::ALL {
             invalid_events.with_label_values(&[reason.as_str()]);
         }
         Metrics {

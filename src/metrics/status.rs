@@ -42,7 +42,9 @@ fn sum(families: &[MetricFamily], name: &str) -> f64 {
 /// depend on when, or how often, a browser asks.
 #[derive(Default)]
 pub struct Rates {
-    samples: std::collections::VecDeque<(u64, f64, f64)>,
+    /// (when, events in, events out). A monotonic clock: a rate must not jump when the wall
+    /// clock is set.
+    samples: std::collections::VecDeque<(std::time::Instant, f64, f64)>,
 }
 
 impl Rates {
@@ -50,7 +52,7 @@ impl Rates {
     pub fn sample(&mut self, metrics: &Metrics) {
         let f = metrics.registry.gather();
         self.samples.push_back((
-            crate::operators::wall_ms(),
+            std::time::Instant::now(),
             sum(&f, "tidemark_events_in_total"),
             sum(&f, "tidemark_events_out_total"),
         ));
@@ -63,7 +65,7 @@ impl Rates {
     fn per_second(&self) -> (Option<f64>, Option<f64>) {
         match (self.samples.front(), self.samples.back()) {
             (Some(a), Some(b)) if b.0 > a.0 => {
-                let dt = (b.0 - a.0) as f64 / 1000.0;
+                let dt = (b.0 - a.0).as_secs_f64();
                 (Some((b.1 - a.1) / dt), Some((b.2 - a.2) / dt))
             }
             _ => (None, None),
@@ -110,7 +112,6 @@ pub fn snapshot(metrics: &Metrics, rates: &Rates) -> Value {
         .map(|m| (label(m, "reason").to_string(), json!(value(m))))
         .collect();
     json!({
-        "now_ms": crate::operators::wall_ms(),
         "watermark_ms": watermarks.iter().copied().reduce(f64::min),
         "watermark_lag_seconds": lags.iter().copied().reduce(f64::max),
         "events_in": sum(&f, "tidemark_events_in_total"),

@@ -7,8 +7,8 @@
 //! probability about n²/2¹²⁹, which at a billion live ids is 10⁻²¹.
 
 use super::idtable::IdTable;
-use super::WorkerContext;
-use crate::record::Event;
+use crate::event::Event;
+use crate::runtime::WorkerContext;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -224,7 +224,7 @@ mod tests {
     use super::*;
 
     fn ev(id: &str, time: u64, payload: &str) -> Event {
-        let id = crate::record::EventId::Owned(id.into());
+        let id = crate::event::EventId::Owned(id.into());
         Event::new(time, id, payload.as_bytes().into(), 0, 0, None)
     }
 

@@ -1,8 +1,8 @@
 //! Keeps the events whose top-level field equals one of a set of values (or, negated, none).
 
 use crate::config::FilterConfig;
-use crate::record::Event;
-use crate::sources::decode::extract_field;
+use crate::event::extract_field;
+use crate::event::Event;
 use timely::dataflow::operators::core::Filter;
 use timely::dataflow::Stream;
 

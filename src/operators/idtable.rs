@@ -384,7 +384,7 @@ impl IdTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::generator::SplitMix;
+    use crate::runtime::SplitMix;
     use std::collections::HashMap;
 
     /// Against a `HashMap` on random inserts, repeats and sweeps, with hashes squeezed into a

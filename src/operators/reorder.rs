@@ -9,9 +9,9 @@
 //! event. The sinks' probe passing a source's commit point therefore still means that every
 //! event read before it is durable.
 
-use super::WorkerContext;
-use crate::record::{Event, OutPartition};
-use crate::sources::decode::extract_field;
+use crate::event::extract_field;
+use crate::event::{Event, OutPartition};
+use crate::runtime::WorkerContext;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
@@ -271,8 +271,8 @@ fn reorder_with<'scope, P: ParallelizationContract<u64, Vec<Event>>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::EventId;
-    use crate::sources::generator::SplitMix;
+    use crate::event::EventId;
+    use crate::runtime::SplitMix;
 
     fn held(id: &str, time: u64) -> Held {
         let e = Event::new(

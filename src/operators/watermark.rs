@@ -23,11 +23,12 @@
 //! until its first record, within the same hold, since its backlog may come well after the
 //! heartbeats or the reconnect; after that record the usual `idle_timeout` applies.
 
-use super::{wall_ms, WorkerContext};
-use crate::config::{EventFormat, Millis, WatermarkConfig};
-use crate::record::{Event, EventId, Invalid, Late, Reason, Splits};
-use crate::sources::decode::{decode, IdText};
-use crate::sources::heartbeat::LinkWatch;
+use crate::config::{Millis, WatermarkConfig};
+use crate::event::EventFormat;
+use crate::event::{decode, IdText};
+use crate::event::{Event, EventId, Invalid, Late, Reason, Splits};
+use crate::runtime::{wall_ms, WorkerContext};
+use crate::sources::heartbeat::LinkSpec;
 use crate::sources::{Polled, SplitReader};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -257,16 +258,6 @@ pub struct Owned {
     pub links: Vec<LinkSpec>,
     /// The splits, by index.
     pub mine: Vec<u32>,
-}
-
-/// A replicated source whose partitions follow a link's heartbeats.
-pub struct LinkSpec {
-    /// The source node.
-    pub node: String,
-    /// Its heartbeats.
-    pub watch: LinkWatch,
-    /// The source's `link_timeout`, ms.
-    pub timeout: u64,
 }
 
 /// One link inside the operator: its heartbeats, and its metrics when this worker reports them.

@@ -3,8 +3,8 @@
 
 use super::{SinkError, SinkItem};
 use crate::config::FileFormat;
-use crate::operators::WorkerContext;
-use crate::record::Splits;
+use crate::event::Splits;
+use crate::runtime::WorkerContext;
 use std::io::Write;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;

@@ -3,7 +3,7 @@
 
 use super::{SinkError, SinkItem};
 use crate::config::ClusterConfig;
-use crate::operators::WorkerContext;
+use crate::runtime::WorkerContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;

@@ -8,7 +8,7 @@ pub mod file;
 pub mod kafka;
 pub mod null;
 
-use crate::record::{Event, Invalid, Splits};
+use crate::event::{Event, Invalid, Splits};
 
 /// Errors that stop a sink.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Counts and discards: for benchmarks, and for outputs a pipeline drops on purpose.
 
 use super::SinkItem;
-use crate::operators::WorkerContext;
+use crate::runtime::WorkerContext;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;

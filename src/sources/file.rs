@@ -2,7 +2,7 @@
 //! Offsets are not stored anywhere: a restarted job reads its files again from the start.
 
 use super::{Polled, ReadOptions, SourceError, SplitReader};
-use crate::record::{SplitSource, Splits};
+use crate::event::{SplitSource, Splits};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 

@@ -3,84 +3,9 @@
 
 use super::{Polled, SourceError, SplitReader};
 use crate::config::GeneratorSource;
-use crate::record::{SplitSource, Splits};
-
-/// SplitMix64: a fast, well-mixed generator that needs no dependency.
-#[derive(Clone, Debug)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A float in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A number in [0, n).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Writes one synthetic event into `out` (cleared first): a 32-hex-digit id, the time, the
-/// region, a service and level, and a message padded to about `payload_bytes`.
-pub fn generate_event(
-    out: &mut Vec<u8>,
-    id: u128,
-    time: u64,
-    region: &str,
-    service: u32,
-    payload_bytes: usize,
-) {
-    out.clear();
-    out.extend_from_slice(b"{\"eventId\":\"");
-    for i in (0..32).rev() {
-        out.push(HEX[((id >> (i * 4)) & 0xf) as usize]);
-    }
-    out.extend_from_slice(b"\",\"timestamp\":");
-    let mut digits = [0u8; 20];
-    let mut n = time;
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b",\"region\":\"");
-    out.extend_from_slice(region.as_bytes());
-    out.extend_from_slice(b"\",\"service\":\"svc-");
-    out.push(b'0' + (service / 10 % 10) as u8);
-    out.push(b'0' + (service % 10) as u8);
-    out.extend_from_slice(b"\",\"level\":\"info\",\"message\":\"");
-    let close = b"\"}";
-    let pad = payload_bytes.saturating_sub(out.len() + close.len()).max(1);
-    let filler: &[u8] = b"request served in time; upstream healthy; cache warm; ";
-    let mut left = pad;
-    while left > 0 {
-        let take = left.min(filler.len());
-        out.extend_from_slice(&filler[..take]);
-        left -= take;
-    }
-    out.extend_from_slice(close);
-}
+use crate::event::sample::{generate_event, HEX};
+use crate::event::{SplitSource, Splits};
+use crate::runtime::{wall_ms, SplitMix};
 
 /// [`generate_event`] precomputed for one region and size: each event copies the template and
 /// patches the id, the time and the service in place.
@@ -166,7 +91,7 @@ pub(super) struct GeneratorReader {
 impl GeneratorReader {
     pub(super) fn new(g: &GeneratorSource, splits: &Splits, owned: &[u32]) -> GeneratorReader {
         let total_parts = u64::from(g.partitions.get());
-        let now = crate::operators::wall_ms();
+        let now = wall_ms();
         let parts = owned
             .iter()
             .filter_map(|&split| {
@@ -233,7 +158,7 @@ impl SplitReader for GeneratorReader {
                     let time = if p.count.is_some() {
                         (p.base + p.next).saturating_sub(jitter)
                     } else {
-                        crate::operators::wall_ms().saturating_sub(jitter)
+                        wall_ms().saturating_sub(jitter)
                     };
                     let service = (id % 20) as u32;
                     let width = digits(time);

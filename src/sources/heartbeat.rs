@@ -122,3 +122,13 @@ impl LinkWatch {
         }
     }
 }
+
+/// A replicated source whose partitions follow a link's heartbeats.
+pub struct LinkSpec {
+    /// The source node.
+    pub node: String,
+    /// Its heartbeats.
+    pub watch: LinkWatch,
+    /// The source's `link_timeout`, ms.
+    pub timeout: u64,
+}

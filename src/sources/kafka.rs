@@ -2,8 +2,8 @@
 
 use super::{Polled, ReadOptions, SourceError, SplitReader};
 use crate::config::{ClusterConfig, KafkaSource, PipelineConfig, StartFrom};
+use crate::event::{SplitSource, Splits};
 use crate::metrics::Metrics;
-use crate::record::{SplitSource, Splits};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;

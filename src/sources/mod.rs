@@ -4,14 +4,13 @@
 //! files, generator partitions) that every process computes identically. Each worker opens
 //! readers for the splits it owns ([`Splits::owner`]); the watermark operator polls them.
 
-pub mod decode;
 mod file;
 pub mod generator;
 pub mod heartbeat;
 mod kafka;
 
 use crate::config::{PipelineConfig, SourceConfig};
-use crate::record::{SplitSource, Splits};
+use crate::event::{SplitSource, Splits};
 use std::sync::Arc;
 
 /// Errors from reading sources.
@@ -192,7 +191,7 @@ pub fn open_links(
     config: &PipelineConfig,
     splits: &Splits,
     mine: &[u32],
-) -> Result<Vec<crate::operators::watermark::LinkSpec>, SourceError> {
+) -> Result<Vec<heartbeat::LinkSpec>, SourceError> {
     let mut links = Vec::new();
     for (node, source) in &config.sources {
         let SourceConfig::Kafka(k) = source else {
@@ -202,7 +201,7 @@ pub fn open_links(
             continue;
         }
         if let Some(watch) = heartbeat::LinkWatch::open(node, k, &config.clusters[&k.cluster])? {
-            links.push(crate::operators::watermark::LinkSpec {
+            links.push(heartbeat::LinkSpec {
                 node: node.clone(),
                 watch,
                 timeout: k.link_timeout.0,
@@ -211,5 +210,3 @@ pub fn open_links(
     }
     Ok(links)
 }
-
-pub use generator::generate_event;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use tidemark::analysis::cli::report_of_chunks;
 use tidemark::analysis::report::{advise, bucket, hour, Dim, Report, ReportOptions};
 use tidemark::analysis::LateEvent;
-use tidemark::sources::generator::SplitMix;
+use tidemark::runtime::SplitMix;
 
 const T0: u64 = 1_790_000_000_000;
 
@@ -397,7 +397,7 @@ fn reconciling_twice_writes_nothing_new() {
     assert_eq!(corrections.len() as u64, first.written);
     let mut ids = HashMap::new();
     for (_, payload, headers) in &corrections {
-        let d = tidemark::sources::decode::decode(payload, &config.event).unwrap();
+        let d = tidemark::event::decode(payload, &config.event).unwrap();
         let start: u64 = headers["tidemark-window-start"].parse().unwrap();
         let end: u64 = headers["tidemark-window-end"].parse().unwrap();
         assert!(start <= d.time && d.time < end && end - start == 1_000);

@@ -302,7 +302,7 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
     };
     let summary = tidemark::loadgen::run(&options).unwrap();
     assert_eq!((summary.acked_unique, summary.unacked_unique), (300, 0));
-    let expected = tidemark::loadgen::read_ids(out.as_ref()).unwrap();
+    let expected = tidemark::verify::read_ids(out.as_ref()).unwrap();
     assert_eq!(expected.events.len(), 300);
     // Every acknowledged event is in one region or the other, byte for byte as it was sent
     // (nothing needed filling in, so the gateway passed the bytes through).

@@ -23,7 +23,7 @@ fn poll_until(watch: &mut LinkWatch, want: u64) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = None;
     while Instant::now() < deadline {
-        seen = watch.poll(tidemark::operators::wall_ms());
+        seen = watch.poll(tidemark::runtime::wall_ms());
         if seen == Some(want) {
             break;
         }
@@ -72,7 +72,7 @@ inputs = ["wm.invalid"]
         .set("bootstrap.servers", &bootstrap)
         .create()
         .unwrap();
-    let now = tidemark::operators::wall_ms();
+    let now = tidemark::runtime::wall_ms();
     // Two heartbeats already there when the watch starts: it begins at the newest.
     heartbeat(&producer, (now - 40_000) as i64);
     heartbeat(&producer, (now - 30_000) as i64);
@@ -94,7 +94,7 @@ inputs = ["wm.invalid"]
     heartbeat(&producer, (now - 20_000) as i64);
     assert_eq!(poll_until(&mut watch, now - 500), Some(now - 500));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(watch.poll(tidemark::operators::wall_ms()), Some(now - 500));
+    assert_eq!(watch.poll(tidemark::runtime::wall_ms()), Some(now - 500));
     let v = LinkView::at(Some(now - 500), now - 60_000, now, 3_000, 60_000);
     assert!(!v.down && !v.held);
 }

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod crash;
 mod gateway;
+mod layers;
 mod links;
 mod mock;
 mod model;

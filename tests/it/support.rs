@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use tidemark::sources::generator::SplitMix;
+use tidemark::runtime::SplitMix;
 use tidemark::verify::{Expected, Observed, Output};
 
 /// A scratch directory removed on drop, with a random suffix so runs never collide.

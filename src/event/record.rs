@@ -1,9 +1,10 @@
-//! The records that flow between operators, and the table that says where each came from.
+//! The records that flow between operators: valid events and invalid records.
 //!
 //! Records carry their event time inside them and travel at their source's capability (the
 //! watermark when they were read), not at their own time: progress tracking then costs one
 //! frontier step per watermark advance instead of one per event millisecond.
 
+use super::Reason;
 use serde::{Deserialize, Serialize};
 
 /// A valid event.
@@ -148,71 +149,6 @@ impl Event {
     }
 }
 
-/// Why a record is invalid. The names are the `tidemark-reason` header values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Reason {
-    /// Bytes are not UTF-8.
-    NotUtf8,
-    /// Not a JSON document.
-    NotJson,
-    /// JSON, but not an object.
-    NotObject,
-    /// No id field.
-    IdMissing,
-    /// The id is an empty string.
-    IdEmpty,
-    /// The id is not a string.
-    IdNotString,
-    /// The id is over 128 bytes.
-    IdTooLong,
-    /// No time field.
-    TimeMissing,
-    /// The time is neither integer milliseconds nor RFC 3339.
-    TimeUnparseable,
-    /// The time is before 1970.
-    TimeNegative,
-    /// The time is more than `max_future_skew` ahead of the wall clock.
-    FutureTimestamp,
-    /// Over `max_event_bytes`.
-    TooLarge,
-}
-
-impl Reason {
-    /// Every reason, for metrics initialisation and docs.
-    pub const ALL: [Reason; 12] = [
-        Reason::NotUtf8,
-        Reason::NotJson,
-        Reason::NotObject,
-        Reason::IdMissing,
-        Reason::IdEmpty,
-        Reason::IdNotString,
-        Reason::IdTooLong,
-        Reason::TimeMissing,
-        Reason::TimeUnparseable,
-        Reason::TimeNegative,
-        Reason::FutureTimestamp,
-        Reason::TooLarge,
-    ];
-
-    /// The header and label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NotUtf8 => "not_utf8",
-            Reason::NotJson => "not_json",
-            Reason::NotObject => "not_object",
-            Reason::IdMissing => "id_missing",
-            Reason::IdEmpty => "id_empty",
-            Reason::IdNotString => "id_not_string",
-            Reason::IdTooLong => "id_too_long",
-            Reason::TimeMissing => "time_missing",
-            Reason::TimeUnparseable => "time_unparseable",
-            Reason::TimeNegative => "time_negative",
-            Reason::FutureTimestamp => "future_timestamp",
-            Reason::TooLarge => "too_large",
-        }
-    }
-}
-
 /// A record that could not be accepted as an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invalid {
@@ -227,101 +163,4 @@ pub struct Invalid {
     pub split: u32,
     /// Offset within the split.
     pub offset: i64,
-}
-
-/// Where a split's records come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SplitSource {
-    /// A Kafka partition.
-    Kafka {
-        /// Cluster name from the pipeline file.
-        cluster: String,
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-    },
-    /// A JSON-lines file.
-    File {
-        /// Path.
-        path: String,
-    },
-    /// A generator partition.
-    Generator {
-        /// Partition index within the generator.
-        index: u32,
-    },
-}
-
-/// One unit of source parallelism: a Kafka partition, a file, a generator partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Split {
-    /// The source node.
-    pub node: String,
-    /// Origin region of its events.
-    pub region: String,
-    /// Index of `region` in [`Splits::regions`].
-    pub region_index: usize,
-    /// Where its records come from.
-    pub source: SplitSource,
-    /// For a MirrorMaker 2 remote topic, the region it is replicated from.
-    pub replicated_from: Option<String>,
-}
-
-impl Split {
-    /// `cluster/topic/partition/offset`, or `file:path/line`, for the `tidemark-source` header.
-    pub fn describe(&self, offset: i64) -> String {
-        match &self.source {
-            SplitSource::Kafka {
-                cluster,
-                topic,
-                partition,
-            } => {
-                format!("{cluster}/{topic}/{partition}/{offset}")
-            }
-            SplitSource::File { path } => format!("file:{path}/{offset}"),
-            SplitSource::Generator { index } => format!("generator:{}/{index}/{offset}", self.node),
-        }
-    }
-}
-
-/// Every split of a pipeline, numbered identically in every process.
-#[derive(Debug, Clone, Default)]
-pub struct Splits {
-    /// All splits, ordered by source node, then topic, then partition.
-    pub splits: Vec<Split>,
-    /// Distinct origin regions, for per-region counters.
-    pub regions: Vec<String>,
-}
-
-impl Splits {
-    /// The split an event came from.
-    pub fn get(&self, index: u32) -> &Split {
-        &self.splits[index as usize]
-    }
-
-    /// Adds a split, interning its region.
-    pub fn push(&mut self, node: &str, region: &str, source: SplitSource) -> u32 {
-        let region_index = match self.regions.iter().position(|r| r == region) {
-            Some(i) => i,
-            None => {
-                self.regions.push(region.to_string());
-                self.regions.len() - 1
-            }
-        };
-        self.splits.push(Split {
-            node: node.to_string(),
-            region: region.to_string(),
-            region_index,
-            source,
-            replicated_from: None,
-        });
-        (self.splits.len() - 1) as u32
-    }
-
-    /// The worker that owns split `index`: round-robin, so every process agrees without
-    /// talking, and no consumer-group rebalance is involved.
-    pub fn owner(index: u32, peers: usize) -> usize {
-        index as usize % peers
-    }
 }

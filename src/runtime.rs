@@ -1,0 +1,64 @@
+//! What every worker runs on: the wall clock, a seeded random generator, and the context that
+//! every operator of one worker shares.
+
+use crate::event::Splits;
+use crate::metrics::Metrics;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+/// What every operator of one worker shares.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// Process metrics.
+    pub metrics: Metrics,
+    /// Every split of the pipeline.
+    pub splits: Arc<Splits>,
+    /// Frontier of every sink's acknowledged output: what is durable.
+    pub probe: ProbeHandle<u64>,
+    /// The first fatal error of this worker; the worker loop stops on it.
+    pub failure: Rc<RefCell<Option<String>>>,
+    /// Set on SIGINT/SIGTERM: sources stop and everything drains.
+    pub shutdown: Arc<AtomicBool>,
+    /// Milliseconds between offset commits.
+    pub commit_interval: u64,
+}
+
+/// Wall-clock time in epoch milliseconds.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// SplitMix64: a fast, well-mixed generator that needs no dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A float in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A number in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+}
