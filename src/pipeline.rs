@@ -5,7 +5,8 @@ use crate::config::{Graph, NodeRef, OperatorConfig, PipelineConfig, Port, SinkCo
 use crate::event::{Event, Invalid, Splits};
 use crate::metrics::Metrics;
 use crate::operators::reorder::Partitioner;
-use crate::operators::watermark::{watermark, Owned, SourceHandle, WatermarkPolicy};
+use crate::operators::watermark::state::WatermarkPolicy;
+use crate::operators::watermark::{watermark, Owned, SourceHandle};
 use crate::operators::{dedup, filter, reorder};
 use crate::runtime::WorkerContext;
 use crate::sinks::{file::file_sink, kafka, null::null_sink, SinkError};

@@ -4,7 +4,7 @@
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::{Duration, Instant};
-use tidemark::operators::watermark::LinkView;
+use tidemark::operators::watermark::state::LinkView;
 use tidemark::sources::heartbeat::LinkWatch;
 
 fn heartbeat(producer: &BaseProducer, at: i64) {

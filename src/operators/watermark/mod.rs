@@ -1,0 +1,527 @@
+//! The watermark operator: reads its sources, decodes, and holds the capability that *is* the
+//! event-time watermark.
+//!
+//! The rules (per-partition maxima, idleness, the split and unreachable holds, what is late)
+//! are a plain state machine in [`state`]; this operator is the shell around it: it polls the
+//! readers, decodes each record, feeds the state machine, emits what it decides at the
+//! capability it holds, follows the replication links' heartbeats, and commits offsets once
+//! the sinks' probe shows everything emitted up to them is durable ([`committer`]).
+
+mod committer;
+pub mod state;
+
+use crate::config::{Millis, WatermarkConfig};
+use crate::event::{decode, Event, EventFormat, EventId, IdText, Invalid, Late, Reason, Splits};
+use crate::runtime::{wall_ms, WorkerContext};
+use crate::sources::heartbeat::LinkSpec;
+use crate::sources::{Polled, SourceError, SplitReader};
+use committer::Committer;
+use state::{Capability, LinkView, Verdict, WatermarkPolicy, WatermarkState};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::{Scope, Stream};
+
+/// Records read per activation before yielding, so one busy source cannot starve the rest of
+/// the dataflow (dedup, reorder and sinks run on the same thread).
+const BUDGET: usize = 256;
+
+/// The three outputs of a watermark node.
+pub struct WatermarkStreams<'scope> {
+    /// Events at or above the watermark on arrival.
+    pub on_time: Stream<'scope, u64, Vec<Event>>,
+    /// Events below it.
+    pub late: Stream<'scope, u64, Vec<Event>>,
+    /// Records that are not valid events.
+    pub invalid: Stream<'scope, u64, Vec<Invalid>>,
+}
+
+impl From<&WatermarkConfig> for WatermarkPolicy {
+    fn from(c: &WatermarkConfig) -> Self {
+        let Millis(max_out_of_orderness) = c.max_out_of_orderness;
+        WatermarkPolicy {
+            max_out_of_orderness,
+            idle_timeout: c.idle_timeout.0,
+            max_future_skew: c.max_future_skew.0,
+            max_split_hold: c.max_split_hold.map_or(0, |m| m.0),
+            unreachable_hold: c.unreachable_hold.0,
+        }
+    }
+}
+
+/// Shared between the operator and the worker loop, which commits the final offsets after the
+/// dataflow has drained (when the operator itself is no longer scheduled).
+pub struct SourceHandle {
+    readers: Vec<Box<dyn SplitReader>>,
+    committer: Committer,
+}
+
+impl SourceHandle {
+    /// Commits every offset the probe allows.
+    pub fn commit(&mut self, frontier: Option<u64>, sync: bool) -> Result<(), SourceError> {
+        let ready = self.committer.ready(frontier);
+        if ready.is_empty() {
+            return Ok(());
+        }
+        for r in &mut self.readers {
+            r.commit(&ready, sync)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one worker reads for a watermark node.
+pub struct Owned {
+    /// Readers of the splits it owns.
+    pub readers: Vec<Box<dyn SplitReader>>,
+    /// Heartbeat watches of the replicated sources among them.
+    pub links: Vec<LinkSpec>,
+    /// The splits, by index.
+    pub mine: Vec<u32>,
+}
+
+/// One link inside the operator: its heartbeats, and its metrics when this worker reports them.
+struct Link {
+    spec: LinkSpec,
+    was_down: bool,
+    /// While down: when the split began (the newest heartbeat then).
+    split_began: u64,
+    /// When the link was last observed, for the split-seconds counter.
+    observed_at: Option<u64>,
+    gauges: Option<LinkGauges>,
+}
+
+struct LinkGauges {
+    lag: prometheus::Gauge,
+    split: prometheus::IntGauge,
+    duration: prometheus::Gauge,
+    episodes: prometheus::IntCounter,
+    seconds: prometheus::Counter,
+    hold: prometheus::IntGauge,
+}
+
+impl Link {
+    fn new(spec: LinkSpec, splits: &Splits, mine: &[u32], m: &crate::metrics::Metrics) -> Link {
+        // Every worker with a partition of the source follows the link, but only the owner of
+        // its first split reports it, so each link is counted once across the cluster.
+        let first = splits
+            .splits
+            .iter()
+            .position(|s| s.node == spec.node)
+            .map(|i| i as u32);
+        let gauges = first.filter(|f| mine.contains(f)).map(|_| {
+            let l = [spec.watch.from.as_str(), spec.watch.to.as_str()];
+            LinkGauges {
+                lag: m.replication_lag.with_label_values(&l),
+                split: m.split_brain.with_label_values(&l),
+                duration: m.split_duration.with_label_values(&l),
+                episodes: m.split_episodes.with_label_values(&l),
+                seconds: m.split_seconds.with_label_values(&l),
+                hold: m.split_hold.with_label_values(&l),
+            }
+        });
+        Link {
+            spec,
+            was_down: false,
+            split_began: 0,
+            observed_at: None,
+            gauges,
+        }
+    }
+
+    fn observe(&mut self, now: u64, started: u64, hold: u64) -> LinkView {
+        let newest = self.spec.watch.poll(now);
+        let view = LinkView::at(newest, started, now, self.spec.timeout, hold);
+        if view.down != self.was_down {
+            let (from, to) = (&self.spec.watch.from, &self.spec.watch.to);
+            if view.down {
+                self.split_began = now.saturating_sub(view.staleness);
+                tracing::warn!(%from, %to, stale_ms = view.staleness, "replication link down: split brain");
+            } else {
+                tracing::info!(%from, %to, "replication link up again");
+            }
+        }
+        if let Some(g) = &self.gauges {
+            g.lag.set(view.staleness as f64 / 1000.0);
+            g.split.set(i64::from(view.down));
+            g.duration.set(if view.down {
+                view.staleness as f64 / 1000.0
+            } else {
+                0.0
+            });
+            g.hold.set(i64::from(view.held));
+            if view.down && !self.was_down {
+                g.episodes.inc();
+            }
+            if view.down && self.was_down {
+                let since = self.observed_at.unwrap_or(now);
+                g.seconds.inc_by(now.saturating_sub(since) as f64 / 1000.0);
+            }
+        }
+        self.was_down = view.down;
+        self.observed_at = Some(now);
+        view
+    }
+}
+
+/// Where one record goes.
+enum Routed {
+    OnTime(Event),
+    Late(Event),
+    Invalid(Invalid),
+}
+
+/// Everything of one worker's watermark node that is not timely: the rules, the decoder, the
+/// offsets read since the last activation and the counters, added once per activation.
+struct Intake {
+    state: WatermarkState,
+    format: EventFormat,
+    splits: Arc<Splits>,
+    /// Split index -> partition position, as a vector: this lookup runs for every record.
+    slot: Vec<usize>,
+    /// (split, next offset) read in this activation, in order.
+    touched: Vec<(u32, i64)>,
+    counts: Counts,
+}
+
+impl Intake {
+    /// One record: decoded, judged by the rules, and routed.
+    #[inline]
+    fn record(&mut self, split: u32, offset: i64, bytes: &[u8], now: u64) -> Routed {
+        let i = self.slot[split as usize];
+        self.state.record(i, now);
+        self.counts.read(i, bytes.len());
+        match self.touched.last_mut() {
+            Some((s, o)) if *s == split => *o = offset + 1,
+            _ => self.touched.push((split, offset + 1)),
+        }
+        let d = match decode(bytes, &self.format) {
+            Ok(d) => d,
+            Err(r) => return self.invalid(r.reason, r.detail, bytes, split, offset),
+        };
+        let late = match self.state.event(i, d.time, now) {
+            Verdict::OnTime => None,
+            Verdict::Late { watermark } => Some(Box::new(Late {
+                watermark,
+                arrival_ms: now,
+            })),
+            Verdict::Future { ahead_ms } => {
+                let detail = format!("{ahead_ms} ms ahead of the wall clock");
+                return self.invalid(Reason::FutureTimestamp, detail, bytes, split, offset);
+            }
+        };
+        let id = match d.id {
+            IdText::Span(a, z) => EventId::Span(a as u32, z as u32),
+            IdText::Owned(s) => EventId::Owned(s.into_boxed_str()),
+        };
+        let event = Event::new(d.time, id, bytes.into(), split, offset, late);
+        if event.late.is_some() {
+            self.counts.late[self.splits.get(split).region_index] += 1;
+            Routed::Late(event)
+        } else {
+            Routed::OnTime(event)
+        }
+    }
+
+    fn invalid(
+        &mut self,
+        reason: Reason,
+        detail: String,
+        bytes: &[u8],
+        split: u32,
+        offset: i64,
+    ) -> Routed {
+        self.counts.invalid[reason as usize] += 1;
+        Routed::Invalid(Invalid {
+            reason,
+            detail,
+            payload: bytes.to_vec(),
+            split,
+            offset,
+        })
+    }
+
+    /// What a reader says of a split other than a record.
+    fn progress(&mut self, polled: Polled<'_>, now: u64) {
+        match polled {
+            Polled::Record { .. } => {}
+            Polled::End { split } => self.state.end(self.slot[split as usize]),
+            Polled::Finished { split } => self.state.finished(self.slot[split as usize]),
+            Polled::Reachable { split, reachable } => {
+                self.state
+                    .reachable(self.slot[split as usize], reachable, now)
+            }
+        }
+    }
+}
+
+/// Counts of one activation, per partition, region and reason, added to the Prometheus
+/// counters once per activation rather than once per record.
+struct Counts {
+    events: Vec<u64>,
+    bytes: Vec<u64>,
+    late: Vec<u64>,
+    invalid: [u64; Reason::ALL.len()],
+    events_in: Vec<(prometheus::IntCounter, prometheus::IntCounter)>,
+    late_in: Vec<prometheus::IntCounter>,
+    invalid_in: Vec<prometheus::IntCounter>,
+}
+
+impl Counts {
+    fn new(mine: &[u32], splits: &Splits, m: &crate::metrics::Metrics) -> Counts {
+        let events_in: Vec<_> = mine
+            .iter()
+            .map(|&s| {
+                let sp = splits.get(s);
+                let labels = [sp.node.as_str(), sp.region.as_str()];
+                (
+                    m.events_in.with_label_values(&labels),
+                    m.bytes_in.with_label_values(&labels),
+                )
+            })
+            .collect();
+        let late_in: Vec<_> = splits
+            .regions
+            .iter()
+            .map(|r| m.late_events.with_label_values(&[r]))
+            .collect();
+        let invalid_in = Reason::ALL
+            .iter()
+            .map(|r| m.invalid_events.with_label_values(&[r.as_str()]))
+            .collect();
+        Counts {
+            events: vec![0; mine.len()],
+            bytes: vec![0; mine.len()],
+            late: vec![0; late_in.len()],
+            invalid: [0; Reason::ALL.len()],
+            events_in,
+            late_in,
+            invalid_in,
+        }
+    }
+
+    #[inline]
+    fn read(&mut self, partition: usize, bytes: usize) {
+        self.events[partition] += 1;
+        self.bytes[partition] += bytes as u64;
+    }
+
+    fn flush(&mut self) {
+        for (((events, bytes), n), b) in self
+            .events_in
+            .iter()
+            .zip(self.events.iter_mut())
+            .zip(self.bytes.iter_mut())
+        {
+            events.inc_by(std::mem::take(n));
+            bytes.inc_by(std::mem::take(b));
+        }
+        for (c, n) in self.late_in.iter().zip(self.late.iter_mut()) {
+            c.inc_by(std::mem::take(n));
+        }
+        for (c, n) in self.invalid_in.iter().zip(self.invalid.iter_mut()) {
+            c.inc_by(std::mem::take(n));
+        }
+    }
+}
+
+/// Builds the watermark operator over `readers` (the splits this worker owns).
+pub fn watermark<'scope>(
+    scope: Scope<'scope, u64>,
+    name: &str,
+    policy: WatermarkPolicy,
+    format: EventFormat,
+    owned: Owned,
+    ctx: &WorkerContext,
+) -> (WatermarkStreams<'scope>, Rc<RefCell<SourceHandle>>) {
+    let Owned {
+        readers,
+        links,
+        mine,
+    } = owned;
+    let mut builder = OperatorBuilder::new(format!("Watermark({name})"), scope);
+    let info = builder.operator_info();
+    let (on_time_out, on_time) = builder.new_output::<Vec<Event>>();
+    let (late_out, late) = builder.new_output::<Vec<Event>>();
+    let (invalid_out, invalid) = builder.new_output::<Vec<Invalid>>();
+    type Out<C> = OutputBuilder<u64, timely::container::CapacityContainerBuilder<C>>;
+    let mut on_time_out = Out::<Vec<Event>>::from(on_time_out);
+    let mut late_out = Out::<Vec<Event>>::from(late_out);
+    let mut invalid_out = Out::<Vec<Invalid>>::from(invalid_out);
+
+    let handle = Rc::new(RefCell::new(SourceHandle {
+        readers,
+        committer: Committer::default(),
+    }));
+    let shared = Rc::clone(&handle);
+    let activator = scope.activator_for(Rc::clone(&info.address));
+    let sync_activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+    let woken = {
+        let sa = Arc::clone(&sync_activator);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = sa.activate();
+        });
+        let mut all = true;
+        for r in &mut handle.borrow_mut().readers {
+            all &= r.set_waker(Arc::clone(&wake));
+        }
+        all
+    };
+
+    let splits: Arc<Splits> = Arc::clone(&ctx.splits);
+    let probe = ctx.probe.clone();
+    let shutdown = Arc::clone(&ctx.shutdown);
+    let failure = Rc::clone(&ctx.failure);
+    let commit_interval = ctx.commit_interval;
+    let worker = scope.index().to_string();
+    let start = wall_ms();
+    let part_links: Vec<Option<usize>> = mine
+        .iter()
+        .map(|&s| links.iter().position(|l| l.node == splits.get(s).node))
+        .collect();
+    let mut slot = vec![usize::MAX; splits.splits.len()];
+    for (i, &s) in mine.iter().enumerate() {
+        slot[s as usize] = i;
+    }
+    let mut intake = Intake {
+        state: WatermarkState::new(policy, &part_links, start),
+        format,
+        counts: Counts::new(&mine, &splits, &ctx.metrics),
+        splits: Arc::clone(&splits),
+        slot,
+        touched: Vec::new(),
+    };
+    let mut links: Vec<Link> = links
+        .into_iter()
+        .map(|spec| Link::new(spec, &splits, &mine, &ctx.metrics))
+        .collect();
+    let mut views: Vec<LinkView> = Vec::with_capacity(links.len());
+    let wm_gauge = ctx.metrics.watermark_ms.with_label_values(&[name, &worker]);
+    let lag_gauge = ctx
+        .metrics
+        .watermark_lag
+        .with_label_values(&[name, &worker]);
+
+    builder.build(move |mut caps| {
+        if intake.state.capability() == Capability::Released {
+            // Nothing to read on this worker: let the frontier move on without us.
+            caps.clear();
+        }
+        move |_frontiers| {
+            if caps.is_empty() {
+                return;
+            }
+            if shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                caps.clear();
+                return;
+            }
+            let now = wall_ms();
+            let cap_time = *caps[0].time();
+            let mut read = 0;
+            let mut more = false;
+            let mut read_error = None;
+            {
+                // Records go straight into timely's output buffers, at the capability held
+                // while reading: that is the commit point of every offset read now.
+                let mut on_handle = on_time_out.activate();
+                let mut late_handle = late_out.activate();
+                let mut invalid_handle = invalid_out.activate();
+                let mut on_time = on_handle.session(&caps[0]);
+                let mut late = late_handle.session(&caps[1]);
+                let mut invalid = invalid_handle.session(&caps[2]);
+                let mut h = shared.borrow_mut();
+                for reader in h.readers.iter_mut() {
+                    let result = reader.poll(BUDGET, &mut |polled| match polled {
+                        Polled::Record {
+                            split,
+                            offset,
+                            bytes,
+                        } => match intake.record(split, offset, bytes, now) {
+                            Routed::OnTime(e) => on_time.give(e),
+                            Routed::Late(e) => late.give(e),
+                            Routed::Invalid(r) => invalid.give(r),
+                        },
+                        other => intake.progress(other, now),
+                    });
+                    match result {
+                        Ok(n) => {
+                            read += n;
+                            more |= n >= BUDGET;
+                        }
+                        Err(e) => {
+                            read_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(e) = read_error {
+                *failure.borrow_mut() = Some(e.to_string());
+                caps.clear();
+                return;
+            }
+            {
+                let mut h = shared.borrow_mut();
+                for (split, next) in intake.touched.drain(..) {
+                    h.committer.record(split, cap_time, next);
+                }
+                if now.saturating_sub(h.committer.last_commit_ms) >= commit_interval {
+                    h.committer.last_commit_ms = now;
+                    let frontier = probe.with_frontier(|f| f.iter().next().copied());
+                    if let Err(e) = h.commit(frontier, false) {
+                        tracing::warn!(error = %e, "offset commit failed; will retry");
+                    }
+                }
+            }
+            if read > 0 {
+                intake.counts.flush();
+            }
+
+            views.clear();
+            for (l, link) in links.iter_mut().enumerate() {
+                let was_down = link.was_down;
+                let view = link.observe(now, start, policy.max_split_hold);
+                if was_down && !view.down {
+                    intake.state.link_returned(l, link.split_began, now);
+                }
+                views.push(view);
+            }
+            match intake.state.advance(&views, now) {
+                Capability::Released => {
+                    caps.clear();
+                    return;
+                }
+                Capability::Hold(wm) => {
+                    if wm > cap_time {
+                        for c in caps.iter_mut() {
+                            c.downgrade(&wm);
+                        }
+                    }
+                    wm_gauge.set(wm as i64);
+                    lag_gauge.set(now.saturating_sub(wm) as f64 / 1000.0);
+                }
+            }
+            if more {
+                activator.activate();
+            } else {
+                // Without new data the watermark can still move (idleness, the wall clock), and
+                // offsets still need committing; a reader with a waker brings us back sooner.
+                let tick = if woken { 100 } else { 10 };
+                activator
+                    .activate_after(Duration::from_millis(tick.min(policy.idle_timeout.max(1))));
+            }
+        }
+    });
+
+    (
+        WatermarkStreams {
+            on_time,
+            late,
+            invalid,
+        },
+        handle,
+    )
+}
