@@ -49,19 +49,18 @@
 //! println!("{summary}");
 //! ```
 
+#[cfg(feature = "analysis")]
 pub mod analysis;
-pub mod bench;
-pub mod chart;
 pub mod config;
-pub mod demo;
 pub mod event;
+#[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod kafka;
-pub mod loadgen;
 pub mod metrics;
 pub mod operators;
 pub mod pipeline;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;
-pub mod verify;
+#[cfg(feature = "tools")]
+pub mod tools;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -59,15 +59,15 @@ enum Command {
     },
     /// Two in-process Kafka regions, generated traffic, the global pipeline, and a verified
     /// summary. Needs nothing installed.
-    Demo(tidemark::demo::DemoOptions),
+    Demo(tidemark::tools::demo::DemoOptions),
     /// Engine benchmark: generator -> parse -> watermark -> dedup -> reorder -> null sink.
-    Bench(tidemark::bench::BenchOptions),
+    Bench(tidemark::tools::bench::BenchOptions),
     /// The physical floor (benchmark S0): copy a topic's bytes to another topic, unparsed,
     /// with the pipeline's client settings, and print the rate.
-    BenchFloor(tidemark::bench::floor::FloorOptions),
+    BenchFloor(tidemark::tools::bench::floor::FloorOptions),
     /// Latency of an ordered topic (benchmark S6): when each event was written, less its event
     /// time and the watermark delay, as percentiles and a CDF.
-    Latency(tidemark::bench::latency::LatencyOptions),
+    Latency(tidemark::tools::bench::latency::LatencyOptions),
     /// The HTTP ingestion gateway: routes producers to their region's Kafka (X-Region, sticky
     /// producers, health fallback) and answers only once Kafka has the write.
     Gateway {
@@ -80,10 +80,10 @@ enum Command {
     },
     /// Send log traffic to both regions' Kafka at a rate, with failover copies, retries,
     /// disorder and invalid records; write the acknowledged ids to a file.
-    Loadgen(tidemark::loadgen::LoadgenOptions),
+    Loadgen(tidemark::tools::loadgen::LoadgenOptions),
     /// Check the ordered, late and invalid topics of one or more clusters against a loadgen
     /// ids file: nothing lost, nothing twice, order holds, late means late.
-    Verify(tidemark::verify::VerifyOptions),
+    Verify(tidemark::tools::verify::VerifyOptions),
     /// Analyse a late topic: lateness by region, service, partition and hour; late bursts
     /// (matched to split-brain episodes); the watermark settings that would have kept them on
     /// time. Incremental with `--follow`.
@@ -155,35 +155,17 @@ fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let success = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    };
     match cli.command {
-        Command::Check { file } => match tidemark::config::load(&file) {
-            Ok((config, _)) => {
-                println!(
-                    "{}: ok ({} sources, {} operators, {} sinks)",
-                    file.display(),
-                    config.sources.len(),
-                    config.operators.len(),
-                    config.sinks.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::Check { file } => Ok(success(check(&file))),
         Command::Graph { file, format } => {
-            let (config, graph) = tidemark::config::load(&file)?;
-            if format.as_deref() != Some("mermaid") {
-                print!("{}", tidemark::config::to_dot(&config, &graph));
-            }
-            if format.is_none() {
-                println!();
-            }
-            if format.as_deref() != Some("dot") {
-                print!("{}", tidemark::config::to_mermaid(&config, &graph));
-            }
-            Ok(ExitCode::SUCCESS)
+            graph(&file, format.as_deref()).map(|_| ExitCode::SUCCESS)
         }
         Command::Run {
             file,
@@ -194,115 +176,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bounded,
             metrics_listen,
         } => {
-            let (config, graph) = tidemark::config::load(&file)?;
-            anyhow::ensure!(workers >= 1, "--workers must be at least 1");
-            anyhow::ensure!(process < processes, "--process must be below --processes");
-            let hosts = match &hostfile {
-                Some(path) => tidemark::pipeline::read_hostfile(path)?,
-                None => Vec::new(),
-            };
-            anyhow::ensure!(
-                processes == 1 || hosts.len() == processes,
-                "--processes {processes} needs a --hostfile with {processes} lines (found {})",
-                hosts.len()
-            );
-            let metrics = tidemark::metrics::Metrics::new();
-            let _server = match metrics_listen.or(config.metrics.listen) {
-                Some(mut addr) => {
-                    addr.set_port(addr.port() + process as u16);
-                    Some(
-                        tidemark::metrics::serve(addr, metrics.clone())
-                            .with_context(|| format!("metrics endpoint {addr}"))?,
-                    )
-                }
-                None => None,
-            };
             let options = tidemark::pipeline::RunOptions {
                 workers,
                 processes,
                 process,
-                hosts,
+                hosts: Vec::new(),
                 bounded,
             };
-            let summary =
-                tidemark::pipeline::run(&config, &graph, &options, &metrics, shutdown_flag()?)?;
-            if bounded {
-                println!("{summary}");
-                if let Some(bytes) = tidemark::bench::peak_rss_bytes() {
-                    println!(
-                        "peak RSS    {:>12.1} MiB",
-                        bytes as f64 / f64::from(1 << 20)
-                    );
-                }
-            }
+            run_pipeline(&file, options, hostfile.as_deref(), metrics_listen)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo(options) => {
-            let ok = tidemark::demo::run(&options)?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Demo(options) => Ok(success(tidemark::tools::demo::run(&options)?)),
         Command::BenchFloor(options) => {
-            tidemark::bench::floor::run(&options)?;
+            tidemark::tools::bench::floor::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Latency(options) => {
-            tidemark::bench::latency::run(&options)?;
-            Ok(ExitCode::SUCCESS)
+            tidemark::tools::bench::latency::run(&options).map(|_| ExitCode::SUCCESS)
         }
-        Command::Bench(options) => {
-            tidemark::bench::run(&options)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench(options) => tidemark::tools::bench::run(&options).map(|_| ExitCode::SUCCESS),
         Command::Gateway { config, listen } => {
-            let mut file = tidemark::config::load_gateway(&config)?;
-            if let Some(l) = listen {
-                file.gateway.listen = l;
-            }
-            let stop = shutdown_flag()?;
-            let gateway = tidemark::gateway::start(file, tidemark::metrics::Metrics::new())?;
-            println!("gateway listening on http://{}", gateway.addr);
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            tracing::info!("stopping: finishing requests in flight");
-            gateway.stop();
+            gateway(&config, listen)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Loadgen(options) => {
-            let s = tidemark::loadgen::run(&options)?;
-            println!(
-                "loadgen: sent {} records ({} copies); {} unique events acknowledged, {} not; {} invalid acknowledged; {} sends failed; ids in {}",
-                s.sent,
-                s.copies,
-                s.acked_unique,
-                s.unacked_unique,
-                s.invalid_acked,
-                s.failed,
-                options.out.display()
-            );
-            if options.gateway.is_some() {
-                println!(
-                    "gateway: {} requests of up to {} events in {:.1} s: {:.0} acknowledged events/s; latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
-                    s.requests,
-                    options.batch,
-                    s.elapsed_s,
-                    s.acked_unique as f64 / s.elapsed_s.max(1e-9),
-                    s.latency_ms[0],
-                    s.latency_ms[1],
-                    s.latency_ms[2]
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            tidemark::tools::loadgen::main(&options).map(|_| ExitCode::SUCCESS)
         }
-        Command::Verify(options) => Ok(if tidemark::verify::run(&options)? {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }),
+        Command::Verify(options) => Ok(success(tidemark::tools::verify::run(&options)?)),
         Command::Reconcile(options) => {
             println!("{}", tidemark::analysis::reconcile::reconcile(&options)?);
             Ok(ExitCode::SUCCESS)
@@ -312,4 +212,99 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `tidemark check`: every error of the file, or a one-line summary.
+fn check(file: &Path) -> bool {
+    match tidemark::config::load(file) {
+        Ok((config, _)) => {
+            println!(
+                "{}: ok ({} sources, {} operators, {} sinks)",
+                file.display(),
+                config.sources.len(),
+                config.operators.len(),
+                config.sinks.len()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
+    }
+}
+
+/// `tidemark graph`: Graphviz, Mermaid, or both.
+fn graph(file: &Path, format: Option<&str>) -> anyhow::Result<()> {
+    let (config, graph) = tidemark::config::load(file)?;
+    if format != Some("mermaid") {
+        print!("{}", tidemark::config::to_dot(&config, &graph));
+    }
+    if format.is_none() {
+        println!();
+    }
+    if format != Some("dot") {
+        print!("{}", tidemark::config::to_mermaid(&config, &graph));
+    }
+    Ok(())
+}
+
+/// `tidemark run`: the pipeline on this process's workers, with its metrics endpoint.
+fn run_pipeline(
+    file: &Path,
+    mut options: tidemark::pipeline::RunOptions,
+    hostfile: Option<&str>,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let (config, graph) = tidemark::config::load(file)?;
+    let (workers, processes, process) = (options.workers, options.processes, options.process);
+    anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+    anyhow::ensure!(process < processes, "--process must be below --processes");
+    if let Some(path) = hostfile {
+        options.hosts = tidemark::pipeline::read_hostfile(path)?;
+    }
+    anyhow::ensure!(
+        processes == 1 || options.hosts.len() == processes,
+        "--processes {processes} needs a --hostfile with {processes} lines (found {})",
+        options.hosts.len()
+    );
+    let metrics = tidemark::metrics::Metrics::new();
+    let _server = match metrics_listen.or(config.metrics.listen) {
+        Some(mut addr) => {
+            addr.set_port(addr.port() + process as u16);
+            Some(
+                tidemark::metrics::serve(addr, metrics.clone())
+                    .with_context(|| format!("metrics endpoint {addr}"))?,
+            )
+        }
+        None => None,
+    };
+    let summary = tidemark::pipeline::run(&config, &graph, &options, &metrics, shutdown_flag()?)?;
+    if options.bounded {
+        println!("{summary}");
+        if let Some(bytes) = tidemark::runtime::peak_rss_bytes() {
+            println!(
+                "peak RSS    {:>12.1} MiB",
+                bytes as f64 / f64::from(1 << 20)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `tidemark gateway`: serves until SIGINT or SIGTERM, then finishes the requests in flight.
+fn gateway(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut file = tidemark::config::load_gateway(config)?;
+    if let Some(l) = listen {
+        file.gateway.listen = l;
+    }
+    let stop = shutdown_flag()?;
+    let gateway = tidemark::gateway::start(file, tidemark::metrics::Metrics::new())?;
+    println!("gateway listening on http://{}", gateway.addr);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tracing::info!("stopping: finishing requests in flight");
+    gateway.stop();
+    Ok(())
 }

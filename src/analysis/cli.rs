@@ -116,7 +116,7 @@ pub fn episodes(
         path: format!("http://{prometheus}"),
         source,
     };
-    let mut client = crate::gateway::client::HttpClient::connect(prometheus).map_err(io)?;
+    let mut client = crate::tools::http::HttpClient::connect(prometheus).map_err(io)?;
     let path = format!(
         "/api/v1/query_range?query=max%20by%20(from)%20(tidemark_split_brain)&start={:.3}&end={:.3}&step=1",
         from_ms as f64 / 1000.0,

@@ -94,8 +94,8 @@ pub fn reconcile(o: &ReconcileOptions) -> Result<Reconciled, AnalysisError> {
         time_field: o.time_field.clone(),
         ..EventFormat::default()
     };
-    let read = |topic: &str| -> Result<Vec<crate::verify::ReadRecord>, AnalysisError> {
-        Ok(crate::verify::read_topic(&o.bootstrap, topic)?)
+    let read = |topic: &str| -> Result<Vec<crate::tools::topic::ReadRecord>, AnalysisError> {
+        Ok(crate::tools::topic::read_topic(&o.bootstrap, topic)?)
     };
 
     // What the ordered topic holds, and how far its event time has got.

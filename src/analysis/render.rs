@@ -202,7 +202,7 @@ pub fn plot(
 ) -> Result<(), AnalysisError> {
     use plotters::prelude::*;
     let chart_err = |e: &dyn std::fmt::Display| AnalysisError::Chart(e.to_string());
-    crate::chart::register_font().map_err(|e| chart_err(&e))?;
+    crate::tools::chart::register_font().map_err(|e| chart_err(&e))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| AnalysisError::Io {
             path: dir.display().to_string(),

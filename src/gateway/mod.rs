@@ -13,7 +13,6 @@
 //! pipelines' dedup keeps one. Nothing is answered 2xx before Kafka has it, and a request that
 //! cannot be taken gets 503 with `Retry-After`; nothing is accepted and then dropped.
 
-pub mod client;
 pub mod events;
 pub mod route;
 pub mod send;

@@ -361,14 +361,14 @@ fn unreadable_records_are_counted_by_reason_and_never_stop_the_report() {
 #[test]
 fn reconciling_twice_writes_nothing_new() {
     use tidemark::analysis::reconcile::{reconcile, ReconcileOptions};
-    let t = tidemark::demo::traffic(20_000, 9, 65_536);
+    let t = tidemark::tools::demo::traffic(20_000, 9, 65_536);
     let (a, _b, ba, bb) = crate::mock::loaded_regions(&t, 4, 8);
     // The mock cluster does not serve CreateTopics; on real Kafka reconcile creates it.
     a.create_topic("log-events-corrections", 2, 1).unwrap();
-    let (config, graph) = tidemark::demo::pipeline(&ba, &bb, 8).unwrap();
+    let (config, graph) = tidemark::tools::demo::pipeline(&ba, &bb, 8).unwrap();
     let metrics = tidemark::metrics::Metrics::new();
     tidemark::pipeline::run_bounded(&config, &graph, 2, &metrics).unwrap();
-    let late = tidemark::verify::read_topic(&ba, "log-events-late").unwrap();
+    let late = tidemark::tools::topic::read_topic(&ba, "log-events-late").unwrap();
     assert!(!late.is_empty(), "the demo traffic must leave late events");
 
     let o = ReconcileOptions {
@@ -393,7 +393,7 @@ fn reconciling_twice_writes_nothing_new() {
         first.late,
         "{first}"
     );
-    let corrections = tidemark::verify::read_topic(&ba, "log-events-corrections").unwrap();
+    let corrections = tidemark::tools::topic::read_topic(&ba, "log-events-corrections").unwrap();
     assert_eq!(corrections.len() as u64, first.written);
     let mut ids = HashMap::new();
     for (_, payload, headers) in &corrections {
@@ -409,6 +409,6 @@ fn reconciling_twice_writes_nothing_new() {
     let second = reconcile(&o).unwrap();
     assert_eq!(second.written, 0, "{second}");
     assert_eq!(second.already_corrected, first.written);
-    let again = tidemark::verify::read_topic(&ba, "log-events-corrections").unwrap();
+    let again = tidemark::tools::topic::read_topic(&ba, "log-events-corrections").unwrap();
     assert_eq!(again.len(), corrections.len());
 }

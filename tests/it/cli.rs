@@ -193,8 +193,7 @@ fn status_page_and_its_json() {
     m.split_duration.with_label_values(&link).set(12.5);
     let server = tidemark::metrics::serve("127.0.0.1:0".parse().unwrap(), m).unwrap();
     let get = |path: &str| {
-        let mut c =
-            tidemark::gateway::client::HttpClient::connect(&server.addr.to_string()).unwrap();
+        let mut c = tidemark::tools::http::HttpClient::connect(&server.addr.to_string()).unwrap();
         c.request("GET", path, &[], b"").unwrap()
     };
     let page = get("/");

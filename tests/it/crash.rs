@@ -17,7 +17,7 @@ fn start_until_output(file: &str, bootstrap: &str) -> std::process::Child {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline
-        && tidemark::verify::read_topic(bootstrap, "log-events-ordered")
+        && tidemark::tools::topic::read_topic(bootstrap, "log-events-ordered")
             .unwrap()
             .is_empty()
     {
@@ -28,11 +28,11 @@ fn start_until_output(file: &str, bootstrap: &str) -> std::process::Child {
 
 #[test]
 fn kill_and_restart_loses_nothing() {
-    let t = tidemark::demo::traffic(60_000, 5, 65_536);
+    let t = tidemark::tools::demo::traffic(60_000, 5, 65_536);
     let (_region_a, _region_b, ba, bb) = loaded_regions(&t, 4, 8);
     let dir = Scratch::new("crash");
     let file = dir.path("pipeline.toml");
-    let text = tidemark::demo::pipeline_text(&ba, &bb, 8)
+    let text = tidemark::tools::demo::pipeline_text(&ba, &bb, 8)
         .unwrap()
         .replace("commit_interval = \"1s\"", "commit_interval = \"50ms\"");
     std::fs::write(&file, &text).unwrap();
@@ -53,7 +53,7 @@ fn kill_and_restart_loses_nothing() {
         String::from_utf8_lossy(&second.stderr)
     );
     let (config, _) = tidemark::config::parse(&text).unwrap();
-    let report = tidemark::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
+    let report = tidemark::tools::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
     eprintln!("killed with {written_before} records written; after restart:\n{report}");
     assert_eq!(report.lost, 0, "{report}");
     assert_eq!(report.foreign, 0, "{report}");
@@ -63,11 +63,11 @@ fn kill_and_restart_loses_nothing() {
 
 #[test]
 fn sigterm_drains_and_commits() {
-    let t = tidemark::demo::traffic(40_000, 8, 65_536);
+    let t = tidemark::tools::demo::traffic(40_000, 8, 65_536);
     let (_region_a, _region_b, ba, bb) = loaded_regions(&t, 4, 8);
     let dir = Scratch::new("sigterm");
     let file = dir.path("pipeline.toml");
-    let text = tidemark::demo::pipeline_text(&ba, &bb, 8).unwrap();
+    let text = tidemark::tools::demo::pipeline_text(&ba, &bb, 8).unwrap();
     std::fs::write(&file, &text).unwrap();
     let mut run = start_until_output(&file, &ba);
     let term = Command::new("kill")
@@ -99,7 +99,7 @@ fn sigterm_drains_and_commits() {
         .unwrap();
     assert!(second.status.success());
     let (config, _) = tidemark::config::parse(&text).unwrap();
-    let report = tidemark::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
+    let report = tidemark::tools::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
     assert_eq!(report.lost, 0, "{report}");
     assert_eq!(report.foreign, 0, "{report}");
     assert_eq!(

@@ -3,7 +3,7 @@
 
 use rdkafka::mocking::MockCluster;
 use std::time::{Duration, Instant};
-use tidemark::gateway::client::{HttpClient, HttpResponse};
+use tidemark::tools::http::{HttpClient, HttpResponse};
 
 type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
@@ -66,7 +66,7 @@ fn post(s: &Setup, headers: &[(&str, &str)], body: &str) -> HttpResponse {
 }
 
 fn read_ids(bootstrap: &str) -> Vec<String> {
-    tidemark::verify::read_topic(bootstrap, "log-events")
+    tidemark::tools::topic::read_topic(bootstrap, "log-events")
         .unwrap()
         .into_iter()
         .map(|(_, payload, _)| {
@@ -113,7 +113,8 @@ fn writes_then_answers_with_ids_and_regions() {
         .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["results"][1]["region"], "region-b");
-    let payloads = tidemark::verify::read_topic(&s.b.bootstrap_servers(), "log-events").unwrap();
+    let payloads =
+        tidemark::tools::topic::read_topic(&s.b.bootstrap_servers(), "log-events").unwrap();
     assert_eq!(payloads.len(), 2);
     let v: serde_json::Value = serde_json::from_slice(&payloads[0].1).unwrap();
     assert_eq!(v["region"], "region-b");
@@ -278,7 +279,7 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
     let s = setup("");
     let dir = crate::support::Scratch::new("gateway-loadgen");
     let out = dir.path("ids.tsv");
-    let options = tidemark::loadgen::LoadgenOptions {
+    let options = tidemark::tools::loadgen::LoadgenOptions {
         region_a: String::new(),
         region_b: String::new(),
         topic: "log-events".into(),
@@ -300,15 +301,16 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
         producers: 4,
         unpaced: true,
     };
-    let summary = tidemark::loadgen::run(&options).unwrap();
+    let summary = tidemark::tools::loadgen::run(&options).unwrap();
     assert_eq!((summary.acked_unique, summary.unacked_unique), (300, 0));
-    let expected = tidemark::verify::read_ids(out.as_ref()).unwrap();
+    let expected = tidemark::tools::verify::read_ids(out.as_ref()).unwrap();
     assert_eq!(expected.events.len(), 300);
     // Every acknowledged event is in one region or the other, byte for byte as it was sent
     // (nothing needed filling in, so the gateway passed the bytes through).
     let mut written = std::collections::HashMap::new();
     for bootstrap in [s.a.bootstrap_servers(), s.b.bootstrap_servers()] {
-        for (_, payload, _) in tidemark::verify::read_topic(&bootstrap, "log-events").unwrap() {
+        for (_, payload, _) in tidemark::tools::topic::read_topic(&bootstrap, "log-events").unwrap()
+        {
             let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             written.insert(v["eventId"].as_str().unwrap().to_string(), payload);
         }

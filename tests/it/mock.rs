@@ -3,7 +3,7 @@
 use rdkafka::mocking::MockCluster;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tidemark::verify::{verify, Observed, Output};
+use tidemark::tools::verify::{verify, Observed, Output};
 
 pub fn regions(in_parts: i32, out_parts: i32) -> (Mock, Mock) {
     let a = MockCluster::new(1).unwrap();
@@ -24,26 +24,26 @@ type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
 /// Two regions with `t` produced into their `log-events`, and their bootstrap addresses.
 pub fn loaded_regions(
-    t: &tidemark::demo::Traffic,
+    t: &tidemark::tools::demo::Traffic,
     in_parts: i32,
     out_parts: i32,
 ) -> (Mock, Mock, String, String) {
     let (a, b) = regions(in_parts, out_parts);
     let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
-    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
-    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    tidemark::tools::demo::produce(&ba, "log-events", &t.region_a).unwrap();
+    tidemark::tools::demo::produce(&bb, "log-events", &t.region_b).unwrap();
     (a, b, ba, bb)
 }
 
 pub fn read_outputs(bootstrap: &str) -> Vec<Observed> {
-    tidemark::verify::read_outputs(bootstrap).unwrap()
+    tidemark::tools::verify::read_outputs(bootstrap).unwrap()
 }
 
 #[test]
 fn two_regions_through_mock_kafka() {
-    let t = tidemark::demo::traffic(20_000, 9, 65_536);
+    let t = tidemark::tools::demo::traffic(20_000, 9, 65_536);
     let (_region_a, _region_b, ba, bb) = loaded_regions(&t, 4, 8);
-    let (config, graph) = tidemark::demo::pipeline(&ba, &bb, 8).unwrap();
+    let (config, graph) = tidemark::tools::demo::pipeline(&ba, &bb, 8).unwrap();
     let metrics = tidemark::metrics::Metrics::new();
     let summary = tidemark::pipeline::run_bounded(&config, &graph, 2, &metrics).unwrap();
     let observed = read_outputs(&ba);
@@ -85,7 +85,7 @@ fn a_missing_sink_topic_is_a_clear_error() {
     a.create_topic("log-events", 2, 1).unwrap();
     b.create_topic("log-events", 2, 1).unwrap();
     let (config, graph) =
-        tidemark::demo::pipeline(&a.bootstrap_servers(), &b.bootstrap_servers(), 4).unwrap();
+        tidemark::tools::demo::pipeline(&a.bootstrap_servers(), &b.bootstrap_servers(), 4).unwrap();
     let metrics = tidemark::metrics::Metrics::new();
     let err = tidemark::pipeline::run(
         &config,
@@ -103,7 +103,7 @@ fn pipeline_with_region_a_options(
     bb: &str,
     options: &[(&str, &str)],
 ) -> (tidemark::config::PipelineConfig, tidemark::config::Graph) {
-    let mut table: toml::Table = tidemark::demo::pipeline_text(ba, bb, 8)
+    let mut table: toml::Table = tidemark::tools::demo::pipeline_text(ba, bb, 8)
         .unwrap()
         .parse()
         .unwrap();
@@ -122,12 +122,12 @@ fn pipeline_with_region_a_options(
 fn a_dead_letter_too_large_for_its_topic_is_counted_and_its_offset_advances() {
     let (a, b) = regions(2, 8);
     let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
-    let good = tidemark::demo::traffic(500, 3, 65_536);
+    let good = tidemark::tools::demo::traffic(500, 3, 65_536);
     let mut records = good.region_a.clone();
     // Not JSON, so invalid; and larger than the region-a producer accepts.
     records.push((None, vec![b'x'; 30_000]));
-    tidemark::demo::produce(&ba, "log-events", &records).unwrap();
-    tidemark::demo::produce(&bb, "log-events", &good.region_b).unwrap();
+    tidemark::tools::demo::produce(&ba, "log-events", &records).unwrap();
+    tidemark::tools::demo::produce(&bb, "log-events", &good.region_b).unwrap();
     let (config, graph) =
         pipeline_with_region_a_options(&ba, &bb, &[("message.max.bytes", "20000")]);
     let metrics = tidemark::metrics::Metrics::new();
@@ -167,9 +167,9 @@ fn a_failed_delivery_stops_the_job_and_commits_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let (a, b) = regions(2, 8);
     let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
-    let t = tidemark::demo::traffic(2_000, 4, 65_536);
-    tidemark::demo::produce(&ba, "log-events", &t.region_a).unwrap();
-    tidemark::demo::produce(&bb, "log-events", &t.region_b).unwrap();
+    let t = tidemark::tools::demo::traffic(2_000, 4, 65_536);
+    tidemark::tools::demo::produce(&ba, "log-events", &t.region_a).unwrap();
+    tidemark::tools::demo::produce(&bb, "log-events", &t.region_b).unwrap();
     // From now on region-a refuses every write: the sinks cannot make anything durable.
     a.request_errors(
         RDKafkaApiKey::Produce,

@@ -16,7 +16,7 @@ fn check_chain(seed: u64, workers: usize) {
     let summary = tidemark::pipeline::run_bounded(&config, &graph, workers, &metrics).expect("run");
     let expected = canonical(&reference(&stream));
     let observed = read_envelopes(&dir);
-    let report = tidemark::verify::verify(&expected, &observed, &config.event);
+    let report = tidemark::tools::verify::verify(&expected, &observed, &config.event);
     assert!(report.ok(), "seed {seed}, {workers} workers:\n{report}");
     assert!(
         report.late > 0,
@@ -76,7 +76,7 @@ fn invalid_records_carry_their_reason() {
     let observed = read_envelopes(&dir);
     let mut reasons: Vec<String> = observed
         .iter()
-        .filter(|o| o.output == tidemark::verify::Output::Invalid)
+        .filter(|o| o.output == tidemark::tools::verify::Output::Invalid)
         .map(|o| o.headers["tidemark-reason"].clone())
         .collect();
     reasons.sort();
@@ -96,7 +96,7 @@ fn invalid_records_carry_their_reason() {
     );
     let ordered = observed
         .iter()
-        .filter(|o| matches!(o.output, tidemark::verify::Output::Ordered(_)))
+        .filter(|o| matches!(o.output, tidemark::tools::verify::Output::Ordered(_)))
         .count();
     assert_eq!(
         ordered, 1,

@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use std::collections::HashMap;
-use tidemark::verify::Output;
+use tidemark::tools::verify::Output;
 
 fn run_file(text: &str, workers: usize) -> tidemark::pipeline::Summary {
     let (config, graph) = tidemark::config::parse(text).expect("valid pipeline");
@@ -29,7 +29,7 @@ fn valid_ids(stream: &Stream) -> HashMap<String, usize> {
     counts
 }
 
-fn ids_of(observed: &[tidemark::verify::Observed]) -> Vec<String> {
+fn ids_of(observed: &[tidemark::tools::verify::Observed]) -> Vec<String> {
     observed
         .iter()
         .filter(|o| o.output != Output::Invalid)

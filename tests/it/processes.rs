@@ -72,7 +72,7 @@ fn two_processes_match_the_reference() {
         tidemark::config::parse(&std::fs::read_to_string(&pipeline).unwrap()).unwrap();
     let expected = canonical(&reference(&stream));
     let observed = read_envelopes(&dir);
-    let report = tidemark::verify::verify(&expected, &observed, &config.event);
+    let report = tidemark::tools::verify::verify(&expected, &observed, &config.event);
     assert!(report.ok(), "{report}");
     assert_partitions_sorted(&observed, 4);
 }

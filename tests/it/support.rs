@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use tidemark::runtime::SplitMix;
-use tidemark::verify::{Expected, Observed, Output};
+use tidemark::tools::verify::{Expected, Observed, Output};
 
 /// A scratch directory removed on drop, with a random suffix so runs never collide.
 pub struct Scratch(pub PathBuf);

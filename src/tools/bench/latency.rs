@@ -106,7 +106,7 @@ pub fn measure(o: &LatencyOptions) -> Result<Latency, rdkafka::error::KafkaError
     let format = EventFormat::default();
     let delay = o.delay.as_millis() as u64;
     let mut latency = Latency::new();
-    let samples = crate::verify::read_topic_with(&o.bootstrap, &o.topic, |m| {
+    let samples = crate::tools::topic::read_topic_with(&o.bootstrap, &o.topic, |m| {
         let event = decode(m.payload().unwrap_or(&[]), &format).ok();
         (m.timestamp().to_millis(), event.map(|d| d.time))
     })?;

@@ -13,6 +13,7 @@ pub mod floor;
 pub mod latency;
 
 use crate::metrics::Metrics;
+use crate::runtime::{peak_rss_bytes, rss_bytes};
 use anyhow::Context;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,7 +118,7 @@ impl Figures {
 /// `pipelines/bench.toml` with `events` events; with a horizon, the dedup-state chain: every
 /// event unique, no reorder, and the dedup's horizon set.
 fn bench_pipeline(events: u64, horizon: Option<&str>) -> anyhow::Result<String> {
-    let mut table: toml::Table = include_str!("../../pipelines/bench.toml")
+    let mut table: toml::Table = include_str!("../../../pipelines/bench.toml")
         .parse()
         .context("embedded bench.toml")?;
     set(&mut table, "sources.gen", "count", events as i64)?;
@@ -279,21 +280,6 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
         peak_rss: rss,
         ..Figures::default()
     })
-}
-
-/// Peak resident memory of this process (VmHWM).
-pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
-}
-
-fn rss_bytes() -> Option<u64> {
-    proc_status_kb("VmRSS:").map(|kb| kb * 1024)
-}
-
-fn proc_status_kb(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Bytes per live id of the dedup state, by resident-memory delta, and the insert rate.
@@ -473,7 +459,7 @@ fn print_row(f: &Figures) {
 /// A bar chart of events/s per configuration.
 fn plot(all: &[Figures], path: &str) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    crate::chart::register_font()?;
+    crate::tools::chart::register_font()?;
     if let Some(dir) = std::path::Path::new(path).parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -10,7 +10,7 @@ use crate::config::PipelineConfig;
 use crate::event::sample::generate_event;
 use crate::metrics::Metrics;
 use crate::runtime::SplitMix;
-use crate::verify::{self, Expected};
+use crate::tools::verify::{self, Expected};
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -201,7 +201,7 @@ pub fn pipeline_text(
     bootstrap_b: &str,
     out_partitions: i32,
 ) -> anyhow::Result<String> {
-    let mut table: toml::Table = include_str!("../pipelines/global.toml")
+    let mut table: toml::Table = include_str!("../../pipelines/global.toml")
         .parse()
         .context("embedded global.toml")?;
     let set = |table: &mut toml::Table, path: &[&str], value: toml::Value| {

@@ -144,6 +144,34 @@ pub struct LoadgenSummary {
     pub elapsed_s: f64,
 }
 
+/// `tidemark loadgen`: sends the load, writes the ids file and prints what happened.
+pub fn main(o: &LoadgenOptions) -> anyhow::Result<()> {
+    let s = run(o)?;
+    println!(
+        "loadgen: sent {} records ({} copies); {} unique events acknowledged, {} not; {} invalid acknowledged; {} sends failed; ids in {}",
+        s.sent,
+        s.copies,
+        s.acked_unique,
+        s.unacked_unique,
+        s.invalid_acked,
+        s.failed,
+        o.out.display()
+    );
+    if o.gateway.is_some() {
+        println!(
+            "gateway: {} requests of up to {} events in {:.1} s: {:.0} acknowledged events/s; latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
+            s.requests,
+            o.batch,
+            s.elapsed_s,
+            s.acked_unique as f64 / s.elapsed_s.max(1e-9),
+            s.latency_ms[0],
+            s.latency_ms[1],
+            s.latency_ms[2]
+        );
+    }
+    Ok(())
+}
+
 /// Sends the load and writes the ids file.
 pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
     if let Some(addr) = &o.gateway {
@@ -308,7 +336,7 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
         threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<u32>> {
             let mut rng = SplitMix(o.seed ^ ((t as u64 + 1) << 40));
             let mut latencies = Vec::new();
-            let mut client: Option<crate::gateway::client::HttpClient> = None;
+            let mut client: Option<crate::tools::http::HttpClient> = None;
             let mut buf = Vec::new();
             loop {
                 let j = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -367,13 +395,11 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
                         let attempt = Instant::now();
                         let result = match client.as_mut() {
                             Some(c) => c.request("POST", "/v1/logs", &headers, &body),
-                            None => {
-                                crate::gateway::client::HttpClient::connect(&addr).and_then(|c| {
-                                    client
-                                        .insert(c)
-                                        .request("POST", "/v1/logs", &headers, &body)
-                                })
-                            }
+                            None => crate::tools::http::HttpClient::connect(&addr).and_then(|c| {
+                                client
+                                    .insert(c)
+                                    .request("POST", "/v1/logs", &headers, &body)
+                            }),
                         };
                         sent.fetch_add(range.len() as u64, Ordering::Relaxed);
                         match result {
