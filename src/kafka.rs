@@ -1,10 +1,32 @@
 //! The one place Kafka clients are configured, so every consumer and producer of a cluster is
 //! set up the same way and each setting says why it is there.
 
-use crate::config::ClusterConfig;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::ClientContext;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `[clusters.NAME]`: one Kafka cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// Extra librdkafka settings for every client of this cluster (for example security).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl ClusterConfig {
+    /// A cluster given only by its bootstrap servers (the command-line tools' `--bootstrap`).
+    pub fn at(bootstrap: &str) -> ClusterConfig {
+        ClusterConfig {
+            bootstrap: bootstrap.into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
 
 /// How client-level errors are logged. librdkafka retries transport and leadership errors
 /// itself, so they are warnings; end-of-partition is not an error at all. ERROR is kept for

@@ -14,9 +14,11 @@
 //!   invalid, and the split table. [`metrics`]: every Prometheus series, declared once, and the
 //!   `/metrics` endpoint with the status page. [`runtime`]: the wall clock, the seeded RNG and
 //!   the [`runtime::WorkerContext`] every operator of a worker shares.
-//! - [`config`]: pipeline files (`pipelines/*.toml`): clusters, sources, operators, sinks, and
-//!   whole-graph validation that reports every error with its node and field; [`kafka`]: the
-//!   one constructor of Kafka clients, with the reason for every setting.
+//! - [`kafka`]: the one constructor of Kafka clients, with the reason for every setting, and
+//!   the `[clusters.*]` settings they are made from. [`component`]: what every node kind of a
+//!   pipeline file is: its settings, deserialized with errors by field, its own checks, and its
+//!   role's trait that builds it ([`sources::SourceNode`], [`operators::OperatorNode`],
+//!   [`sinks::SinkNode`]); each role lists its kinds in one `kinds!` table.
 //! - [`sources`]: Kafka partitions, files and a generator, split deterministically over
 //!   workers, and the MM2 heartbeats that say whether a replication link is up.
 //! - [`operators`]: the timely operators. [`operators::watermark`] reads the sources and holds
@@ -24,6 +26,8 @@
 //!   id; [`operators::reorder`] releases events in time order per output partition;
 //!   [`operators::filter`] selects by field.
 //! - [`sinks`]: Kafka (idempotent, `acks=all`, capability held until delivery), files, null.
+//! - [`config`]: pipeline files (`pipelines/*.toml`): the file format, the resolution of the
+//!   graph, and the checks that span nodes, every error with its node and field.
 //! - [`pipeline`]: where a checked graph is wired into a dataflow and run on every worker.
 //!
 //! Outside the engine:
@@ -51,6 +55,7 @@
 
 #[cfg(feature = "analysis")]
 pub mod analysis;
+pub mod component;
 pub mod config;
 pub mod event;
 #[cfg(feature = "gateway")]

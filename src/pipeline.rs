@@ -1,16 +1,14 @@
 //! Where the graph is wired: a checked pipeline file becomes a timely dataflow on every worker,
 //! and the worker loop drives it until it drains (bounded mode) or is told to stop.
 
-use crate::config::{Graph, NodeRef, OperatorConfig, PipelineConfig, Port, SinkConfig};
-use crate::event::{Event, Invalid, Splits};
+use crate::component::{concat_events, concat_invalid, AnyStream, Port};
+use crate::config::{Graph, NodeRef, PipelineConfig};
 use crate::metrics::Metrics;
-use crate::operators::reorder::Partitioner;
-use crate::operators::watermark::state::WatermarkPolicy;
-use crate::operators::watermark::{watermark, Owned, SourceHandle};
-use crate::operators::{dedup, filter, reorder};
+use crate::operators::watermark::SourceHandle;
+use crate::operators::{BuildContext, OperatorError};
 use crate::runtime::WorkerContext;
-use crate::sinks::{file::file_sink, kafka, null::null_sink, SinkError};
-use crate::sources::{self, ReadOptions, SourceError};
+use crate::sinks::{SinkContext, SinkError};
+use crate::sources::{self, ReadOptions, SourceContext, SourceError};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -19,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Concatenate, Probe};
-use timely::dataflow::{Scope, Stream};
+use timely::dataflow::Scope;
 
 /// Errors of a run.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +25,9 @@ pub enum RunError {
     /// A source could not be planned or opened.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// An operator could not be built.
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
     /// A sink could not be opened.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -197,13 +198,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// A stream of either events or invalid records, as wired between nodes.
-#[derive(Clone)]
-enum AnyStream<'s> {
-    Events(Stream<'s, u64, Vec<Event>>),
-    Invalid(Stream<'s, u64, Vec<Invalid>>),
-}
-
 /// Runs the pipeline on this process's workers; returns once every worker has stopped.
 pub fn run(
     config: &PipelineConfig,
@@ -213,15 +207,14 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let splits = Arc::new(sources::plan(config)?);
+    let splits = Arc::new(sources::plan(
+        &config.sources,
+        &source_context(config, bounded_read(options), metrics),
+    )?);
     tracing::debug!(splits = splits.splits.len(), "planned");
-    // Check every Kafka sink's topic before any worker starts, so a missing topic is one clear
-    // error instead of a half-built dataflow.
     for (name, sink) in &config.sinks {
-        if let SinkConfig::Kafka(k) = sink {
-            let partitions = graph.input_kind(name).partitions;
-            kafka::connect(name, &config.clusters[&k.cluster], &k.topic, partitions)?;
-        }
+        sink.node()
+            .preflight(name, &sink_context(config, graph, name))?;
     }
     let timely_config = if options.processes > 1 {
         timely::Config {
@@ -259,7 +252,7 @@ pub fn run(
             commit_interval: config.pipeline.commit_interval.0,
         };
         let built = worker.dataflow::<u64, _, _>(|scope| {
-            build(scope, config, &graph, &ctx, index, peers, bounded)
+            build(scope, config, &graph, &ctx, (index, peers), bounded)
         });
         // On failure the dataflow is dropped: timely would otherwise keep stepping it after the
         // closure returns, and a sink holding an unacknowledged write never completes.
@@ -328,177 +321,113 @@ pub fn run(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+fn bounded_read(options: &RunOptions) -> ReadOptions {
+    ReadOptions {
+        bounded: options.bounded,
+    }
+}
+
+fn source_context<'a>(
+    config: &'a PipelineConfig,
+    read: ReadOptions,
+    metrics: &'a Metrics,
+) -> SourceContext<'a> {
+    SourceContext {
+        clusters: &config.clusters,
+        default_group: format!("tidemark-{}", config.pipeline.name),
+        read,
+        metrics,
+    }
+}
+
+fn sink_context<'a>(config: &'a PipelineConfig, graph: &Graph, name: &str) -> SinkContext<'a> {
+    SinkContext {
+        clusters: &config.clusters,
+        input: graph.input_kind(name),
+    }
+}
+
+/// Builds every node of `graph`, in topological order, on one worker, and returns the handles
+/// of its sources.
 fn build<'s>(
     scope: Scope<'s, u64>,
     config: &PipelineConfig,
     graph: &Graph,
     ctx: &WorkerContext,
-    index: usize,
-    peers: usize,
+    (index, peers): (usize, usize),
     bounded: bool,
 ) -> Result<Vec<Rc<RefCell<SourceHandle>>>, RunError> {
     let mut streams: BTreeMap<NodeRef, AnyStream<'s>> = BTreeMap::new();
     let mut handles = Vec::new();
-    let inputs = |name: &str, streams: &BTreeMap<NodeRef, AnyStream<'s>>| -> Vec<AnyStream<'s>> {
-        graph.inputs[name]
-            .iter()
-            .map(|r| streams[r].clone())
-            .collect()
-    };
-    // A stream with several consumers has every batch cloned for each of them, so the
-    // combined outputs are only built when a node reads them, and a lone input is used as is.
-    let consumed = |node: &str, port: Port| {
-        graph
-            .inputs
-            .values()
-            .flatten()
-            .any(|r| r.node == node && r.port == port)
-    };
-    let events = |list: Vec<AnyStream<'s>>| -> Stream<'s, u64, Vec<Event>> {
-        let mut v: Vec<_> = list
-            .into_iter()
-            .filter_map(|s| match s {
-                AnyStream::Events(e) => Some(e),
-                AnyStream::Invalid(_) => None,
-            })
-            .collect();
-        if v.len() == 1 {
-            v.pop().expect("one stream")
-        } else {
-            scope.concatenate(v)
-        }
-    };
-    let put = |streams: &mut BTreeMap<NodeRef, AnyStream<'s>>,
-               node: &str,
-               port: Port,
-               s: AnyStream<'s>| {
-        streams.insert(
-            NodeRef {
-                node: node.into(),
-                port,
-            },
-            s,
-        );
-    };
+    let source_cx = source_context(config, ReadOptions { bounded }, &ctx.metrics);
     for name in &graph.order {
+        // A watermark's inputs are sources, which it reads itself: they have no stream.
+        let inputs: Vec<AnyStream<'s>> = graph.inputs[name]
+            .iter()
+            .filter_map(|r| streams.get(r).cloned())
+            .collect();
         if let Some(op) = config.operators.get(name) {
-            match op {
-                OperatorConfig::Watermark(w) => {
-                    let mine: Vec<u32> = (0..ctx.splits.splits.len() as u32)
-                        .filter(|&s| Splits::owner(s, peers) == index)
-                        .filter(|&s| w.inputs.contains(&ctx.splits.get(s).node))
-                        .collect();
-                    let readers = sources::open(
-                        config,
-                        &ctx.splits,
-                        &mine,
-                        &ReadOptions { bounded },
-                        &ctx.metrics,
-                    )?;
-                    let links = sources::open_links(config, &ctx.splits, &mine)?;
-                    let (out, handle) = watermark(
-                        scope,
-                        name,
-                        WatermarkPolicy::from(w),
-                        config.event.clone(),
-                        Owned {
-                            readers,
-                            links,
-                            mine,
-                        },
-                        ctx,
-                    );
-                    handles.push(handle);
-                    if consumed(name, Port::All) {
-                        let all = scope.concatenate([out.on_time.clone(), out.late.clone()]);
-                        put(&mut streams, name, Port::All, AnyStream::Events(all));
-                    }
-                    put(
-                        &mut streams,
-                        name,
-                        Port::OnTime,
-                        AnyStream::Events(out.on_time),
-                    );
-                    put(&mut streams, name, Port::Late, AnyStream::Events(out.late));
-                    put(
-                        &mut streams,
-                        name,
-                        Port::Invalid,
-                        AnyStream::Invalid(out.invalid),
-                    );
-                }
-                OperatorConfig::Dedup(d) => {
-                    let input = events(inputs(name, &streams));
-                    let (on, late) = dedup::dedup(input, name, d.horizon.0, ctx);
-                    if consumed(name, Port::All) {
-                        let all = scope.concatenate([on.clone(), late.clone()]);
-                        put(&mut streams, name, Port::All, AnyStream::Events(all));
-                    }
-                    put(&mut streams, name, Port::OnTime, AnyStream::Events(on));
-                    put(&mut streams, name, Port::Late, AnyStream::Events(late));
-                }
-                OperatorConfig::Filter(f) => {
-                    let out = filter::filter(events(inputs(name, &streams)), f);
-                    put(&mut streams, name, Port::All, AnyStream::Events(out));
-                }
-                OperatorConfig::Reorder(r) => {
-                    let partitioner = if r.partition_by == config.event.id_field {
-                        Partitioner::Id(r.partitions.get())
-                    } else {
-                        Partitioner::Field(r.partition_by.clone(), r.partitions.get())
-                    };
-                    let from_dedup = graph.inputs[name].iter().all(|r| {
-                        matches!(
-                            config.operators.get(&r.node),
-                            Some(OperatorConfig::Dedup(_))
-                        )
-                    });
-                    let colocated = matches!(partitioner, Partitioner::Id(_))
-                        && from_dedup
-                        && r.partitions.get() as usize % peers == 0;
-                    let input = events(inputs(name, &streams));
-                    let out = reorder::reorder(input, name, partitioner, colocated, ctx);
-                    put(&mut streams, name, Port::All, AnyStream::Events(out));
-                }
-            }
-        } else if let Some(sink) = config.sinks.get(name) {
-            let ins = inputs(name, &streams);
-            let invalid = matches!(ins.first(), Some(AnyStream::Invalid(_)));
-            let done = if invalid {
-                let v: Vec<_> = ins
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        AnyStream::Invalid(i) => Some(i),
-                        AnyStream::Events(_) => None,
-                    })
-                    .collect();
-                sink_for(scope.concatenate(v), name, sink, config, graph, ctx)?
-            } else {
-                sink_for(events(ins), name, sink, config, graph, ctx)?
+            let mut cx = BuildContext {
+                scope,
+                worker: ctx,
+                index,
+                peers,
+                event: &config.event,
+                sources: &config.sources,
+                source_cx: &source_cx,
+                upstream: graph.inputs[name]
+                    .iter()
+                    .map(|r| config.operators.get(&r.node))
+                    .collect(),
+                handles: &mut handles,
             };
+            let outputs = op.node().build(name, inputs, &mut cx)?;
+            put_outputs(scope, graph, name, outputs, &mut streams);
+        } else if let Some(sink) = config.sinks.get(name) {
+            let input = if matches!(inputs.first(), Some(AnyStream::Invalid(_))) {
+                AnyStream::Invalid(concat_invalid(scope, inputs))
+            } else {
+                AnyStream::Events(concat_events(scope, inputs))
+            };
+            let cx = sink_context(config, graph, name);
+            let done = sink.node().build(name, input, &cx, ctx)?;
             done.probe_with(&ctx.probe);
         }
     }
     Ok(handles)
 }
 
-fn sink_for<'s, T: crate::sinks::SinkItem>(
-    input: Stream<'s, u64, Vec<T>>,
-    name: &str,
-    sink: &SinkConfig,
-    config: &PipelineConfig,
+/// Files an operator's outputs under their ports. The bare name of one with `on_time` and
+/// `late` outputs is their union, built only when a node reads it: a stream with several
+/// consumers has every batch cloned for each.
+fn put_outputs<'s>(
+    scope: Scope<'s, u64>,
     graph: &Graph,
-    ctx: &WorkerContext,
-) -> Result<Stream<'s, u64, Vec<()>>, RunError> {
-    Ok(match sink {
-        SinkConfig::Null(_) => null_sink(input, name, ctx),
-        SinkConfig::File(f) => file_sink(input, name, &f.path, f.format, ctx)?,
-        SinkConfig::Kafka(k) => {
-            let partitions = graph.input_kind(name).partitions;
-            let (producer, deliveries) =
-                kafka::connect(name, &config.clusters[&k.cluster], &k.topic, partitions)?;
-            kafka::kafka_sink(input, name, producer, deliveries, &k.topic, ctx)
-        }
-    })
+    name: &str,
+    outputs: Vec<(Port, AnyStream<'s>)>,
+    streams: &mut BTreeMap<NodeRef, AnyStream<'s>>,
+) {
+    let at = |port| NodeRef {
+        node: name.into(),
+        port,
+    };
+    let consumed = graph.inputs.values().flatten().any(|r| *r == at(Port::All));
+    let has_all = outputs.iter().any(|(p, _)| *p == Port::All);
+    if consumed && !has_all {
+        let union: Vec<AnyStream<'s>> = outputs
+            .iter()
+            .filter(|(p, _)| matches!(p, Port::OnTime | Port::Late))
+            .map(|(_, s)| s.clone())
+            .collect();
+        streams.insert(
+            at(Port::All),
+            AnyStream::Events(scope.concatenate(union.into_iter().filter_map(|s| match s {
+                AnyStream::Events(e) => Some(e),
+                AnyStream::Invalid(_) => None,
+            }))),
+        );
+    }
+    for (port, stream) in outputs {
+        streams.insert(at(port), stream);
+    }
 }

@@ -1,7 +1,7 @@
 //! Reading a dead-letter topic, or a JSON-lines file of the same records, as one worker's share.
 
 use super::AnalysisError;
-use crate::config::ClusterConfig;
+use crate::kafka::ClusterConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use std::collections::BTreeMap;

@@ -9,9 +9,10 @@
 //! second run writes nothing new. Runs must not overlap: two at once could both write an id.
 
 use super::AnalysisError;
-use crate::config::{ClusterConfig, Millis};
+use crate::component::Millis;
 use crate::event::decode;
 use crate::event::EventFormat;
+use crate::kafka::ClusterConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::{BTreeMap, HashSet};

@@ -13,7 +13,10 @@
 //! bootstrap = "127.0.0.1:29092"
 //! ```
 
-use super::{cluster_node, named, section, ClusterConfig, ConfigError, EventFormat, Millis};
+use super::{cluster_node, named};
+use crate::component::{deserialize, ConfigError, Millis};
+use crate::event::EventFormat;
+use crate::kafka::ClusterConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -106,9 +109,9 @@ pub fn parse_gateway(text: &str) -> Result<GatewayFile, Vec<ConfigError>> {
     let mut clusters = BTreeMap::new();
     for (key, value) in root {
         match key.as_str() {
-            "gateway" => gateway = section::<GatewayConfig>("gateway", value, &mut errors),
+            "gateway" => gateway = deserialize::<GatewayConfig>("gateway", value, &mut errors),
             "event" => {
-                if let Some(v) = section::<EventFormat>("event", value, &mut errors) {
+                if let Some(v) = deserialize::<EventFormat>("event", value, &mut errors) {
                     event = v;
                 }
             }

@@ -2,7 +2,10 @@
 //! dangling (an unconsumed late or invalid output would lose events silently), and settings that
 //! only make sense together.
 
-use super::{ConfigError, OperatorConfig, PipelineConfig, SinkConfig, SourceConfig};
+use super::PipelineConfig;
+use crate::component::{CheckContext, ConfigError, Errors, Port, StreamKind};
+use crate::operators::OperatorConfig;
+use crate::sources::SourceConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -17,40 +20,6 @@ pub enum NodeKind {
     Sink,
 }
 
-/// The output of a node that an input names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Port {
-    /// The bare node name: everything valid it emits.
-    All,
-    /// `.on_time`.
-    OnTime,
-    /// `.late`.
-    Late,
-    /// `.invalid` (watermark nodes only).
-    Invalid,
-}
-
-impl Port {
-    fn parse(s: &str) -> Option<Port> {
-        match s {
-            "on_time" => Some(Port::OnTime),
-            "late" => Some(Port::Late),
-            "invalid" => Some(Port::Invalid),
-            _ => None,
-        }
-    }
-
-    /// The suffix used in input names.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Port::All => "",
-            Port::OnTime => ".on_time",
-            Port::Late => ".late",
-            Port::Invalid => ".invalid",
-        }
-    }
-}
-
 /// A resolved input: a node and one of its outputs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeRef {
@@ -58,37 +27,6 @@ pub struct NodeRef {
     pub node: String,
     /// Which of its outputs.
     pub port: Port,
-}
-
-/// What flows on a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamKind {
-    /// Carries on-time events.
-    pub on_time: bool,
-    /// Carries late events.
-    pub late: bool,
-    /// Carries invalid records.
-    pub invalid: bool,
-    /// Events carry an output partition of this many partitions (set by `reorder`).
-    pub partitions: Option<u32>,
-}
-
-impl StreamKind {
-    fn union(self, other: StreamKind) -> StreamKind {
-        StreamKind {
-            on_time: self.on_time || other.on_time,
-            late: self.late || other.late,
-            invalid: self.invalid || other.invalid,
-            partitions: if self.partitions == other.partitions {
-                self.partitions
-            } else {
-                None
-            },
-        }
-    }
-    fn events(self) -> bool {
-        self.on_time || self.late
-    }
 }
 
 /// A checked pipeline graph.
@@ -129,9 +67,9 @@ fn kind_of(config: &PipelineConfig, name: &str) -> Option<NodeKind> {
 
 fn inputs_of<'a>(config: &'a PipelineConfig, name: &str) -> &'a [String] {
     if let Some(op) = config.operators.get(name) {
-        op.inputs()
+        op.node().inputs()
     } else if let Some(sink) = config.sinks.get(name) {
-        sink.inputs()
+        sink.node().inputs()
     } else {
         &[]
     }
@@ -259,34 +197,7 @@ fn check_names(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
     }
 }
 
-fn check_cluster(
-    config: &PipelineConfig,
-    node: &str,
-    cluster: &str,
-    errors: &mut Vec<ConfigError>,
-) {
-    if !config.clusters.contains_key(cluster) {
-        let known: Vec<&str> = config.clusters.keys().map(|s| s.as_str()).collect();
-        err(
-            errors,
-            node,
-            "cluster",
-            format!(
-                "unknown cluster \"{cluster}\" (declared: {})",
-                list_or_none(&known)
-            ),
-        );
-    }
-}
-
-fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() {
-        "none".into()
-    } else {
-        items.join(", ")
-    }
-}
-
+/// Each node's checks of its own settings, then the checks that span nodes.
 fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
     for (name, cluster) in &config.clusters {
         if cluster.bootstrap.trim().is_empty() {
@@ -298,159 +209,59 @@ fn check_settings(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
             );
         }
     }
+    let cx = CheckContext {
+        clusters: &config.clusters,
+        event: &config.event,
+    };
     for (name, source) in &config.sources {
-        let unset = matches!(source, SourceConfig::Kafka(k) if k.region.is_none() && k.replicated_from.is_none());
-        if !unset && source.region().trim().is_empty() {
-            err(errors, name, "region", "must not be empty".into());
-        }
-        match source {
-            SourceConfig::Kafka(k) => {
-                check_cluster(config, name, &k.cluster, errors);
-                if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
-                    err(
-                        errors,
-                        name,
-                        "topics",
-                        "needs at least one non-empty topic".into(),
-                    );
-                }
-                match (&k.region, &k.replicated_from) {
-                    (None, None) => err(
-                        errors,
-                        name,
-                        "region",
-                        "missing: set the region the events were produced in (or replicated_from for a remote topic)".into(),
-                    ),
-                    (Some(r), Some(from)) if r != from => err(
-                        errors,
-                        name,
-                        "replicated_from",
-                        format!("is \"{from}\" but region is \"{r}\": a remote topic's events were produced in the region they are replicated from"),
-                    ),
-                    _ => {}
-                }
-                if k.replicated_from.is_none() {
-                    if k.heartbeats_topic.is_some() {
-                        err(
-                            errors,
-                            name,
-                            "heartbeats_topic",
-                            "needs replicated_from".into(),
-                        );
-                    }
-                    if k.link_timeout != super::default_link_timeout() {
-                        err(errors, name, "link_timeout", "needs replicated_from".into());
-                    }
-                } else if k.link_timeout.0 == 0 {
-                    err(errors, name, "link_timeout", "must be above zero".into());
-                }
-            }
-            SourceConfig::File(f) => {
-                if f.paths.is_empty() {
-                    err(errors, name, "paths", "needs at least one file".into());
-                }
-            }
-            SourceConfig::Generator(g) => {
-                if !(0.0..1.0).contains(&g.duplicate_rate) {
-                    err(errors, name, "duplicate_rate", "must be in [0, 1)".into());
-                }
-                if g.payload_bytes < 128 || g.payload_bytes > config.event.max_event_bytes.get() {
-                    err(
-                        errors,
-                        name,
-                        "payload_bytes",
-                        format!(
-                            "must be between 128 and event.max_event_bytes ({})",
-                            config.event.max_event_bytes
-                        ),
-                    );
-                }
-            }
-        }
+        source.node().check(&cx, &mut Errors::new(name, errors));
     }
     for (name, op) in &config.operators {
-        match op {
-            OperatorConfig::Watermark(w) => {
-                if w.idle_timeout.0 == 0 {
-                    err(errors, name, "idle_timeout", "must be above zero".into());
-                }
-                if w.max_future_skew.0 == 0 {
-                    err(
-                        errors,
-                        name,
-                        "max_future_skew",
-                        "must be above zero: events stamped a moment ahead of this host's clock would all be invalid".into(),
-                    );
-                }
-                for input in &w.inputs {
-                    if let Some(SourceConfig::Kafka(k)) = config.sources.get(input.as_str()) {
-                        if k.replicated_from.is_some() && k.link_timeout >= w.idle_timeout {
-                            err(
-                                errors,
-                                input,
-                                "link_timeout",
-                                format!(
-                                    "is {} but watermark \"{name}\" has idle_timeout {}: a split must be seen before the remote partitions count as idle",
-                                    k.link_timeout, w.idle_timeout
-                                ),
-                            );
-                        }
-                    }
-                }
-                if w.max_split_hold.is_some() {
-                    let replicated = w.inputs.iter().any(|i| {
-                        matches!(config.sources.get(i.as_str()),
-                            Some(SourceConfig::Kafka(k)) if k.replicated_from.is_some())
-                    });
-                    if !replicated {
-                        err(
-                            errors,
-                            name,
-                            "max_split_hold",
-                            "has no effect: no input is a Kafka source with replicated_from".into(),
-                        );
-                    }
-                }
-            }
-            OperatorConfig::Dedup(d) => {
-                if d.horizon.0 == 0 {
-                    err(errors, name, "horizon", "must be above zero".into());
-                }
-            }
-            OperatorConfig::Reorder(r) => {
-                if r.partition_by.trim().is_empty() {
-                    err(errors, name, "partition_by", "must name a field".into());
-                }
-            }
-            OperatorConfig::Filter(f) => {
-                if f.field.trim().is_empty() {
-                    err(errors, name, "field", "must name a field".into());
-                }
-                if f.values.is_empty() {
-                    err(errors, name, "values", "needs at least one value".into());
-                }
-            }
-        }
+        op.node().check(&cx, &mut Errors::new(name, errors));
     }
     for (name, sink) in &config.sinks {
-        match sink {
-            SinkConfig::Kafka(k) => {
-                check_cluster(config, name, &k.cluster, errors);
-                if k.topic.trim().is_empty() {
-                    err(errors, name, "topic", "must not be empty".into());
+        sink.node().check(&cx, &mut Errors::new(name, errors));
+    }
+    check_links(config, errors);
+}
+
+/// A watermark and the replicated sources it reads: a split must be seen before their
+/// partitions could count as idle, and a split hold needs a replicated source to hold for.
+fn check_links(config: &PipelineConfig, errors: &mut Vec<ConfigError>) {
+    for (name, op) in &config.operators {
+        let OperatorConfig::Watermark(w) = op else {
+            continue;
+        };
+        let replicated = w.inputs.iter().filter_map(|input| {
+            match config.sources.get_key_value(input.as_str()) {
+                Some((input, SourceConfig::Kafka(k))) if k.replicated_from.is_some() => {
+                    Some((input, k))
                 }
+                _ => None,
             }
-            SinkConfig::File(f) => {
-                if f.path.trim().is_empty() {
-                    err(
-                        errors,
-                        name,
-                        "path",
-                        "must not be empty (use \"-\" for stdout)".into(),
-                    );
-                }
+        });
+        let mut any = false;
+        for (input, k) in replicated {
+            any = true;
+            if k.link_timeout >= w.idle_timeout {
+                err(
+                    errors,
+                    input,
+                    "link_timeout",
+                    format!(
+                        "is {} but watermark \"{name}\" has idle_timeout {}: a split must be seen before the remote partitions count as idle",
+                        k.link_timeout, w.idle_timeout
+                    ),
+                );
             }
-            SinkConfig::Null(_) => {}
+        }
+        if w.max_split_hold.is_some() && !any {
+            err(
+                errors,
+                name,
+                "max_split_hold",
+                "has no effect: no input is a Kafka source with replicated_from".into(),
+            );
         }
     }
 }
@@ -476,10 +287,10 @@ fn resolve_input(
             }
         },
     };
-    let consumer_is_watermark = matches!(
-        config.operators.get(consumer),
-        Some(OperatorConfig::Watermark(_))
-    );
+    let consumer_is_watermark = config
+        .operators
+        .get(consumer)
+        .is_some_and(|op| op.node().reads_sources());
     match kind_of(config, node) {
         None => {
             err(
@@ -535,13 +346,7 @@ fn resolve_input(
                 );
                 return None;
             }
-            let upstream = &config.operators[node];
-            let allowed = match upstream {
-                OperatorConfig::Watermark(_) => true,
-                OperatorConfig::Dedup(_) => port != Port::Invalid,
-                OperatorConfig::Reorder(_) | OperatorConfig::Filter(_) => port == Port::All,
-            };
-            if !allowed {
+            if !config.operators[node].node().ports().contains(&port) {
                 err(
                     errors,
                     consumer,
@@ -618,7 +423,8 @@ fn infer_kinds(config: &PipelineConfig, graph: &mut Graph, errors: &mut Vec<Conf
     for name in graph.order.clone() {
         let input = graph.input_kind(&name);
         let outputs: Vec<(Port, StreamKind)> = if let Some(op) = config.operators.get(&name) {
-            if !matches!(op, OperatorConfig::Watermark(_)) && input.invalid {
+            let op = op.node();
+            if !op.reads_sources() && input.invalid {
                 err(
                     errors,
                     &name,
@@ -626,70 +432,7 @@ fn infer_kinds(config: &PipelineConfig, graph: &mut Graph, errors: &mut Vec<Conf
                     "receives invalid records; only sinks take a watermark's invalid output".into(),
                 );
             }
-            let on = StreamKind {
-                on_time: input.on_time,
-                ..Default::default()
-            };
-            let late = StreamKind {
-                late: input.late,
-                ..Default::default()
-            };
-            match op {
-                OperatorConfig::Watermark(_) => {
-                    let on = StreamKind {
-                        on_time: true,
-                        ..Default::default()
-                    };
-                    let late = StreamKind {
-                        late: true,
-                        ..Default::default()
-                    };
-                    vec![
-                        (Port::All, on.union(late)),
-                        (Port::OnTime, on),
-                        (Port::Late, late),
-                        (
-                            Port::Invalid,
-                            StreamKind {
-                                invalid: true,
-                                ..Default::default()
-                            },
-                        ),
-                    ]
-                }
-                OperatorConfig::Dedup(_) => {
-                    let all = StreamKind {
-                        invalid: false,
-                        ..input
-                    };
-                    vec![(Port::All, all), (Port::OnTime, on), (Port::Late, late)]
-                }
-                OperatorConfig::Filter(_) => vec![(
-                    Port::All,
-                    StreamKind {
-                        invalid: false,
-                        ..input
-                    },
-                )],
-                OperatorConfig::Reorder(r) => {
-                    if input.late {
-                        err(
-                            errors,
-                            &name,
-                            "inputs",
-                            "receives late events, which are behind the watermark and cannot be put in order; feed it an on_time output".into(),
-                        );
-                    }
-                    vec![(
-                        Port::All,
-                        StreamKind {
-                            on_time: true,
-                            partitions: Some(r.partitions.get()),
-                            ..Default::default()
-                        },
-                    )]
-                }
-            }
+            op.outputs(input, &mut Errors::new(&name, errors))
         } else {
             if input.invalid && input.events() {
                 err(
@@ -724,25 +467,36 @@ fn check_coverage(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<Confi
         })
     };
     for (name, op) in &config.operators {
-        let Some(all) = graph.kinds.get(&NodeRef {
+        let inferred = NodeRef {
             node: name.clone(),
             port: Port::All,
-        }) else {
-            continue;
         };
-        let mut needs: Vec<(Port, bool)> = Vec::new();
-        match op {
-            OperatorConfig::Watermark(_) | OperatorConfig::Dedup(_) => {
-                needs.push((Port::OnTime, all.on_time));
-                needs.push((Port::Late, all.late));
-                if matches!(op, OperatorConfig::Watermark(_)) {
-                    needs.push((Port::Invalid, true));
-                }
-            }
-            OperatorConfig::Reorder(_) | OperatorConfig::Filter(_) => {
-                needs.push((Port::All, true));
-            }
+        if !graph.kinds.contains_key(&inferred) {
+            continue;
         }
+        // An operator with named outputs must have each that carries anything consumed (the
+        // bare name covers on_time and late, never invalid); one without, its only output.
+        let named: Vec<Port> = op
+            .node()
+            .ports()
+            .iter()
+            .copied()
+            .filter(|p| *p != Port::All)
+            .collect();
+        let needs: Vec<(Port, bool)> = if named.is_empty() {
+            vec![(Port::All, true)]
+        } else {
+            named
+                .into_iter()
+                .map(|port| {
+                    let kind = graph.kinds.get(&NodeRef {
+                        node: name.clone(),
+                        port,
+                    });
+                    (port, kind.is_some_and(|k| k.events() || k.invalid))
+                })
+                .collect()
+        };
         for (port, carries) in needs {
             let covered = used(name, port) || (port != Port::Invalid && used(name, Port::All));
             if carries && !covered {
@@ -814,27 +568,21 @@ fn check_horizons(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<Confi
 pub fn to_dot(config: &PipelineConfig, graph: &Graph) -> String {
     let mut out = String::from("digraph tidemark {\n  rankdir=LR;\n");
     for (name, s) in &config.sources {
-        let label = match s {
-            SourceConfig::Kafka(k) => {
-                format!("{name}\\nkafka {}:{}", k.cluster, k.topics.join(","))
-            }
-            SourceConfig::File(_) => format!("{name}\\nfile"),
-            SourceConfig::Generator(_) => format!("{name}\\ngenerator"),
-        };
+        let label = format!("{name}\\n{}", s.node().label());
         let _ = writeln!(out, "  \"{name}\" [shape=cds, label=\"{label}\"];");
     }
     for (name, op) in &config.operators {
         let _ = writeln!(
             out,
             "  \"{name}\" [shape=box, label=\"{name}\\n{}\"];",
-            op_type(op)
+            op.type_name()
         );
     }
     for (name, s) in &config.sinks {
         let _ = writeln!(
             out,
             "  \"{name}\" [shape=folder, label=\"{name}\\n{}\"];",
-            sink_type(s)
+            s.type_name()
         );
     }
     for (name, inputs) in &graph.inputs {
@@ -859,10 +607,10 @@ pub fn to_mermaid(config: &PipelineConfig, graph: &Graph) -> String {
         let _ = writeln!(out, "  {}[/\"{name}\"/]", id(name));
     }
     for (name, op) in &config.operators {
-        let _ = writeln!(out, "  {}[\"{name} ({})\"]", id(name), op_type(op));
+        let _ = writeln!(out, "  {}[\"{name} ({})\"]", id(name), op.type_name());
     }
     for (name, s) in &config.sinks {
-        let _ = writeln!(out, "  {}[(\"{name} ({})\")]", id(name), sink_type(s));
+        let _ = writeln!(out, "  {}[(\"{name} ({})\")]", id(name), s.type_name());
     }
     for (name, inputs) in &graph.inputs {
         for r in inputs {
@@ -875,21 +623,4 @@ pub fn to_mermaid(config: &PipelineConfig, graph: &Graph) -> String {
         }
     }
     out
-}
-
-fn op_type(op: &OperatorConfig) -> &'static str {
-    match op {
-        OperatorConfig::Watermark(_) => "watermark",
-        OperatorConfig::Dedup(_) => "dedup",
-        OperatorConfig::Reorder(_) => "reorder",
-        OperatorConfig::Filter(_) => "filter",
-    }
-}
-
-fn sink_type(s: &SinkConfig) -> &'static str {
-    match s {
-        SinkConfig::Kafka(_) => "kafka",
-        SinkConfig::File(_) => "file",
-        SinkConfig::Null(_) => "null",
-    }
 }

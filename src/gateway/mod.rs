@@ -523,7 +523,7 @@ async fn write_all(
 async fn acked(
     queued: Result<tokio::sync::oneshot::Receiver<send::Acked>, String>,
     deadline: tokio::time::Instant,
-    timeout: crate::config::Millis,
+    timeout: crate::component::Millis,
 ) -> send::Acked {
     match tokio::time::timeout_at(deadline, queued?).await {
         Ok(Ok(result)) => result,

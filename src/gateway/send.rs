@@ -3,7 +3,7 @@
 //! completes the request's oneshot channel.
 
 use super::GatewayError;
-use crate::config::ClusterConfig;
+use crate::kafka::ClusterConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};

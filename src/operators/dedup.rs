@@ -7,14 +7,77 @@
 //! probability about n²/2¹²⁹, which at a billion live ids is 10⁻²¹.
 
 use super::idtable::IdTable;
+use super::{events_of, BuildContext, OperatorError, OperatorNode};
+use crate::component::{
+    concat_events, AnyStream, CheckContext, Component, Errors, Millis, Port, StreamKind,
+};
 use crate::event::Event;
 use crate::runtime::WorkerContext;
+use serde::Deserialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
+
+/// Exact dedup by event id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Inputs: event streams.
+    pub inputs: Vec<String>,
+    /// Ids are remembered for this long in event time behind the watermark.
+    pub horizon: Millis,
+}
+
+impl Component for DedupConfig {
+    fn check(&self, _cx: &CheckContext<'_>, errors: &mut Errors<'_>) {
+        if self.horizon.0 == 0 {
+            errors.field("horizon", "must be above zero");
+        }
+    }
+}
+
+impl OperatorNode for DedupConfig {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn ports(&self) -> &'static [Port] {
+        &[Port::All, Port::OnTime, Port::Late]
+    }
+
+    fn outputs(&self, input: StreamKind, _errors: &mut Errors<'_>) -> Vec<(Port, StreamKind)> {
+        let on = StreamKind {
+            on_time: input.on_time,
+            ..Default::default()
+        };
+        let late = StreamKind {
+            late: input.late,
+            ..Default::default()
+        };
+        vec![
+            (Port::All, events_of(input)),
+            (Port::OnTime, on),
+            (Port::Late, late),
+        ]
+    }
+
+    fn build<'s>(
+        &self,
+        node: &str,
+        inputs: Vec<AnyStream<'s>>,
+        cx: &mut BuildContext<'_, 's>,
+    ) -> Result<Vec<(Port, AnyStream<'s>)>, OperatorError> {
+        let input = concat_events(cx.scope, inputs);
+        let (on, late) = dedup(input, node, self.horizon.0, cx.worker);
+        Ok(vec![
+            (Port::OnTime, AnyStream::Events(on)),
+            (Port::Late, AnyStream::Events(late)),
+        ])
+    }
+}
 
 /// The remembered ids of one worker.
 pub struct DedupState {

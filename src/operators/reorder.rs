@@ -9,15 +9,91 @@
 //! event. The sinks' probe passing a source's commit point therefore still means that every
 //! event read before it is durable.
 
+use super::{BuildContext, OperatorConfig, OperatorError, OperatorNode};
+use crate::component::{
+    concat_events, AnyStream, CheckContext, Component, Errors, Port, StreamKind,
+};
 use crate::event::extract_field;
 use crate::event::{Event, OutPartition};
 use crate::runtime::WorkerContext;
+use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroU32;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
+
+/// Event-time order per output partition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderConfig {
+    /// Inputs: on-time event streams.
+    pub inputs: Vec<String>,
+    /// Field whose value picks the output partition.
+    #[serde(default = "crate::event::format::default_id_field")]
+    pub partition_by: String,
+    /// Output partitions.
+    pub partitions: NonZeroU32,
+}
+
+impl Component for ReorderConfig {
+    fn check(&self, _cx: &CheckContext<'_>, errors: &mut Errors<'_>) {
+        if self.partition_by.trim().is_empty() {
+            errors.field("partition_by", "must name a field");
+        }
+    }
+}
+
+impl OperatorNode for ReorderConfig {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn ports(&self) -> &'static [Port] {
+        &[Port::All]
+    }
+
+    fn outputs(&self, input: StreamKind, errors: &mut Errors<'_>) -> Vec<(Port, StreamKind)> {
+        if input.late {
+            errors.field(
+                "inputs",
+                "receives late events, which are behind the watermark and cannot be put in order; feed it an on_time output",
+            );
+        }
+        let out = StreamKind {
+            on_time: true,
+            partitions: Some(self.partitions.get()),
+            ..Default::default()
+        };
+        vec![(Port::All, out)]
+    }
+
+    fn build<'s>(
+        &self,
+        node: &str,
+        inputs: Vec<AnyStream<'s>>,
+        cx: &mut BuildContext<'_, 's>,
+    ) -> Result<Vec<(Port, AnyStream<'s>)>, OperatorError> {
+        let partitions = self.partitions.get();
+        let partitioner = if self.partition_by == cx.event.id_field {
+            Partitioner::Id(partitions)
+        } else {
+            Partitioner::Field(self.partition_by.clone(), partitions)
+        };
+        let from_dedup = cx
+            .upstream
+            .iter()
+            .all(|u| matches!(u, Some(OperatorConfig::Dedup(_))));
+        let colocated = matches!(partitioner, Partitioner::Id(_))
+            && from_dedup
+            && partitions as usize % cx.peers == 0;
+        let input = concat_events(cx.scope, inputs);
+        let out = reorder(input, node, partitioner, colocated, cx.worker);
+        Ok(vec![(Port::All, AnyStream::Events(out))])
+    }
+}
 
 /// Buckets of 16 ms: few enough map nodes to be cheap, small enough that the partial bucket at
 /// the frontier is quick to split.

@@ -1,10 +1,11 @@
 //! JSON lines appended to a file (or stdout). Each batch is written with one `write` call on a
 //! file opened for append, so workers and processes sharing a path never split a line.
 
-use super::{SinkError, SinkItem};
-use crate::config::FileFormat;
+use super::{SinkContext, SinkError, SinkItem, SinkNode};
+use crate::component::{AnyStream, CheckContext, Component, Errors};
 use crate::event::Splits;
 use crate::runtime::WorkerContext;
+use serde::Deserialize;
 use std::io::Write;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -37,6 +38,57 @@ pub fn envelope_line<T: SinkItem>(item: &T, splits: &Splits, out: &mut Vec<u8>) 
 enum Target {
     Stdout,
     File(std::fs::File),
+}
+
+/// How a file sink writes a record.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// The payload bytes, one per line.
+    #[default]
+    Payload,
+    /// A JSON object with the metadata and the payload.
+    Envelope,
+}
+
+/// JSON lines appended to a file, or `-` for stdout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSink {
+    /// Inputs.
+    pub inputs: Vec<String>,
+    /// Path, or `-`.
+    pub path: String,
+    /// What each line holds.
+    #[serde(default)]
+    pub format: FileFormat,
+}
+
+impl Component for FileSink {
+    fn check(&self, _cx: &CheckContext<'_>, errors: &mut Errors<'_>) {
+        if self.path.trim().is_empty() {
+            errors.field("path", "must not be empty (use \"-\" for stdout)");
+        }
+    }
+}
+
+impl SinkNode for FileSink {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn build<'s>(
+        &self,
+        node: &str,
+        input: AnyStream<'s>,
+        _cx: &SinkContext<'_>,
+        worker: &WorkerContext,
+    ) -> Result<Stream<'s, u64, Vec<()>>, SinkError> {
+        match input {
+            AnyStream::Events(s) => file_sink(s, node, &self.path, self.format, worker),
+            AnyStream::Invalid(s) => file_sink(s, node, &self.path, self.format, worker),
+        }
+    }
 }
 
 /// Appends `input` to `path` in `format`.

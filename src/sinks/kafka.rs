@@ -1,13 +1,15 @@
 //! Kafka sink: an idempotent producer with `acks=all`, and a capability held per batch until
 //! its delivery reports confirm every write.
 
-use super::{SinkError, SinkItem};
-use crate::config::ClusterConfig;
+use super::{SinkContext, SinkError, SinkItem, SinkNode};
+use crate::component::{AnyStream, CheckContext, Component, Errors};
+use crate::kafka::ClusterConfig;
 use crate::runtime::WorkerContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +66,53 @@ impl ProducerContext for DeliveryContext {
                 error,
             });
         }
+    }
+}
+
+/// A Kafka topic, written by an idempotent producer with `acks=all`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSink {
+    /// Inputs.
+    pub inputs: Vec<String>,
+    /// A name from `[clusters]`.
+    pub cluster: String,
+    /// Target topic.
+    pub topic: String,
+}
+
+impl Component for KafkaSink {
+    fn check(&self, cx: &CheckContext<'_>, errors: &mut Errors<'_>) {
+        cx.cluster(&self.cluster, errors);
+        if self.topic.trim().is_empty() {
+            errors.field("topic", "must not be empty");
+        }
+    }
+}
+
+impl SinkNode for KafkaSink {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn preflight(&self, node: &str, cx: &SinkContext<'_>) -> Result<(), SinkError> {
+        let cluster = &cx.clusters[&self.cluster];
+        connect(node, cluster, &self.topic, cx.input.partitions).map(|_| ())
+    }
+
+    fn build<'s>(
+        &self,
+        node: &str,
+        input: AnyStream<'s>,
+        cx: &SinkContext<'_>,
+        worker: &WorkerContext,
+    ) -> Result<Stream<'s, u64, Vec<()>>, SinkError> {
+        let cluster = &cx.clusters[&self.cluster];
+        let (producer, deliveries) = connect(node, cluster, &self.topic, cx.input.partitions)?;
+        Ok(match input {
+            AnyStream::Events(s) => kafka_sink(s, node, producer, deliveries, &self.topic, worker),
+            AnyStream::Invalid(s) => kafka_sink(s, node, producer, deliveries, &self.topic, worker),
+        })
     }
 }
 

@@ -8,7 +8,12 @@ pub mod file;
 pub mod kafka;
 pub mod null;
 
+use crate::component::{kinds, AnyStream, Component, StreamKind};
 use crate::event::{Event, Invalid, Splits};
+use crate::kafka::ClusterConfig;
+use crate::runtime::WorkerContext;
+use std::collections::BTreeMap;
+use timely::dataflow::Stream;
 
 /// Errors that stop a sink.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,48 @@ pub enum SinkError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// What checking and building a sink may use besides its own settings.
+pub struct SinkContext<'a> {
+    /// `[clusters.*]`.
+    pub clusters: &'a BTreeMap<String, ClusterConfig>,
+    /// What its inputs carry (the output partitions of a reorder upstream, for one).
+    pub input: StreamKind,
+}
+
+/// A sink kind: besides checking itself, it builds the operator that writes its input and
+/// whose output frontier means "durable".
+pub trait SinkNode: Component {
+    /// Its `inputs`.
+    fn inputs(&self) -> &[String];
+
+    /// What can be checked once before any worker starts (a Kafka topic exists, with enough
+    /// partitions), so a mistake is one clear error rather than a half-built dataflow.
+    fn preflight(&self, _node: &str, _cx: &SinkContext<'_>) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Builds it on one worker over its (one, already concatenated) input.
+    fn build<'s>(
+        &self,
+        node: &str,
+        input: AnyStream<'s>,
+        cx: &SinkContext<'_>,
+        worker: &WorkerContext,
+    ) -> Result<Stream<'s, u64, Vec<()>>, SinkError>;
+}
+
+kinds! {
+    /// `[sinks.NAME]`, chosen by its `type`.
+    pub enum SinkConfig: SinkNode {
+        /// A Kafka topic, written by an idempotent producer with `acks=all`.
+        Kafka(kafka::KafkaSink) = "kafka",
+        /// JSON lines appended to a file, or `-` for stdout.
+        File(file::FileSink) = "file",
+        /// Counts and discards.
+        Null(null::NullSink) = "null",
+    }
 }
 
 /// A record a sink can write: the original bytes plus what tidemark knows as headers.

@@ -1,10 +1,43 @@
 //! Counts and discards: for benchmarks, and for outputs a pipeline drops on purpose.
 
-use super::SinkItem;
+use super::{SinkContext, SinkError, SinkItem, SinkNode};
+use crate::component::{AnyStream, CheckContext, Component, Errors};
 use crate::runtime::WorkerContext;
+use serde::Deserialize;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
+
+/// Counts and discards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NullSink {
+    /// Inputs.
+    pub inputs: Vec<String>,
+}
+
+impl Component for NullSink {
+    fn check(&self, _cx: &CheckContext<'_>, _errors: &mut Errors<'_>) {}
+}
+
+impl SinkNode for NullSink {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn build<'s>(
+        &self,
+        node: &str,
+        input: AnyStream<'s>,
+        _cx: &SinkContext<'_>,
+        worker: &WorkerContext,
+    ) -> Result<Stream<'s, u64, Vec<()>>, SinkError> {
+        Ok(match input {
+            AnyStream::Events(s) => null_sink(s, node, worker),
+            AnyStream::Invalid(s) => null_sink(s, node, worker),
+        })
+    }
+}
 
 /// Discards `input`, counting it as written.
 pub fn null_sink<'scope, T: SinkItem>(

@@ -1,10 +1,65 @@
 //! JSON-lines files. Each file is one split; the offset of a record is its line number.
 //! Offsets are not stored anywhere: a restarted job reads its files again from the start.
 
-use super::{Polled, ReadOptions, SourceError, SplitReader};
+use super::{Polled, ReadOptions, SourceContext, SourceError, SourceNode, SplitReader};
+use crate::component::{CheckContext, Component, Errors};
 use crate::event::{SplitSource, Splits};
+use serde::Deserialize;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+
+/// JSON-lines files; each file is one partition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// Files to read.
+    pub paths: Vec<String>,
+    /// Origin region reported for these events.
+    pub region: String,
+}
+
+impl Component for FileSource {
+    fn check(&self, _cx: &CheckContext<'_>, errors: &mut Errors<'_>) {
+        if self.region.trim().is_empty() {
+            errors.field("region", "must not be empty");
+        }
+        if self.paths.is_empty() {
+            errors.field("paths", "needs at least one file");
+        }
+    }
+}
+
+impl SourceNode for FileSource {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn plan(
+        &self,
+        node: &str,
+        _cx: &SourceContext<'_>,
+        splits: &mut Splits,
+    ) -> Result<(), SourceError> {
+        for path in &self.paths {
+            splits.push(node, &self.region, SplitSource::File { path: path.clone() });
+        }
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        node: &str,
+        cx: &SourceContext<'_>,
+        splits: &Splits,
+        owned: &[u32],
+    ) -> Result<Box<dyn SplitReader>, SourceError> {
+        Ok(Box::new(FileReader::open(node, splits, owned, &cx.read)?))
+    }
+
+    fn label(&self) -> String {
+        "file".into()
+    }
+}
 
 struct OpenFile {
     split: u32,
@@ -16,14 +71,14 @@ struct OpenFile {
 }
 
 /// Reads the files one worker owns.
-pub(super) struct FileReader {
+struct FileReader {
     files: Vec<OpenFile>,
     bounded: bool,
     buf: Vec<u8>,
 }
 
 impl FileReader {
-    pub(super) fn open(
+    fn open(
         node: &str,
         splits: &Splits,
         owned: &[u32],

@@ -6,8 +6,9 @@
 //! region it came from. So the newest one says how far behind the link is, and when none has
 //! arrived for a while the link is down: a split brain.
 
+use super::kafka::KafkaSource;
 use super::SourceError;
-use crate::config::{ClusterConfig, KafkaSource};
+use crate::kafka::ClusterConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;

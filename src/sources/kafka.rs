@@ -1,21 +1,185 @@
 //! Kafka partitions, read with manual assignment: the group stores offsets and nothing else.
 
-use super::{Polled, ReadOptions, SourceError, SplitReader};
-use crate::config::{ClusterConfig, KafkaSource, PipelineConfig, StartFrom};
+use super::heartbeat::{LinkSpec, LinkWatch};
+use super::{Polled, ReadOptions, SourceContext, SourceError, SourceNode, SplitReader};
+use crate::component::{CheckContext, Component, Errors, Millis};
 use crate::event::{SplitSource, Splits};
+use crate::kafka::ClusterConfig;
 use crate::metrics::Metrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Message};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a Kafka source starts when its group has no committed offset.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest retained record.
+    #[default]
+    Earliest,
+    /// Only records written after the start.
+    Latest,
+}
+
+/// Kafka topics, every partition, assigned to workers deterministically.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSource {
+    /// A name from `[clusters]`.
+    pub cluster: String,
+    /// Topics to read.
+    pub topics: Vec<String>,
+    /// The region where these events were produced (the `tidemark-region` header). A remote
+    /// topic's events come from the region they are replicated from, so with `replicated_from`
+    /// this may be left out.
+    pub region: Option<String>,
+    /// Set when the topics are MirrorMaker 2 remote topics replicated from that region. The
+    /// source then follows MM2's replicated heartbeats from it to know whether the link is up.
+    pub replicated_from: Option<String>,
+    /// The MM2 heartbeats topic that crossed the same link; by default
+    /// `<replicated_from>.heartbeats` (MM2's default replication policy).
+    pub heartbeats_topic: Option<String>,
+    /// The link is down when the newest replicated heartbeat is older than this. It must be
+    /// shorter than the watermark's `idle_timeout`, so a split is seen before the remote
+    /// partitions could count as idle.
+    #[serde(default = "default_link_timeout")]
+    pub link_timeout: Millis,
+    /// Consumer group used only to store offsets (never to assign partitions).
+    pub group_id: Option<String>,
+    /// Where to start without a committed offset.
+    #[serde(default)]
+    pub start_from: StartFrom,
+}
+
+fn default_link_timeout() -> Millis {
+    Millis(3_000)
+}
+
+impl KafkaSource {
+    /// The heartbeats topic to follow, for a replicated source.
+    pub fn heartbeats(&self) -> Option<String> {
+        let from = self.replicated_from.as_ref()?;
+        Some(
+            self.heartbeats_topic
+                .clone()
+                .unwrap_or_else(|| format!("{from}.heartbeats")),
+        )
+    }
+}
+
+impl Component for KafkaSource {
+    fn check(&self, cx: &CheckContext<'_>, errors: &mut Errors<'_>) {
+        if (self.region.is_some() || self.replicated_from.is_some())
+            && self.region().trim().is_empty()
+        {
+            errors.field("region", "must not be empty");
+        }
+        cx.cluster(&self.cluster, errors);
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            errors.field("topics", "needs at least one non-empty topic");
+        }
+        match (&self.region, &self.replicated_from) {
+            (None, None) => errors.field(
+                "region",
+                "missing: set the region the events were produced in (or replicated_from for a remote topic)",
+            ),
+            (Some(r), Some(from)) if r != from => errors.field(
+                "replicated_from",
+                format!("is \"{from}\" but region is \"{r}\": a remote topic's events were produced in the region they are replicated from"),
+            ),
+            _ => {}
+        }
+        if self.replicated_from.is_none() {
+            if self.heartbeats_topic.is_some() {
+                errors.field("heartbeats_topic", "needs replicated_from");
+            }
+            if self.link_timeout != default_link_timeout() {
+                errors.field("link_timeout", "needs replicated_from");
+            }
+        } else if self.link_timeout.0 == 0 {
+            errors.field("link_timeout", "must be above zero");
+        }
+    }
+}
+
+impl SourceNode for KafkaSource {
+    fn region(&self) -> &str {
+        self.region
+            .as_deref()
+            .or(self.replicated_from.as_deref())
+            .unwrap_or_default()
+    }
+
+    fn plan(
+        &self,
+        node: &str,
+        cx: &SourceContext<'_>,
+        splits: &mut Splits,
+    ) -> Result<(), SourceError> {
+        let cluster = &cx.clusters[&self.cluster];
+        for topic in &self.topics {
+            for partition in partitions(node, &self.cluster, cluster, topic)? {
+                let i = splits.push(
+                    node,
+                    self.region(),
+                    SplitSource::Kafka {
+                        cluster: self.cluster.clone(),
+                        topic: topic.clone(),
+                        partition,
+                    },
+                );
+                splits.splits[i as usize].replicated_from = self.replicated_from.clone();
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        node: &str,
+        cx: &SourceContext<'_>,
+        splits: &Splits,
+        owned: &[u32],
+    ) -> Result<Box<dyn SplitReader>, SourceError> {
+        let group = self
+            .group_id
+            .clone()
+            .unwrap_or_else(|| cx.default_group.clone());
+        Ok(Box::new(KafkaReader::open(
+            node,
+            self,
+            &cx.clusters[&self.cluster],
+            &group,
+            splits,
+            owned,
+            &cx.read,
+            cx.metrics,
+        )?))
+    }
+
+    fn link(&self, node: &str, cx: &SourceContext<'_>) -> Result<Option<LinkSpec>, SourceError> {
+        let watch = LinkWatch::open(node, self, &cx.clusters[&self.cluster])?;
+        Ok(watch.map(|watch| LinkSpec {
+            node: node.into(),
+            watch,
+            timeout: self.link_timeout.0,
+        }))
+    }
+
+    fn label(&self) -> String {
+        format!("kafka {}:{}", self.cluster, self.topics.join(","))
+    }
+}
+
 /// Partition ids of `topic`, sorted.
-pub(super) fn partitions(
+fn partitions(
     node: &str,
     cluster_name: &str,
     cluster: &ClusterConfig,
@@ -163,14 +327,13 @@ impl KafkaReader {
     pub(super) fn open(
         node: &str,
         source: &KafkaSource,
-        config: &PipelineConfig,
+        cluster: &ClusterConfig,
         group: &str,
         splits: &Splits,
         owned: &[u32],
         options: &ReadOptions,
         metrics: &Metrics,
     ) -> Result<KafkaReader, SourceError> {
-        let cluster = &config.clusters[&source.cluster];
         let mut topics = Vec::new();
         for topic in &source.topics {
             let mine: Vec<(u32, i32)> = owned

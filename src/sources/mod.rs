@@ -4,13 +4,17 @@
 //! files, generator partitions) that every process computes identically. Each worker opens
 //! readers for the splits it owns ([`Splits::owner`]); the watermark operator polls them.
 
-mod file;
+pub mod file;
 pub mod generator;
 pub mod heartbeat;
-mod kafka;
+pub mod kafka;
 
-use crate::config::{PipelineConfig, SourceConfig};
-use crate::event::{SplitSource, Splits};
+use crate::component::{kinds, Component};
+use crate::event::Splits;
+use crate::kafka::ClusterConfig;
+use crate::metrics::Metrics;
+use heartbeat::LinkSpec;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Errors from reading sources.
@@ -106,106 +110,106 @@ pub struct ReadOptions {
     pub bounded: bool,
 }
 
+/// What planning and opening a source may use besides its own settings.
+pub struct SourceContext<'a> {
+    /// `[clusters.*]`.
+    pub clusters: &'a BTreeMap<String, ClusterConfig>,
+    /// The consumer group of a Kafka source that names none: `tidemark-<pipeline name>`.
+    pub default_group: String,
+    /// Options of every reader of the run.
+    pub read: ReadOptions,
+    /// Process metrics.
+    pub metrics: &'a Metrics,
+}
+
+/// A source kind: besides checking itself, it numbers its splits and opens readers for them.
+pub trait SourceNode: Component {
+    /// The origin region of the events it reads.
+    fn region(&self) -> &str;
+
+    /// Appends its splits to `splits`, in the same order in every process.
+    fn plan(
+        &self,
+        node: &str,
+        cx: &SourceContext<'_>,
+        splits: &mut Splits,
+    ) -> Result<(), SourceError>;
+
+    /// Opens a reader of `owned`, splits of this node that one worker owns.
+    fn open(
+        &self,
+        node: &str,
+        cx: &SourceContext<'_>,
+        splits: &Splits,
+        owned: &[u32],
+    ) -> Result<Box<dyn SplitReader>, SourceError>;
+
+    /// The heartbeat watch of the replication link its events cross, if any.
+    fn link(&self, _node: &str, _cx: &SourceContext<'_>) -> Result<Option<LinkSpec>, SourceError> {
+        Ok(None)
+    }
+
+    /// What `tidemark graph` shows under its name.
+    fn label(&self) -> String;
+}
+
+kinds! {
+    /// `[sources.NAME]`, chosen by its `type`.
+    pub enum SourceConfig: SourceNode {
+        /// `type = "kafka"`.
+        Kafka(kafka::KafkaSource) = "kafka",
+        /// `type = "file"`.
+        File(file::FileSource) = "file",
+        /// `type = "generator"`.
+        Generator(generator::GeneratorSource) = "generator",
+    }
+}
+
 /// Numbers every split of every source, identically in every process.
-pub fn plan(config: &PipelineConfig) -> Result<Splits, SourceError> {
+pub fn plan(
+    sources: &BTreeMap<String, SourceConfig>,
+    cx: &SourceContext<'_>,
+) -> Result<Splits, SourceError> {
     let mut splits = Splits::default();
-    for (node, source) in &config.sources {
-        match source {
-            SourceConfig::Kafka(k) => {
-                let cluster = &config.clusters[&k.cluster];
-                for topic in &k.topics {
-                    let partitions = kafka::partitions(node, &k.cluster, cluster, topic)?;
-                    for partition in partitions {
-                        let i = splits.push(
-                            node,
-                            source.region(),
-                            SplitSource::Kafka {
-                                cluster: k.cluster.clone(),
-                                topic: topic.clone(),
-                                partition,
-                            },
-                        );
-                        splits.splits[i as usize].replicated_from = k.replicated_from.clone();
-                    }
-                }
-            }
-            SourceConfig::File(f) => {
-                for path in &f.paths {
-                    splits.push(node, &f.region, SplitSource::File { path: path.clone() });
-                }
-            }
-            SourceConfig::Generator(g) => {
-                for index in 0..g.partitions.get() {
-                    splits.push(node, &g.region, SplitSource::Generator { index });
-                }
-            }
-        }
+    for (node, source) in sources {
+        source.node().plan(node, cx, &mut splits)?;
     }
     Ok(splits)
 }
 
-/// Opens readers for the splits in `mine` (all of which belong to `nodes`).
+/// Opens readers for the splits in `mine`.
 pub fn open(
-    config: &PipelineConfig,
+    sources: &BTreeMap<String, SourceConfig>,
+    cx: &SourceContext<'_>,
     splits: &Splits,
     mine: &[u32],
-    options: &ReadOptions,
-    metrics: &crate::metrics::Metrics,
 ) -> Result<Vec<Box<dyn SplitReader>>, SourceError> {
-    let mut readers: Vec<Box<dyn SplitReader>> = Vec::new();
-    for (node, source) in &config.sources {
+    let mut readers = Vec::new();
+    for (node, source) in sources {
         let owned: Vec<u32> = mine
             .iter()
             .copied()
             .filter(|&s| splits.get(s).node == *node)
             .collect();
-        if owned.is_empty() {
-            continue;
-        }
-        match source {
-            SourceConfig::Kafka(k) => {
-                let group = k
-                    .group_id
-                    .clone()
-                    .unwrap_or_else(|| format!("tidemark-{}", config.pipeline.name));
-                readers.push(Box::new(kafka::KafkaReader::open(
-                    node, k, config, &group, splits, &owned, options, metrics,
-                )?));
-            }
-            SourceConfig::File(_) => {
-                readers.push(Box::new(file::FileReader::open(
-                    node, splits, &owned, options,
-                )?));
-            }
-            SourceConfig::Generator(g) => {
-                readers.push(Box::new(generator::GeneratorReader::new(g, splits, &owned)));
-            }
+        if !owned.is_empty() {
+            readers.push(source.node().open(node, cx, splits, &owned)?);
         }
     }
     Ok(readers)
 }
 
-/// Opens a heartbeat watch for each replicated Kafka source among `nodes` of which this worker
-/// owns a split in `mine`.
+/// Opens a heartbeat watch for each replicated source of which this worker owns a split in
+/// `mine`.
 pub fn open_links(
-    config: &PipelineConfig,
+    sources: &BTreeMap<String, SourceConfig>,
+    cx: &SourceContext<'_>,
     splits: &Splits,
     mine: &[u32],
-) -> Result<Vec<heartbeat::LinkSpec>, SourceError> {
+) -> Result<Vec<LinkSpec>, SourceError> {
     let mut links = Vec::new();
-    for (node, source) in &config.sources {
-        let SourceConfig::Kafka(k) = source else {
-            continue;
-        };
-        if !mine.iter().any(|&s| splits.get(s).node == *node) {
-            continue;
-        }
-        if let Some(watch) = heartbeat::LinkWatch::open(node, k, &config.clusters[&k.cluster])? {
-            links.push(heartbeat::LinkSpec {
-                node: node.clone(),
-                watch,
-                timeout: k.link_timeout.0,
-            });
+    for (node, source) in sources {
+        if mine.iter().any(|&s| splits.get(s).node == *node) {
+            links.extend(source.node().link(node, cx)?);
         }
     }
     Ok(links)

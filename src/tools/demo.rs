@@ -156,7 +156,7 @@ pub fn produce(
     topic: &str,
     records: &[(Option<String>, Vec<u8>)],
 ) -> anyhow::Result<()> {
-    let cluster = crate::config::ClusterConfig::at(bootstrap);
+    let cluster = crate::kafka::ClusterConfig::at(bootstrap);
     let mut config = crate::kafka::producer(&cluster);
     // The demo's too-large record must reach the pipeline to be rejected there.
     config.set("message.max.bytes", "4000000");

@@ -38,7 +38,7 @@ pub struct LoadgenOptions {
     #[arg(long)]
     pub rate: Option<f64>,
     /// How long to send, e.g. `60s`.
-    #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration_flag)]
+    #[arg(long, default_value = "60s", value_parser = crate::component::parse_duration_flag)]
     pub duration: Duration,
     /// Seed for ids, regions, copies and jitter.
     #[arg(long, default_value_t = 1)]
@@ -50,14 +50,14 @@ pub struct LoadgenOptions {
     #[arg(long, default_value_t = 0.02)]
     pub retries: f64,
     /// Event time = send time minus a uniform jitter below this.
-    #[arg(long, default_value = "1500ms", value_parser = crate::config::parse_duration_flag)]
+    #[arg(long, default_value = "1500ms", value_parser = crate::component::parse_duration_flag)]
     pub jitter: Duration,
     /// Share of events whose event time is set back by `--late-by`: stragglers that arrive
     /// behind any reasonable watermark.
     #[arg(long, default_value_t = 0.0)]
     pub late: f64,
     /// How far back a straggler's event time is set.
-    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration_flag)]
+    #[arg(long, default_value = "30s", value_parser = crate::component::parse_duration_flag)]
     pub late_by: Duration,
     /// Invalid records per valid event, sent on top.
     #[arg(long, default_value_t = 0.002)]
@@ -191,7 +191,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
     let ok: Arc<Vec<AtomicU32>> = Arc::new((0..total).map(|_| AtomicU32::new(0)).collect());
     let failed = Arc::new(AtomicU32::new(0));
     let producer = |bootstrap: &str| -> anyhow::Result<BaseProducer<Acks>> {
-        let cluster = crate::config::ClusterConfig::at(bootstrap);
+        let cluster = crate::kafka::ClusterConfig::at(bootstrap);
         crate::kafka::producer(&cluster)
             .create_with_context(Acks {
                 ok: Arc::clone(&ok),

@@ -265,7 +265,7 @@ pub struct VerifyOptions {
     #[arg(long, required = true)]
     pub ids: Vec<std::path::PathBuf>,
     /// While ids are missing, read again for up to this long (outputs may still be draining).
-    #[arg(long, default_value = "0s", value_parser = crate::config::parse_duration_flag)]
+    #[arg(long, default_value = "0s", value_parser = crate::component::parse_duration_flag)]
     pub wait: Duration,
     /// Only the no-loss guarantees: after a pipeline restart, events written but not yet
     /// committed are written again (and out of order), which this tolerates and reports.

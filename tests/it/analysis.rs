@@ -377,7 +377,7 @@ fn reconciling_twice_writes_nothing_new() {
         ordered_topic: "log-events-ordered".into(),
         corrections_topic: "log-events-corrections".into(),
         replication_factor: 1,
-        window: tidemark::config::Millis(1_000),
+        window: tidemark::component::Millis(1_000),
         id_field: "eventId".into(),
         time_field: "timestamp".into(),
     };

@@ -262,10 +262,10 @@ fn replicated_sources() {
             1,
         );
     let (config, _) = parse(&text).expect("a remote-topic source is valid");
-    let tidemark::config::SourceConfig::Kafka(k) = &config.sources["src"] else {
+    let tidemark::sources::SourceConfig::Kafka(k) = &config.sources["src"] else {
         panic!("kafka source")
     };
-    assert_eq!(config.sources["src"].region(), "region-b");
+    assert_eq!(config.sources["src"].node().region(), "region-b");
     assert_eq!(k.heartbeats().as_deref(), Some("region-b.heartbeats"));
 }
 

@@ -65,7 +65,7 @@ inputs = ["wm.invalid"]
 "#
     ))
     .unwrap();
-    let tidemark::config::SourceConfig::Kafka(source) = &config.sources["remote"] else {
+    let tidemark::sources::SourceConfig::Kafka(source) = &config.sources["remote"] else {
         panic!("kafka source")
     };
     let producer: BaseProducer = rdkafka::ClientConfig::new()

@@ -10,12 +10,14 @@
 mod committer;
 pub mod state;
 
-use crate::config::{Millis, WatermarkConfig};
+use super::{BuildContext, OperatorError, OperatorNode};
+use crate::component::{AnyStream, CheckContext, Component, Errors, Millis, Port, StreamKind};
 use crate::event::{decode, Event, EventFormat, EventId, IdText, Invalid, Late, Reason, Splits};
 use crate::runtime::{wall_ms, WorkerContext};
 use crate::sources::heartbeat::LinkSpec;
-use crate::sources::{Polled, SourceError, SplitReader};
+use crate::sources::{self, Polled, SourceError, SplitReader};
 use committer::Committer;
+use serde::Deserialize;
 use state::{Capability, LinkView, Verdict, WatermarkPolicy, WatermarkState};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -24,6 +26,115 @@ use std::time::Duration;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::{Scope, Stream};
+
+/// Watermark settings (the `watermark` operator).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// Inputs: sources only.
+    pub inputs: Vec<String>,
+    /// Bounded disorder: a partition's watermark is its max event time minus this.
+    pub max_out_of_orderness: Millis,
+    /// A partition at its end offset with no records for this long stops holding the watermark.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Millis,
+    /// Events further than this ahead of the wall clock are invalid (`future_timestamp`).
+    #[serde(default = "default_future_skew")]
+    pub max_future_skew: Millis,
+    /// How long a replicated source with a down link may hold the watermark.
+    pub max_split_hold: Option<Millis>,
+    /// How long a Kafka partition whose leader cannot be reached may hold the watermark. Its
+    /// silence then says nothing about its end: producers may be queueing events for it.
+    #[serde(default = "default_unreachable_hold")]
+    pub unreachable_hold: Millis,
+}
+
+fn default_idle_timeout() -> Millis {
+    Millis(5_000)
+}
+fn default_unreachable_hold() -> Millis {
+    Millis(30_000)
+}
+fn default_future_skew() -> Millis {
+    Millis(600_000)
+}
+
+impl Component for WatermarkConfig {
+    fn check(&self, _cx: &CheckContext<'_>, errors: &mut Errors<'_>) {
+        if self.idle_timeout.0 == 0 {
+            errors.field("idle_timeout", "must be above zero");
+        }
+        if self.max_future_skew.0 == 0 {
+            errors.field(
+                "max_future_skew",
+                "must be above zero: events stamped a moment ahead of this host's clock would all be invalid",
+            );
+        }
+    }
+}
+
+impl OperatorNode for WatermarkConfig {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn reads_sources(&self) -> bool {
+        true
+    }
+
+    fn ports(&self) -> &'static [Port] {
+        &[Port::All, Port::OnTime, Port::Late, Port::Invalid]
+    }
+
+    fn outputs(&self, _input: StreamKind, _errors: &mut Errors<'_>) -> Vec<(Port, StreamKind)> {
+        let on = StreamKind {
+            on_time: true,
+            ..Default::default()
+        };
+        let late = StreamKind {
+            late: true,
+            ..Default::default()
+        };
+        let invalid = StreamKind {
+            invalid: true,
+            ..Default::default()
+        };
+        vec![
+            (Port::All, on.union(late)),
+            (Port::OnTime, on),
+            (Port::Late, late),
+            (Port::Invalid, invalid),
+        ]
+    }
+
+    fn build<'s>(
+        &self,
+        node: &str,
+        _inputs: Vec<AnyStream<'s>>,
+        cx: &mut BuildContext<'_, 's>,
+    ) -> Result<Vec<(Port, AnyStream<'s>)>, OperatorError> {
+        let splits = &cx.worker.splits;
+        let mine: Vec<u32> = (0..splits.splits.len() as u32)
+            .filter(|&s| Splits::owner(s, cx.peers) == cx.index)
+            .filter(|&s| self.inputs.contains(&splits.get(s).node))
+            .collect();
+        let readers = sources::open(cx.sources, cx.source_cx, splits, &mine)?;
+        let links = sources::open_links(cx.sources, cx.source_cx, splits, &mine)?;
+        let owned = Owned {
+            readers,
+            links,
+            mine,
+        };
+        let policy = WatermarkPolicy::from(self);
+        let (out, handle) = watermark(cx.scope, node, policy, cx.event.clone(), owned, cx.worker);
+        cx.handles.push(handle);
+        Ok(vec![
+            (Port::OnTime, AnyStream::Events(out.on_time)),
+            (Port::Late, AnyStream::Events(out.late)),
+            (Port::Invalid, AnyStream::Invalid(out.invalid)),
+        ])
+    }
+}
 
 /// Records read per activation before yielding, so one busy source cannot starve the rest of
 /// the dataflow (dedup, reorder and sinks run on the same thread).

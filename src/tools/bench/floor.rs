@@ -3,7 +3,7 @@
 //! partition `p % partitions`), with the same client settings the pipeline uses. Nothing a
 //! stream processor does can be faster than this on the same brokers.
 
-use crate::config::ClusterConfig;
+use crate::kafka::ClusterConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -24,7 +24,7 @@ pub struct LatencyOptions {
     #[arg(long, default_value = "log-events-ordered")]
     pub topic: String,
     /// The watermark's delay: the job's `max_out_of_orderness`.
-    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration_flag)]
+    #[arg(long, default_value = "2s", value_parser = crate::component::parse_duration_flag)]
     pub delay: Duration,
     /// Only events with an event time at or after this (epoch ms): leaves out the warm-up.
     #[arg(long)]
