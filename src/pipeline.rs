@@ -216,20 +216,6 @@ pub fn run(
         sink.node()
             .preflight(name, &sink_context(config, graph, name))?;
     }
-    let timely_config = if options.processes > 1 {
-        timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: options.workers,
-                process: options.process,
-                addresses: options.hosts.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        }
-    } else {
-        timely::Config::process(options.workers)
-    };
     let shared_config = Arc::new(config.clone());
     let config_for_workers = Arc::clone(&shared_config);
     let graph = Arc::new(graph.clone());
@@ -239,7 +225,7 @@ pub fn run(
     // waiting forever for progress from a worker that is gone.
     let aborted = Arc::new(AtomicBool::new(false));
     metrics.up.set(1.0);
-    let guards = timely::execute(timely_config, move |worker| {
+    let guards = timely::execute(timely_config(options), move |worker| {
         let config = &config_for_workers;
         let index = worker.index();
         let peers = worker.peers();
@@ -296,20 +282,7 @@ pub fn run(
         Ok(())
     })
     .map_err(RunError::Timely)?;
-    let mut first_error = None;
-    for (i, result) in guards.join().into_iter().enumerate() {
-        let failed = match result {
-            Ok(Ok(())) | Ok(Err(None)) => None,
-            Ok(Err(Some(message))) => Some(message),
-            Err(panic) => Some(format!("panicked: {panic}")),
-        };
-        if let (Some(message), None) = (failed, &first_error) {
-            first_error = Some(RunError::Worker {
-                worker: options.process * options.workers + i,
-                message,
-            });
-        }
-    }
+    let first_error = first_failure(guards.join(), options);
     metrics.up.set(0.0);
     match first_error {
         Some(e) => Err(e),
@@ -319,6 +292,43 @@ pub fn run(
             started.elapsed(),
         )),
     }
+}
+
+/// One process of `options.processes`, each with `options.workers` threads.
+fn timely_config(options: &RunOptions) -> timely::Config {
+    if options.processes > 1 {
+        timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: options.workers,
+                process: options.process,
+                addresses: options.hosts.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        }
+    } else {
+        timely::Config::process(options.workers)
+    }
+}
+
+/// The first worker failure of this process, numbered across the cluster. A worker that
+/// stopped because a peer failed (`Err(None)`) is not one.
+fn first_failure(
+    results: Vec<Result<Result<(), Option<String>>, String>>,
+    options: &RunOptions,
+) -> Option<RunError> {
+    results.into_iter().enumerate().find_map(|(i, result)| {
+        let message = match result {
+            Ok(Ok(())) | Ok(Err(None)) => return None,
+            Ok(Err(Some(message))) => message,
+            Err(panic) => format!("panicked: {panic}"),
+        };
+        Some(RunError::Worker {
+            worker: options.process * options.workers + i,
+            message,
+        })
+    })
 }
 
 fn bounded_read(options: &RunOptions) -> ReadOptions {

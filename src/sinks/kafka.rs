@@ -3,6 +3,7 @@
 
 use super::{SinkContext, SinkError, SinkItem, SinkNode};
 use crate::component::{AnyStream, CheckContext, Component, Errors};
+use crate::event::Splits;
 use crate::kafka::ClusterConfig;
 use crate::runtime::WorkerContext;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -10,7 +11,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use timely::dataflow::channels::pact::Pipeline;
@@ -169,6 +172,135 @@ pub fn connect(
     Ok((producer, deliveries))
 }
 
+/// What became of one send.
+enum Sent {
+    /// Queued: a delivery report will follow.
+    Queued,
+    /// A dead letter too large for its topic: counted and dropped.
+    Dropped,
+    /// Refused: the job stops.
+    Failed,
+}
+
+/// One worker's Kafka sink between activations.
+struct Writer {
+    producer: BaseProducer<DeliveryContext>,
+    deliveries: Arc<Deliveries>,
+    topic: String,
+    sink: String,
+    splits: Arc<Splits>,
+    written: prometheus::IntCounter,
+    errors: prometheus::IntCounter,
+    dropped: prometheus::IntCounter,
+    failure: Rc<RefCell<Option<String>>>,
+    /// Batch time -> (capability, writes not yet acknowledged).
+    pending: BTreeMap<u64, (Capability<u64>, usize)>,
+    failed: bool,
+}
+
+impl Writer {
+    /// Sends `item` of the batch at time `t`, waiting for room when the queue is full.
+    fn send<T: SinkItem>(&mut self, item: &T, t: u64) -> Sent {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &item.headers(&self.splits) {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let droppable = item.droppable();
+        let mut record: BaseRecord<'_, str, [u8], Box<(u64, bool)>> =
+            BaseRecord::with_opaque_to(&self.topic, Box::new((t, droppable)))
+                .payload(item.payload())
+                .headers(headers);
+        if let Some(k) = item.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = item.partition() {
+            record = record.partition(p as i32);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Sent::Queued,
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    // Back-pressure: wait for deliveries to make room.
+                    self.producer.poll(Duration::from_millis(50));
+                    record = r;
+                }
+                Err((e, _)) if droppable && too_large(&e) => {
+                    // A dead letter too large even for its topic: counted and logged, and its
+                    // offset still advances.
+                    self.dropped.inc();
+                    tracing::error!(sink = %self.sink, topic = %self.topic, bytes = item.payload().len(), "dead letter too large for its topic; dropped");
+                    return Sent::Dropped;
+                }
+                Err((e, _)) => {
+                    self.errors.inc();
+                    *self.failure.borrow_mut() = Some(format!(
+                        "kafka sink {}: send to {}: {e}",
+                        self.sink, self.topic
+                    ));
+                    self.failed = true;
+                    return Sent::Failed;
+                }
+            }
+        }
+    }
+
+    /// Takes the delivery reports: a batch whose writes are all acknowledged gives up its
+    /// capability; a failed write stops the job and keeps its capability held.
+    fn settle(&mut self) {
+        self.producer.poll(Duration::ZERO);
+        let reports: Vec<Report> = self
+            .deliveries
+            .reports
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        let mut ok = 0;
+        for Report {
+            time: t,
+            droppable,
+            error,
+        } in reports
+        {
+            let error = match error {
+                Some((_, true)) if droppable => {
+                    self.dropped.inc();
+                    tracing::error!(sink = %self.sink, topic = %self.topic, "dead letter refused by the broker as too large; dropped");
+                    None
+                }
+                Some((e, _)) => Some(e),
+                None => {
+                    ok += 1;
+                    None
+                }
+            };
+            if let Some(e) = error {
+                // librdkafka already retried up to message.timeout.ms; the capability stays
+                // held so no offset behind this write is ever committed.
+                self.errors.inc();
+                if !self.failed {
+                    tracing::error!(sink = %self.sink, topic = %self.topic, error = %e, "delivery failed; stopping without committing past it");
+                    *self.failure.borrow_mut() = Some(format!(
+                        "kafka sink {}: delivery to {} failed: {e}",
+                        self.sink, self.topic
+                    ));
+                }
+                self.failed = true;
+                continue;
+            }
+            if let Some(entry) = self.pending.get_mut(&t) {
+                entry.1 -= 1;
+                if entry.1 == 0 && !self.failed {
+                    self.pending.remove(&t);
+                }
+            }
+        }
+        self.written.inc_by(ok);
+    }
+}
+
 /// Writes `input` to `topic`.
 pub fn kafka_sink<'scope, T: SinkItem>(
     input: Stream<'scope, u64, Vec<T>>,
@@ -184,122 +316,46 @@ pub fn kafka_sink<'scope, T: SinkItem>(
     let mut input = builder.new_input(input, Pipeline);
     let (_output, stream) = builder.new_output::<Vec<()>>();
     let activator = scope.activator_for(info.address);
-    let splits = Arc::clone(&ctx.splits);
-    let counter = ctx.metrics.events_out.with_label_values(&[name]);
-    let errors = ctx.metrics.sink_errors.with_label_values(&[name]);
-    let dropped = ctx
-        .metrics
-        .dead_letters_dropped
-        .with_label_values(&[name, "too_large"]);
-    let failure = std::rc::Rc::clone(&ctx.failure);
-    let topic = topic.to_string();
-    let sink = name.to_string();
+    let mut writer = Writer {
+        producer,
+        deliveries,
+        topic: topic.to_string(),
+        sink: name.to_string(),
+        splits: Arc::clone(&ctx.splits),
+        written: ctx.metrics.events_out.with_label_values(&[name]),
+        errors: ctx.metrics.sink_errors.with_label_values(&[name]),
+        dropped: ctx
+            .metrics
+            .dead_letters_dropped
+            .with_label_values(&[name, "too_large"]),
+        failure: Rc::clone(&ctx.failure),
+        pending: BTreeMap::new(),
+        failed: false,
+    };
 
     builder.build_reschedule(move |caps: Vec<Capability<u64>>| {
         drop(caps);
-        // Batch time -> (capability, writes not yet acknowledged).
-        let mut pending: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
-        let mut failed = false;
         move |_frontiers| {
             input.for_each(|cap, data| {
                 let t = *cap.least().expect("a message has a time");
-                let entry = pending
+                writer
+                    .pending
                     .entry(t)
                     .or_insert_with(|| (cap.retain_least(0).expect("a message has a time"), 0));
                 for item in data.drain(..) {
-                    let mut headers = OwnedHeaders::new();
-                    let hs = item.headers(&splits);
-                    for (k, v) in &hs {
-                        headers = headers.insert(Header {
-                            key: k,
-                            value: Some(v.as_bytes()),
-                        });
+                    match writer.send(&item, t) {
+                        Sent::Queued => writer.pending.get_mut(&t).expect("held").1 += 1,
+                        Sent::Dropped => {}
+                        // The batch's capability stays held: nothing behind it is committed.
+                        Sent::Failed => return,
                     }
-                    let droppable = item.droppable();
-                    let mut record: BaseRecord<'_, str, [u8], Box<(u64, bool)>> =
-                        BaseRecord::with_opaque_to(&topic, Box::new((t, droppable)))
-                            .payload(item.payload())
-                            .headers(headers);
-                    if let Some(k) = item.key() {
-                        record = record.key(k);
-                    }
-                    if let Some(p) = item.partition() {
-                        record = record.partition(p as i32);
-                    }
-                    let sent = loop {
-                        match producer.send(record) {
-                            Ok(()) => break true,
-                            Err((e, r))
-                                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                            {
-                                // Back-pressure: wait for deliveries to make room.
-                                producer.poll(Duration::from_millis(50));
-                                record = r;
-                            }
-                            Err((e, _)) if droppable && too_large(&e) => {
-                                // A dead letter too large even for its topic: counted and
-                                // logged, and its offset still advances.
-                                dropped.inc();
-                                tracing::error!(sink = %sink, topic = %topic, bytes = item.payload().len(), "dead letter too large for its topic; dropped");
-                                break false;
-                            }
-                            Err((e, _)) => {
-                                errors.inc();
-                                *failure.borrow_mut() =
-                                    Some(format!("kafka sink {sink}: send to {topic}: {e}"));
-                                failed = true;
-                                return;
-                            }
-                        }
-                    };
-                    entry.1 += usize::from(sent);
                 }
-                if entry.1 == 0 {
-                    pending.remove(&t);
+                if writer.pending.get(&t).is_some_and(|(_, n)| *n == 0) {
+                    writer.pending.remove(&t);
                 }
             });
-            producer.poll(Duration::ZERO);
-            let reports: Vec<Report> = deliveries
-                .reports
-                .lock()
-                .map(|mut r| std::mem::take(&mut *r))
-                .unwrap_or_default();
-            let mut ok = 0;
-            for Report { time: t, droppable, error } in reports {
-                let error = match error {
-                    Some((_, true)) if droppable => {
-                        dropped.inc();
-                        tracing::error!(sink = %sink, topic = %topic, "dead letter refused by the broker as too large; dropped");
-                        None
-                    }
-                    Some((e, _)) => Some(e),
-                    None => {
-                        ok += 1;
-                        None
-                    }
-                };
-                if let Some(e) = error {
-                    // librdkafka already retried up to message.timeout.ms; the capability stays
-                    // held so no offset behind this write is ever committed.
-                    errors.inc();
-                    if !failed {
-                        tracing::error!(sink = %sink, topic = %topic, error = %e, "delivery failed; stopping without committing past it");
-                        *failure.borrow_mut() = Some(format!(
-                            "kafka sink {sink}: delivery to {topic} failed: {e}"
-                        ));
-                    }
-                    failed = true;
-                    continue;
-                }
-                if let Some(entry) = pending.get_mut(&t) {
-                    entry.1 -= 1;
-                    if entry.1 == 0 && !failed {
-                        pending.remove(&t);
-                    }
-                }
-            }
-            counter.inc_by(ok);
-            let waiting = !pending.is_empty();
+            writer.settle();
+            let waiting = !writer.pending.is_empty();
             if waiting {
                 // Delivery reports only arrive through poll; come back soon to collect them.
                 activator.activate_after(Duration::from_millis(2));

@@ -21,10 +21,13 @@ use serde::Deserialize;
 use state::{Capability, LinkView, Verdict, WatermarkPolicy, WatermarkState};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Capability as TimelyCapability;
 use timely::dataflow::{Scope, Stream};
 
 /// Watermark settings (the `watermark` operator).
@@ -439,7 +442,216 @@ impl Counts {
     }
 }
 
-/// Builds the watermark operator over `readers` (the splits this worker owns).
+type Out<C> = OutputBuilder<u64, timely::container::CapacityContainerBuilder<C>>;
+
+/// The operator's three outputs.
+struct Outputs {
+    on_time: Out<Vec<Event>>,
+    late: Out<Vec<Event>>,
+    invalid: Out<Vec<Invalid>>,
+}
+
+/// When the operator wants to run again.
+enum Next {
+    /// At once: a reader had more than one activation's budget.
+    Now,
+    /// After a tick: without new data the watermark can still move (idleness, the wall clock),
+    /// and offsets still need committing.
+    Later,
+    /// Never: the capability is gone.
+    Done,
+}
+
+/// One worker's watermark node between activations.
+struct Shell {
+    intake: Intake,
+    source: Rc<RefCell<SourceHandle>>,
+    links: Vec<Link>,
+    views: Vec<LinkView>,
+    probe: ProbeHandle<u64>,
+    shutdown: Arc<AtomicBool>,
+    failure: Rc<RefCell<Option<String>>>,
+    commit_interval: u64,
+    start: u64,
+    wm_gauge: prometheus::IntGauge,
+    lag_gauge: prometheus::Gauge,
+}
+
+impl Shell {
+    fn new(
+        name: &str,
+        policy: WatermarkPolicy,
+        format: EventFormat,
+        owned: Owned,
+        ctx: &WorkerContext,
+        worker: usize,
+    ) -> (Shell, Rc<RefCell<SourceHandle>>) {
+        let Owned {
+            readers,
+            links,
+            mine,
+        } = owned;
+        let splits = &ctx.splits;
+        let start = wall_ms();
+        let part_links: Vec<Option<usize>> = mine
+            .iter()
+            .map(|&s| links.iter().position(|l| l.node == splits.get(s).node))
+            .collect();
+        let mut slot = vec![usize::MAX; splits.splits.len()];
+        for (i, &s) in mine.iter().enumerate() {
+            slot[s as usize] = i;
+        }
+        let intake = Intake {
+            state: WatermarkState::new(policy, &part_links, start),
+            format,
+            counts: Counts::new(&mine, splits, &ctx.metrics),
+            splits: Arc::clone(splits),
+            slot,
+            touched: Vec::new(),
+        };
+        let links: Vec<Link> = links
+            .into_iter()
+            .map(|spec| Link::new(spec, splits, &mine, &ctx.metrics))
+            .collect();
+        let source = Rc::new(RefCell::new(SourceHandle {
+            readers,
+            committer: Committer::default(),
+        }));
+        let worker = worker.to_string();
+        let shell = Shell {
+            intake,
+            source: Rc::clone(&source),
+            views: Vec::with_capacity(links.len()),
+            links,
+            probe: ctx.probe.clone(),
+            shutdown: Arc::clone(&ctx.shutdown),
+            failure: Rc::clone(&ctx.failure),
+            commit_interval: ctx.commit_interval,
+            start,
+            wm_gauge: ctx.metrics.watermark_ms.with_label_values(&[name, &worker]),
+            lag_gauge: ctx
+                .metrics
+                .watermark_lag
+                .with_label_values(&[name, &worker]),
+        };
+        (shell, source)
+    }
+
+    /// One activation: read, commit what the sinks allow, then move the watermark.
+    fn activate(&mut self, caps: &mut Vec<TimelyCapability<u64>>, out: &mut Outputs) -> Next {
+        if caps.is_empty() {
+            return Next::Done;
+        }
+        if self.shutdown.load(Ordering::SeqCst) {
+            caps.clear();
+            return Next::Done;
+        }
+        let now = wall_ms();
+        let cap_time = *caps[0].time();
+        let (read, more) = match self.read(caps, out, now) {
+            Ok(r) => r,
+            Err(e) => {
+                *self.failure.borrow_mut() = Some(e.to_string());
+                caps.clear();
+                return Next::Done;
+            }
+        };
+        self.commit(cap_time, now);
+        if read > 0 {
+            self.intake.counts.flush();
+        }
+        self.observe_links(now);
+        match self.intake.state.advance(&self.views, now) {
+            Capability::Released => {
+                caps.clear();
+                return Next::Done;
+            }
+            Capability::Hold(wm) => {
+                if wm > cap_time {
+                    for c in caps.iter_mut() {
+                        c.downgrade(&wm);
+                    }
+                }
+                self.wm_gauge.set(wm as i64);
+                self.lag_gauge.set(now.saturating_sub(wm) as f64 / 1000.0);
+            }
+        }
+        if more {
+            Next::Now
+        } else {
+            Next::Later
+        }
+    }
+
+    /// Polls every reader once, with records going straight into timely's output buffers at
+    /// the capability held while reading: that is the commit point of every offset read now.
+    /// Returns how many records were read, and whether a reader had more.
+    fn read(
+        &mut self,
+        caps: &[TimelyCapability<u64>],
+        out: &mut Outputs,
+        now: u64,
+    ) -> Result<(usize, bool), SourceError> {
+        let mut on_handle = out.on_time.activate();
+        let mut late_handle = out.late.activate();
+        let mut invalid_handle = out.invalid.activate();
+        let mut on_time = on_handle.session(&caps[0]);
+        let mut late = late_handle.session(&caps[1]);
+        let mut invalid = invalid_handle.session(&caps[2]);
+        let intake = &mut self.intake;
+        let (mut read, mut more) = (0, false);
+        for reader in self.source.borrow_mut().readers.iter_mut() {
+            let n = reader.poll(BUDGET, &mut |polled| match polled {
+                Polled::Record {
+                    split,
+                    offset,
+                    bytes,
+                } => match intake.record(split, offset, bytes, now) {
+                    Routed::OnTime(e) => on_time.give(e),
+                    Routed::Late(e) => late.give(e),
+                    Routed::Invalid(r) => invalid.give(r),
+                },
+                other => intake.progress(other, now),
+            })?;
+            read += n;
+            more |= n >= BUDGET;
+        }
+        Ok((read, more))
+    }
+
+    /// Queues the offsets read at `cap_time`, and commits what the probe allows once per
+    /// `commit_interval`.
+    fn commit(&mut self, cap_time: u64, now: u64) {
+        let mut h = self.source.borrow_mut();
+        for (split, next) in self.intake.touched.drain(..) {
+            h.committer.record(split, cap_time, next);
+        }
+        if now.saturating_sub(h.committer.last_commit_ms) >= self.commit_interval {
+            h.committer.last_commit_ms = now;
+            let frontier = self.probe.with_frontier(|f| f.iter().next().copied());
+            if let Err(e) = h.commit(frontier, false) {
+                tracing::warn!(error = %e, "offset commit failed; will retry");
+            }
+        }
+    }
+
+    /// Each replication link's state now; a link that is up again after a split tells the
+    /// state machine, whose partitions then hold until they deliver.
+    fn observe_links(&mut self, now: u64) {
+        let hold = self.intake.state.policy().max_split_hold;
+        self.views.clear();
+        for (l, link) in self.links.iter_mut().enumerate() {
+            let was_down = link.was_down;
+            let view = link.observe(now, self.start, hold);
+            if was_down && !view.down {
+                self.intake.state.link_returned(l, link.split_began, now);
+            }
+            self.views.push(view);
+        }
+    }
+}
+
+/// Builds the watermark operator over the splits this worker owns.
 pub fn watermark<'scope>(
     scope: Scope<'scope, u64>,
     name: &str,
@@ -448,182 +660,39 @@ pub fn watermark<'scope>(
     owned: Owned,
     ctx: &WorkerContext,
 ) -> (WatermarkStreams<'scope>, Rc<RefCell<SourceHandle>>) {
-    let Owned {
-        readers,
-        links,
-        mine,
-    } = owned;
     let mut builder = OperatorBuilder::new(format!("Watermark({name})"), scope);
     let info = builder.operator_info();
     let (on_time_out, on_time) = builder.new_output::<Vec<Event>>();
     let (late_out, late) = builder.new_output::<Vec<Event>>();
     let (invalid_out, invalid) = builder.new_output::<Vec<Invalid>>();
-    type Out<C> = OutputBuilder<u64, timely::container::CapacityContainerBuilder<C>>;
-    let mut on_time_out = Out::<Vec<Event>>::from(on_time_out);
-    let mut late_out = Out::<Vec<Event>>::from(late_out);
-    let mut invalid_out = Out::<Vec<Invalid>>::from(invalid_out);
-
-    let handle = Rc::new(RefCell::new(SourceHandle {
-        readers,
-        committer: Committer::default(),
-    }));
-    let shared = Rc::clone(&handle);
+    let mut outputs = Outputs {
+        on_time: Out::from(on_time_out),
+        late: Out::from(late_out),
+        invalid: Out::from(invalid_out),
+    };
+    let (mut shell, handle) = Shell::new(name, policy, format, owned, ctx, scope.index());
     let activator = scope.activator_for(Rc::clone(&info.address));
-    let sync_activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-    let woken = {
-        let sa = Arc::clone(&sync_activator);
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            let _ = sa.activate();
-        });
-        let mut all = true;
-        for r in &mut handle.borrow_mut().readers {
-            all &= r.set_waker(Arc::clone(&wake));
-        }
-        all
-    };
-
-    let splits: Arc<Splits> = Arc::clone(&ctx.splits);
-    let probe = ctx.probe.clone();
-    let shutdown = Arc::clone(&ctx.shutdown);
-    let failure = Rc::clone(&ctx.failure);
-    let commit_interval = ctx.commit_interval;
-    let worker = scope.index().to_string();
-    let start = wall_ms();
-    let part_links: Vec<Option<usize>> = mine
-        .iter()
-        .map(|&s| links.iter().position(|l| l.node == splits.get(s).node))
-        .collect();
-    let mut slot = vec![usize::MAX; splits.splits.len()];
-    for (i, &s) in mine.iter().enumerate() {
-        slot[s as usize] = i;
-    }
-    let mut intake = Intake {
-        state: WatermarkState::new(policy, &part_links, start),
-        format,
-        counts: Counts::new(&mine, &splits, &ctx.metrics),
-        splits: Arc::clone(&splits),
-        slot,
-        touched: Vec::new(),
-    };
-    let mut links: Vec<Link> = links
-        .into_iter()
-        .map(|spec| Link::new(spec, &splits, &mine, &ctx.metrics))
-        .collect();
-    let mut views: Vec<LinkView> = Vec::with_capacity(links.len());
-    let wm_gauge = ctx.metrics.watermark_ms.with_label_values(&[name, &worker]);
-    let lag_gauge = ctx
-        .metrics
-        .watermark_lag
-        .with_label_values(&[name, &worker]);
+    // A reader that can signal new data wakes the operator; the others are polled on a timer.
+    let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
+    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let _ = sync_activator.activate();
+    });
+    let woken = handle
+        .borrow_mut()
+        .readers
+        .iter_mut()
+        .fold(true, |all, r| r.set_waker(Arc::clone(&wake)) & all);
+    let tick = Duration::from_millis(if woken { 100 } else { 10 }.min(policy.idle_timeout.max(1)));
 
     builder.build(move |mut caps| {
-        if intake.state.capability() == Capability::Released {
+        if shell.intake.state.capability() == Capability::Released {
             // Nothing to read on this worker: let the frontier move on without us.
             caps.clear();
         }
-        move |_frontiers| {
-            if caps.is_empty() {
-                return;
-            }
-            if shutdown.load(std::sync::atomic::Ordering::SeqCst) {
-                caps.clear();
-                return;
-            }
-            let now = wall_ms();
-            let cap_time = *caps[0].time();
-            let mut read = 0;
-            let mut more = false;
-            let mut read_error = None;
-            {
-                // Records go straight into timely's output buffers, at the capability held
-                // while reading: that is the commit point of every offset read now.
-                let mut on_handle = on_time_out.activate();
-                let mut late_handle = late_out.activate();
-                let mut invalid_handle = invalid_out.activate();
-                let mut on_time = on_handle.session(&caps[0]);
-                let mut late = late_handle.session(&caps[1]);
-                let mut invalid = invalid_handle.session(&caps[2]);
-                let mut h = shared.borrow_mut();
-                for reader in h.readers.iter_mut() {
-                    let result = reader.poll(BUDGET, &mut |polled| match polled {
-                        Polled::Record {
-                            split,
-                            offset,
-                            bytes,
-                        } => match intake.record(split, offset, bytes, now) {
-                            Routed::OnTime(e) => on_time.give(e),
-                            Routed::Late(e) => late.give(e),
-                            Routed::Invalid(r) => invalid.give(r),
-                        },
-                        other => intake.progress(other, now),
-                    });
-                    match result {
-                        Ok(n) => {
-                            read += n;
-                            more |= n >= BUDGET;
-                        }
-                        Err(e) => {
-                            read_error = Some(e);
-                            break;
-                        }
-                    }
-                }
-            }
-            if let Some(e) = read_error {
-                *failure.borrow_mut() = Some(e.to_string());
-                caps.clear();
-                return;
-            }
-            {
-                let mut h = shared.borrow_mut();
-                for (split, next) in intake.touched.drain(..) {
-                    h.committer.record(split, cap_time, next);
-                }
-                if now.saturating_sub(h.committer.last_commit_ms) >= commit_interval {
-                    h.committer.last_commit_ms = now;
-                    let frontier = probe.with_frontier(|f| f.iter().next().copied());
-                    if let Err(e) = h.commit(frontier, false) {
-                        tracing::warn!(error = %e, "offset commit failed; will retry");
-                    }
-                }
-            }
-            if read > 0 {
-                intake.counts.flush();
-            }
-
-            views.clear();
-            for (l, link) in links.iter_mut().enumerate() {
-                let was_down = link.was_down;
-                let view = link.observe(now, start, policy.max_split_hold);
-                if was_down && !view.down {
-                    intake.state.link_returned(l, link.split_began, now);
-                }
-                views.push(view);
-            }
-            match intake.state.advance(&views, now) {
-                Capability::Released => {
-                    caps.clear();
-                    return;
-                }
-                Capability::Hold(wm) => {
-                    if wm > cap_time {
-                        for c in caps.iter_mut() {
-                            c.downgrade(&wm);
-                        }
-                    }
-                    wm_gauge.set(wm as i64);
-                    lag_gauge.set(now.saturating_sub(wm) as f64 / 1000.0);
-                }
-            }
-            if more {
-                activator.activate();
-            } else {
-                // Without new data the watermark can still move (idleness, the wall clock), and
-                // offsets still need committing; a reader with a waker brings us back sooner.
-                let tick = if woken { 100 } else { 10 };
-                activator
-                    .activate_after(Duration::from_millis(tick.min(policy.idle_timeout.max(1))));
-            }
+        move |_frontiers| match shell.activate(&mut caps, &mut outputs) {
+            Next::Now => activator.activate(),
+            Next::Later => activator.activate_after(tick),
+            Next::Done => {}
         }
     });
 
