@@ -7,10 +7,12 @@
 //!   acknowledged in an ids file; [`verify`] checks the outputs against it.
 //! - [`bench`]: the engine benchmark (`tidemark bench`), the physical floor and the latency
 //!   tool of the side-by-side suite; [`chart`] the charts' font setup.
-//! - [`topic`]: the Kafka reader they share; [`http`]: a small blocking HTTP client.
+//! - [`topic`]: the Kafka reader they share; [`http`]: a small blocking HTTP client;
+//!   [`cluster`]: a local cluster of processes on loopback.
 
 pub mod bench;
 pub mod chart;
+pub mod cluster;
 pub mod demo;
 pub mod http;
 pub mod loadgen;

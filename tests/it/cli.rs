@@ -1,5 +1,6 @@
 //! The command line: every flag parses, `check` reports every error and exits non-zero.
 
+use crate::support::fixture;
 use std::process::Command;
 
 fn tidemark() -> Command {
@@ -22,25 +23,12 @@ fn check_accepts_the_shipped_pipelines() {
 fn check_reports_every_error_and_fails() {
     let dir = crate::support::Scratch::new("cli-check");
     let file = dir.path("bad.toml");
-    std::fs::write(
-        &file,
-        r#"
-[sources.s]
-type = "file"
-paths = ["x"]
-region = "r"
-
-[operators.wm]
-type = "watermark"
-inputs = ["s"]
-max_out_of_orderness = "2 parsecs"
-
-[sinks.out]
-type = "null"
-inputs = ["wm.on_time", "nowhere"]
-"#,
-    )
-    .unwrap();
+    let text = format!(
+        "[sources.s]\ntype = \"file\"\npaths = [\"x\"]\nregion = \"r\"\n{}{}",
+        fixture::watermark("s", "2 parsecs", ""),
+        fixture::null_sink("out", r#""wm.on_time", "nowhere""#)
+    );
+    std::fs::write(&file, text).unwrap();
     let out = tidemark().args(["check", &file]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

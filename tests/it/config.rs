@@ -1,8 +1,17 @@
 //! Every validation error, each located by node and field, and all of them reported together.
 
+use crate::support::fixture;
 use tidemark::config::{parse, ConfigError};
 
-const BASE: &str = r#"
+/// A valid pipeline every case changes in one place.
+fn base() -> String {
+    let sinks = [
+        fixture::null_sink("out", r#""order""#),
+        fixture::null_sink("late", r#""dedup.late""#),
+        fixture::null_sink("invalid", r#""wm.invalid""#),
+    ];
+    format!(
+        r#"
 [clusters.a]
 bootstrap = "127.0.0.1:19092"
 
@@ -11,34 +20,12 @@ type = "kafka"
 cluster = "a"
 topics = ["log-events"]
 region = "region-a"
-
-[operators.wm]
-type = "watermark"
-inputs = ["src"]
-max_out_of_orderness = "2s"
-
-[operators.dedup]
-type = "dedup"
-inputs = ["wm.on_time", "wm.late"]
-horizon = "10m"
-
-[operators.order]
-type = "reorder"
-inputs = ["dedup.on_time"]
-partitions = 4
-
-[sinks.out]
-type = "null"
-inputs = ["order"]
-
-[sinks.late]
-type = "null"
-inputs = ["dedup.late"]
-
-[sinks.invalid]
-type = "null"
-inputs = ["wm.invalid"]
-"#;
+{}{}{}"#,
+        fixture::watermark("src", "2s", ""),
+        fixture::dedup_and_order(4),
+        sinks.concat()
+    )
+}
 
 fn errors(text: &str) -> Vec<ConfigError> {
     parse(text).err().unwrap_or_default()
@@ -46,8 +33,9 @@ fn errors(text: &str) -> Vec<ConfigError> {
 
 /// Replaces `from` in the base pipeline (which must contain it) and returns the errors.
 fn with(from: &str, to: &str) -> Vec<ConfigError> {
-    assert!(BASE.contains(from), "base has no {from:?}");
-    errors(&BASE.replacen(from, to, 1))
+    let base = base();
+    assert!(base.contains(from), "base has no {from:?}");
+    errors(&base.replacen(from, to, 1))
 }
 
 fn has(errs: &[ConfigError], node: &str, field: &str, needle: &str) {
@@ -60,7 +48,7 @@ fn has(errs: &[ConfigError], node: &str, field: &str, needle: &str) {
 
 #[test]
 fn base_is_valid() {
-    assert!(parse(BASE).is_ok(), "{:#?}", errors(BASE));
+    assert!(parse(&base()).is_ok(), "{:#?}", errors(&base()));
 }
 
 #[test]
@@ -91,7 +79,7 @@ fn unknown_output_port() {
 
 #[test]
 fn cycle() {
-    let text = BASE.replace(r#"inputs = ["dedup.on_time"]"#, r#"inputs = ["dedup.on_time", "f"]"#)
+    let text = base().replace(r#"inputs = ["dedup.on_time"]"#, r#"inputs = ["dedup.on_time", "f"]"#)
         + "\n[operators.f]\ntype = \"filter\"\ninputs = [\"order\"]\nfield = \"level\"\nvalues = [\"error\"]\n";
     let errs = errors(&text);
     has(&errs, "order", "inputs", "cycle");
@@ -197,7 +185,7 @@ fn unknown_and_missing_fields() {
         "missing",
     );
     has(
-        &errors(&(BASE.to_string() + "\n[extra]\nx = 1\n")),
+        &errors(&(base() + "\n[extra]\nx = 1\n")),
         "extra",
         "",
         "unknown section",
@@ -250,7 +238,7 @@ fn replicated_sources() {
         "idle_timeout",
     );
     // A remote topic with the region left out is valid, and a hold is then accepted.
-    let text = BASE
+    let text = base()
         .replacen(
             r#"region = "region-a""#,
             r#"replicated_from = "region-b""#,
@@ -333,10 +321,9 @@ fn dangling_outputs_would_lose_events() {
 
 #[test]
 fn sources_feed_exactly_one_watermark() {
-    let text =
-        BASE.to_string() + "\n[sources.spare]\ntype = \"file\"\npaths = [\"x\"]\nregion = \"r\"\n";
+    let text = base() + "\n[sources.spare]\ntype = \"file\"\npaths = [\"x\"]\nregion = \"r\"\n";
     has(&errors(&text), "spare", "", "not read by any watermark");
-    let text = BASE.to_string()
+    let text = base()
         + "\n[operators.wm2]\ntype = \"watermark\"\ninputs = [\"src\"]\nmax_out_of_orderness = \"1s\"\n\n[sinks.all2]\ntype = \"null\"\ninputs = [\"wm2\"]\n\n[sinks.inv2]\ntype = \"null\"\ninputs = [\"wm2.invalid\"]\n";
     has(&errors(&text), "src", "", "read by 2 watermark operators");
 }
@@ -361,7 +348,7 @@ fn node_settings() {
         "partitions",
         "",
     );
-    let gen = BASE.replace(
+    let gen = base().replace(
         "type = \"kafka\"\ncluster = \"a\"\ntopics = [\"log-events\"]\nregion = \"region-a\"",
         "type = \"generator\"\nregion = \"region-a\"\nduplicate_rate = 1.5\npayload_bytes = 10",
     );
@@ -372,13 +359,13 @@ fn node_settings() {
 
 #[test]
 fn duplicate_names_across_tables() {
-    let text = BASE.to_string() + "\n[sinks.dedup]\ntype = \"null\"\ninputs = [\"dedup.late\"]\n";
+    let text = base() + "\n[sinks.dedup]\ntype = \"null\"\ninputs = [\"dedup.late\"]\n";
     has(&errors(&text), "dedup", "", "more than one node");
 }
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let text = BASE
+    let text = base()
         .replacen(r#"cluster = "a""#, r#"cluster = "zz""#, 1)
         .replacen(r#"horizon = "10m""#, r#"horizon = "ten minutes""#, 1)
         .replacen(r#"inputs = ["order"]"#, r#"inputs = ["nothing"]"#, 1);
@@ -397,9 +384,7 @@ fn not_toml() {
 #[test]
 fn names_and_empty_pipelines() {
     has(
-        &errors(
-            &(BASE.to_string() + "\n[sinks.\"a.b\"]\ntype = \"null\"\ninputs = [\"dedup.late\"]\n"),
-        ),
+        &errors(&(base() + "\n[sinks.\"a.b\"]\ntype = \"null\"\ninputs = [\"dedup.late\"]\n")),
         "a.b",
         "",
         "contain no '.'",
@@ -439,24 +424,24 @@ fn inputs_listed_twice_or_on_a_source_port() {
 
 #[test]
 fn filter_file_and_sink_settings() {
-    let filter = BASE.replace(
+    let filter = base().replace(
         r#"inputs = ["dedup.on_time"]"#,
         r#"inputs = ["f"]"#,
     ) + "\n[operators.f]\ntype = \"filter\"\ninputs = [\"dedup.on_time\"]\nfield = \"\"\nvalues = []\n";
     let errs = errors(&filter);
     has(&errs, "f", "field", "must name a field");
     has(&errs, "f", "values", "at least one value");
-    let file_source = BASE.replace(
+    let file_source = base().replace(
         "type = \"kafka\"\ncluster = \"a\"\ntopics = [\"log-events\"]\nregion = \"region-a\"",
         "type = \"file\"\npaths = []\nregion = \"region-a\"",
     );
     has(&errors(&file_source), "src", "paths", "at least one file");
-    let file_sink = BASE.replace(
+    let file_sink = base().replace(
         "[sinks.out]\ntype = \"null\"",
         "[sinks.out]\ntype = \"file\"\npath = \"\"",
     );
     has(&errors(&file_sink), "out", "path", "must not be empty");
-    let kafka_sink = BASE.replace(
+    let kafka_sink = base().replace(
         "[sinks.out]\ntype = \"null\"",
         "[sinks.out]\ntype = \"kafka\"\ncluster = \"nope\"\ntopic = \"\"",
     );

@@ -1,6 +1,7 @@
 //! Following MM2's replicated heartbeats through a Kafka topic (librdkafka's mock cluster): the
 //! newest heartbeat's own timestamp is what the link's lag and split state are computed from.
 
+use crate::support::fixture;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::{Duration, Instant};
@@ -48,21 +49,10 @@ type = "kafka"
 cluster = "region-a"
 topics = ["region-b.log-events"]
 replicated_from = "region-b"
-
-[operators.wm]
-type = "watermark"
-inputs = ["remote"]
-max_out_of_orderness = "2s"
-max_split_hold = "60s"
-
-[sinks.events]
-type = "null"
-inputs = ["wm.on_time", "wm.late"]
-
-[sinks.invalid]
-type = "null"
-inputs = ["wm.invalid"]
-"#
+{}{}{}"#,
+        fixture::watermark("remote", "2s", r#"max_split_hold = "60s""#),
+        fixture::null_sink("events", r#""wm.on_time", "wm.late""#),
+        fixture::null_sink("invalid", r#""wm.invalid""#),
     ))
     .unwrap();
     let tidemark::sources::SourceConfig::Kafka(source) = &config.sources["remote"] else {

@@ -132,19 +132,7 @@ pub fn write_partitions(dir: &Scratch, stream: &Stream) -> Vec<String> {
 
 /// The chain under test, reading files and writing envelope files.
 pub fn file_pipeline(inputs: &[String], dir: &Scratch, partitions: u32) -> String {
-    let operators = format!(
-        r#"
-[operators.dedup]
-type = "dedup"
-inputs = ["wm.on_time", "wm.late"]
-horizon = "10m"
-
-[operators.order]
-type = "reorder"
-inputs = ["dedup.on_time"]
-partitions = {partitions}
-"#
-    );
+    let operators = fixture::dedup_and_order(partitions);
     envelope_pipeline(inputs, dir, &operators, "order", "dedup.late")
 }
 
@@ -162,6 +150,11 @@ pub fn envelope_pipeline(
         .map(|p| format!("{p:?}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let watermark = fixture::watermark(
+        "files",
+        "200ms",
+        "idle_timeout = \"1s\"\nmax_future_skew = \"10m\"",
+    );
     format!(
         r#"
 [pipeline]
@@ -171,14 +164,7 @@ name = "model"
 type = "file"
 paths = [{paths}]
 region = "region-a"
-
-[operators.wm]
-type = "watermark"
-inputs = ["files"]
-max_out_of_orderness = "200ms"
-idle_timeout = "1s"
-max_future_skew = "10m"
-{operators}
+{watermark}{operators}
 [sinks.ordered]
 type = "file"
 inputs = ["{ordered_from}"]
@@ -275,5 +261,74 @@ pub fn assert_partitions_sorted(observed: &[Observed], partitions: u32) {
         let mut sorted = seq.clone();
         sorted.sort();
         assert_eq!(seq, sorted, "partition {p} is not in (time, id) order");
+    }
+}
+
+/// The parts test pipelines are made of, each written once: a test states only what it is
+/// about.
+pub mod fixture {
+    /// `[operators.wm]`: a watermark over the source `input`, with any extra settings.
+    pub fn watermark(input: &str, max_out_of_orderness: &str, extra: &str) -> String {
+        format!(
+            "\n[operators.wm]\ntype = \"watermark\"\ninputs = [\"{input}\"]\nmax_out_of_orderness = \"{max_out_of_orderness}\"\n{extra}\n"
+        )
+    }
+
+    /// `[operators.dedup]` over both outputs of `wm`, and `[operators.order]` over its
+    /// on-time output.
+    pub fn dedup_and_order(partitions: u32) -> String {
+        format!(
+            r#"
+[operators.dedup]
+type = "dedup"
+inputs = ["wm.on_time", "wm.late"]
+horizon = "10m"
+
+[operators.order]
+type = "reorder"
+inputs = ["dedup.on_time"]
+partitions = {partitions}
+"#
+        )
+    }
+
+    /// A null sink named `name` over `inputs` (written as a TOML list's contents).
+    pub fn null_sink(name: &str, inputs: &str) -> String {
+        format!("\n[sinks.{name}]\ntype = \"null\"\ninputs = [{inputs}]\n")
+    }
+
+    /// Runs `pipeline` bounded on a local cluster of two processes of one worker, on free
+    /// loopback ports, and waits for both within two minutes; every process is stopped.
+    pub fn run_two_processes(
+        pipeline: &str,
+        hostfile: &str,
+    ) -> Vec<Option<std::process::ExitStatus>> {
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_tidemark"));
+        let mut children: Vec<_> =
+            tidemark::tools::cluster::commands(exe, pipeline.as_ref(), hostfile.as_ref(), 2)
+                .into_iter()
+                .map(|mut c| {
+                    c.stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("starting a process")
+                })
+                .collect();
+        // Bounded wait: a hung cluster fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut statuses = vec![None; children.len()];
+        while statuses.iter().any(|s| s.is_none()) && std::time::Instant::now() < deadline {
+            for (i, c) in children.iter_mut().enumerate() {
+                if statuses[i].is_none() {
+                    statuses[i] = c.try_wait().expect("waiting for a process");
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        statuses
     }
 }

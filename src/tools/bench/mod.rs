@@ -219,39 +219,13 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
     std::fs::create_dir_all(&dir)?;
     let pipeline = dir.join("bench.toml");
     std::fs::write(&pipeline, bench_pipeline(events, None)?)?;
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-        })
-        .collect::<Result<_, _>>()?;
     let hostfile = dir.join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )?;
+    super::cluster::loopback_hostfile(&hostfile, 2)?;
     let exe = std::env::current_exe()?;
     let started = Instant::now();
-    let children: Vec<_> = (0..2)
-        .map(|i| {
-            Command::new(&exe)
-                .arg("run")
-                .arg(&pipeline)
-                .args([
-                    "--bounded",
-                    "--workers",
-                    "1",
-                    "--processes",
-                    "2",
-                    "--process",
-                    &i.to_string(),
-                    "--hostfile",
-                ])
-                .arg(&hostfile)
-                .stdout(Stdio::piped())
-                .spawn()
-        })
+    let children: Vec<_> = super::cluster::commands(&exe, &pipeline, &hostfile, 2)
+        .into_iter()
+        .map(|mut c| c.stdout(Stdio::piped()).spawn())
         .collect::<Result<_, _>>()?;
     let (mut read, mut rss) = (0, 0);
     for child in children {
