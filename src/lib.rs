@@ -37,12 +37,13 @@
 //! - [`analysis`]: what happens after the pipeline: `tidemark late-report` (a differential
 //!   dataflow over the late topic: distributions, bursts, a watermark advisor) and
 //!   `tidemark reconcile` (late events of closed windows into a corrections topic).
-//! - [`demo`] and [`verify`]: the embedded two-region demo and the checker of the guarantees;
-//!   [`loadgen`] sends traffic to real regions and records what Kafka acknowledged.
-//! - [`bench`]: the engine benchmark behind `tidemark bench` (and its dedup-state scenario,
-//!   `--state`), and two tools of the side-by-side suite run by `bench/run-all`: the physical
-//!   floor (`tidemark bench-floor`) and the latency of any system's ordered output
-//!   (`tidemark latency`); [`chart`] the charts' font setup.
+//! - [`tools`]: [`tools::demo`], the embedded two-region demo; [`tools::loadgen`], which sends
+//!   traffic to real regions and records what Kafka acknowledged, and [`tools::verify`], the
+//!   checker of the guarantees; [`tools::bench`], the engine benchmark behind `tidemark bench`
+//!   (and its dedup-state scenario, `--state`) and two tools of the side-by-side suite run by
+//!   `bench/run-all`: the physical floor (`tidemark bench-floor`) and the latency of any
+//!   system's ordered output (`tidemark latency`); and what they share: [`tools::topic`], the
+//!   Kafka reader, [`tools::cluster`], [`tools::http`] and [`tools::chart`].
 //!
 //! ```no_run
 //! let (config, graph) = tidemark::config::load("pipelines/bench.toml".as_ref()).unwrap();

@@ -4,7 +4,7 @@
 //! [`crate::operators::OperatorNode`] or [`crate::sinks::SinkNode`]. The checks that span nodes are
 //! [`crate::config`]'s.
 //!
-//! Each role's table of kinds is one [`kinds!`] list in its module: a new kind is a module of
+//! Each role's table of kinds is one `kinds!` list in its module: a new kind is a module of
 //! its own (its config struct, its checks, its build) and one line there.
 
 mod duration;

@@ -20,7 +20,7 @@ pub struct Event {
     /// several buffers, and every byte of the record is memory traffic.
     #[serde(with = "serde_bytes")]
     pub payload: Box<[u8]>,
-    /// Index into the pipeline's [`Splits`].
+    /// Index into the pipeline's [`Splits`](super::Splits).
     pub split: u32,
     /// Offset within the split (Kafka offset, or line number for files).
     pub offset: i64,
@@ -159,7 +159,7 @@ pub struct Invalid {
     /// The original bytes, unchanged.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
-    /// Index into the pipeline's [`Splits`].
+    /// Index into the pipeline's [`Splits`](super::Splits).
     pub split: u32,
     /// Offset within the split.
     pub offset: i64,

@@ -7,7 +7,7 @@ use super::{Decoded, EventFormat, IdText, Reason};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
-/// The same verdicts as [`decode`], through serde_json. Slower; kept as the reference the
+/// The same verdicts as [`decode`](super::decode()), through serde_json. Slower; kept as the reference the
 /// scanner is tested against.
 pub fn decode_with_serde(bytes: &[u8], format: &EventFormat) -> Result<Decoded, Rejected> {
     precheck(bytes, format)?;

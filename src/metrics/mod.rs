@@ -6,7 +6,7 @@
 //! document and this module list the same names.
 
 mod server;
-pub mod status;
+mod status;
 
 pub use server::{serve, MetricsServer};
 

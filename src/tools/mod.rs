@@ -5,7 +5,7 @@
 //!   command (`tidemark demo`).
 //! - [`loadgen`]: traffic to real regions, directly or through the gateway, recording what Kafka
 //!   acknowledged in an ids file; [`verify`] checks the outputs against it.
-//! - [`bench`]: the engine benchmark (`tidemark bench`), the physical floor and the latency
+//! - [`mod@bench`]: the engine benchmark (`tidemark bench`), the physical floor and the latency
 //!   tool of the side-by-side suite; [`chart`] the charts' font setup.
 //! - [`topic`]: the Kafka reader they share; [`http`]: a small blocking HTTP client;
 //!   [`cluster`]: a local cluster of processes on loopback.

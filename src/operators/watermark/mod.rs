@@ -5,7 +5,7 @@
 //! are a plain state machine in [`state`]; this operator is the shell around it: it polls the
 //! readers, decodes each record, feeds the state machine, emits what it decides at the
 //! capability it holds, follows the replication links' heartbeats, and commits offsets once
-//! the sinks' probe shows everything emitted up to them is durable ([`committer`]).
+//! the sinks' probe shows everything emitted up to them is durable (`committer.rs`).
 
 mod committer;
 pub mod state;
