@@ -227,6 +227,14 @@ type DrawResult<DB> = Result<
     plotters::drawing::DrawingAreaErrorKind<<DB as plotters::prelude::DrawingBackend>::ErrorType>,
 >;
 
+/// Region colours, in the order regions are listed.
+const PALETTE: [plotters::style::RGBColor; 4] = [
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(44, 160, 44),
+    plotters::style::RGBColor(214, 39, 40),
+];
+
 fn draw<DB: plotters::prelude::DrawingBackend>(
     root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
     report: &Report,
@@ -235,12 +243,6 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     use plotters::prelude::*;
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(430);
-    let palette = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-    ];
     let regions: Vec<&String> = report
         .histogram
         .keys()
@@ -248,10 +250,22 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let color =
-        |r: &String| palette[regions.iter().position(|x| *x == r).unwrap_or(0) % palette.len()];
+    draw_histogram(&top, report, &regions)?;
+    draw_timeline(&bottom, report, episodes, &regions)
+}
 
-    // Histogram: one group of bars per bucket, one bar per region.
+/// The colour of `region` among `regions`.
+fn color(regions: &[&String], region: &String) -> plotters::style::RGBColor {
+    PALETTE[regions.iter().position(|x| *x == region).unwrap_or(0) % PALETTE.len()]
+}
+
+/// One group of bars per lateness bucket, one bar per region.
+fn draw_histogram<DB: plotters::prelude::DrawingBackend>(
+    top: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    report: &Report,
+    regions: &[&String],
+) -> DrawResult<DB> {
+    use plotters::prelude::*;
     let most = report
         .histogram
         .values()
@@ -259,7 +273,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .copied()
         .max()
         .unwrap_or(1);
-    let mut chart = ChartBuilder::on(&top)
+    let mut chart = ChartBuilder::on(top)
         .caption(
             format!("late events by lateness ({} late in all)", report.events),
             ("sans-serif", 20),
@@ -298,7 +312,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         let Some(h) = report.histogram.get(*region) else {
             continue;
         };
-        let c = color(region);
+        let c = color(regions, region);
         chart
             .draw_series(h.iter().filter_map(|(b, n)| {
                 let i = BUCKETS.iter().position(|x| x == b)? as f64;
@@ -316,8 +330,18 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()?;
+    Ok(())
+}
 
-    // Timeline: each burst as a bar from its first to its last arrival, one row per region.
+/// Each burst as a bar from its first to its last arrival, one row per region, over the
+/// episodes when its replication link was down.
+fn draw_timeline<DB: plotters::prelude::DrawingBackend>(
+    bottom: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    report: &Report,
+    episodes: Option<&EpisodesByRegion>,
+    regions: &[&String],
+) -> DrawResult<DB> {
+    use plotters::prelude::*;
     let all: Vec<_> = report
         .bursts
         .iter()
@@ -335,7 +359,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         .unwrap_or(t0 + 1000)
         .max(t0 + 1000);
     let span = (t1 - t0) as f64 / 1000.0;
-    let mut chart = ChartBuilder::on(&bottom)
+    let mut chart = ChartBuilder::on(bottom)
         .caption(
             format!(
                 "late bursts since {} UTC: arrivals (solid), event times (pale), link down (grey)",
@@ -380,7 +404,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     }
     for (region, b) in &all {
         let row = regions.iter().position(|x| x == region).unwrap_or(0) as f64;
-        let c = color(region);
+        let c = color(regions, region);
         chart.draw_series([
             Rectangle::new(
                 [

@@ -305,8 +305,164 @@ fn total_events(o: &LoadgenOptions) -> anyhow::Result<u64> {
 /// Gateway mode: requests of `batch` events over `connections` threads, paced to the rate
 /// (unless `--unpaced`), retried on 503 and connection errors for up to a minute, as a
 /// producer would.
+/// The load of `--gateway`, shared by its connection threads.
+struct GatewayLoad {
+    o: LoadgenOptions,
+    addr: String,
+    /// Events in total, and requests of up to `--batch` of them.
+    events: usize,
+    requests: usize,
+    /// Seconds between request starts, when paced.
+    per_request: f64,
+    /// Per event: acknowledged copies, and what was sent.
+    ok: Vec<AtomicU32>,
+    slots: Vec<std::sync::OnceLock<SentEvent>>,
+    /// The next request to send.
+    next: std::sync::atomic::AtomicU64,
+    /// Per producer: whether it has named its home region yet.
+    homed: Vec<std::sync::atomic::AtomicBool>,
+    /// Events sent, every attempt counted.
+    sent: std::sync::atomic::AtomicU64,
+    started: Instant,
+}
+
+impl GatewayLoad {
+    /// One connection's share of the requests; returns their latencies in microseconds.
+    fn connection(&self, t: usize) -> anyhow::Result<Vec<u32>> {
+        let mut rng = SplitMix(self.o.seed ^ ((t as u64 + 1) << 40));
+        let mut latencies = Vec::new();
+        let mut client: Option<crate::tools::http::HttpClient> = None;
+        loop {
+            let j = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+            if j >= self.requests {
+                return Ok(latencies);
+            }
+            if !self.o.unpaced {
+                let due = Duration::from_secs_f64(j as f64 * self.per_request);
+                if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let range = j * self.o.batch..((j + 1) * self.o.batch).min(self.events);
+            let producer = j % self.o.producers;
+            let home = if producer % 2 == 1 {
+                "region-b"
+            } else {
+                "region-a"
+            };
+            let body = self.body(range.clone(), home, &mut rng);
+            let pid = format!("producer-{producer}");
+            let mut headers = vec![
+                ("Content-Type", "application/json"),
+                ("X-Producer-Id", pid.as_str()),
+            ];
+            if !self.homed[producer].swap(true, Ordering::Relaxed) {
+                headers.push(("X-Region", home));
+            }
+            // A retry after a lost answer re-sends the same events; dedup keeps one copy.
+            let copies = if rng.next_f64() < self.o.retries {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                if let Some(us) = self.post(&mut client, &headers, &body, range.clone())? {
+                    latencies.push(us);
+                }
+            }
+        }
+    }
+
+    /// The request body of events `range`, produced in `region`; each event is recorded.
+    fn body(&self, range: std::ops::Range<usize>, region: &str, rng: &mut SplitMix) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut body = Vec::new();
+        let array = range.len() > 1;
+        if array {
+            body.push(b'[');
+        }
+        for i in range.clone() {
+            let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let time = event_time(&self.o, rng);
+            generate_event(
+                &mut buf,
+                id,
+                time,
+                region,
+                (i % 20) as u32,
+                self.o.payload_bytes,
+            );
+            if i > range.start {
+                body.push(b',');
+            }
+            body.extend_from_slice(&buf);
+            let _ = self.slots[i].set((format!("{id:032x}"), time, buf.clone()));
+        }
+        if array {
+            body.push(b']');
+        }
+        body
+    }
+
+    /// Posts `body` until the gateway answers 200 or a minute has passed, waiting out 503s and
+    /// reconnecting after errors; returns the latency of the answered attempt.
+    fn post(
+        &self,
+        client: &mut Option<crate::tools::http::HttpClient>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        range: std::ops::Range<usize>,
+    ) -> anyhow::Result<Option<u32>> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let attempt = Instant::now();
+            let result = match client.as_mut() {
+                Some(c) => c.request("POST", "/v1/logs", headers, body),
+                None => crate::tools::http::HttpClient::connect(&self.addr)
+                    .and_then(|c| client.insert(c).request("POST", "/v1/logs", headers, body)),
+            };
+            self.sent.fetch_add(range.len() as u64, Ordering::Relaxed);
+            match result {
+                Ok(r) if r.status == 200 => {
+                    for item in r.json()["results"].as_array().into_iter().flatten() {
+                        if let (true, Some(k)) = (item["status"] == "ok", item["index"].as_u64()) {
+                            self.ok[range.start + k as usize].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    let us = attempt.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    return Ok(Some(us));
+                }
+                Ok(r) if r.status == 503 => {
+                    let wait = r
+                        .header("retry-after")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1);
+                    std::thread::sleep(Duration::from_secs(wait).min(Duration::from_secs(2)));
+                }
+                Ok(r) => anyhow::bail!(
+                    "gateway answered {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ),
+                Err(_) => {
+                    *client = None;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The `q` quantile of sorted microsecond latencies, in milliseconds.
+fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    let at = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(at).map_or(0.0, |&us| f64::from(us) / 1000.0)
+}
+
 fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary> {
-    use std::sync::atomic::AtomicU64;
     let events = total_events(o)?;
     anyhow::ensure!(
         o.batch >= 1 && o.connections >= 1 && o.producers >= 1,
@@ -314,138 +470,25 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
     );
     let n = events as usize;
     let requests = n.div_ceil(o.batch);
-    let per_request = o.duration.as_secs_f64() / requests as f64;
-    let ok: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
-    let slots: Arc<Vec<std::sync::OnceLock<SentEvent>>> =
-        Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
-    let next = Arc::new(AtomicU64::new(0));
-    let homed: Arc<Vec<std::sync::atomic::AtomicBool>> =
-        Arc::new((0..o.producers).map(|_| Default::default()).collect());
-    let sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut threads = Vec::new();
-    for t in 0..o.connections {
-        let (ok, slots, next, homed, sent) = (
-            Arc::clone(&ok),
-            Arc::clone(&slots),
-            Arc::clone(&next),
-            Arc::clone(&homed),
-            Arc::clone(&sent),
-        );
-        let (addr, o) = (addr.to_string(), o.clone());
-        threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<u32>> {
-            let mut rng = SplitMix(o.seed ^ ((t as u64 + 1) << 40));
-            let mut latencies = Vec::new();
-            let mut client: Option<crate::tools::http::HttpClient> = None;
-            let mut buf = Vec::new();
-            loop {
-                let j = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if j >= requests {
-                    return Ok(latencies);
-                }
-                if !o.unpaced {
-                    let due = Duration::from_secs_f64(j as f64 * per_request);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                }
-                let range = j * o.batch..((j + 1) * o.batch).min(n);
-                let producer = j % o.producers;
-                let mut body = Vec::new();
-                if range.len() > 1 {
-                    body.push(b'[');
-                }
-                for i in range.clone() {
-                    let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
-                    let time = event_time(&o, &mut rng);
-                    let region = if producer % 2 == 1 {
-                        "region-b"
-                    } else {
-                        "region-a"
-                    };
-                    generate_event(&mut buf, id, time, region, (i % 20) as u32, o.payload_bytes);
-                    if i > range.start {
-                        body.push(b',');
-                    }
-                    body.extend_from_slice(&buf);
-                    let _ = slots[i].set((format!("{id:032x}"), time, buf.clone()));
-                }
-                if range.len() > 1 {
-                    body.push(b']');
-                }
-                let pid = format!("producer-{producer}");
-                let first = !homed[producer].swap(true, Ordering::Relaxed);
-                let home = if producer % 2 == 1 {
-                    "region-b"
-                } else {
-                    "region-a"
-                };
-                let mut headers = vec![
-                    ("Content-Type", "application/json"),
-                    ("X-Producer-Id", pid.as_str()),
-                ];
-                if first {
-                    headers.push(("X-Region", home));
-                }
-                // A retry after a lost answer re-sends the same events; dedup keeps one copy.
-                let copies = if rng.next_f64() < o.retries { 2 } else { 1 };
-                for _ in 0..copies {
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    loop {
-                        let attempt = Instant::now();
-                        let result = match client.as_mut() {
-                            Some(c) => c.request("POST", "/v1/logs", &headers, &body),
-                            None => crate::tools::http::HttpClient::connect(&addr).and_then(|c| {
-                                client
-                                    .insert(c)
-                                    .request("POST", "/v1/logs", &headers, &body)
-                            }),
-                        };
-                        sent.fetch_add(range.len() as u64, Ordering::Relaxed);
-                        match result {
-                            Ok(r) if r.status == 200 => {
-                                latencies
-                                    .push(attempt.elapsed().as_micros().min(u128::from(u32::MAX))
-                                        as u32);
-                                if let Some(results) = r.json()["results"].as_array() {
-                                    for item in results {
-                                        if item["status"] == "ok" {
-                                            if let Some(k) = item["index"].as_u64() {
-                                                ok[range.start + k as usize]
-                                                    .fetch_add(1, Ordering::Relaxed);
-                                            }
-                                        }
-                                    }
-                                }
-                                break;
-                            }
-                            Ok(r) if r.status == 503 => {
-                                let wait = r
-                                    .header("retry-after")
-                                    .and_then(|v| v.parse().ok())
-                                    .unwrap_or(1);
-                                std::thread::sleep(
-                                    Duration::from_secs(wait).min(Duration::from_secs(2)),
-                                );
-                            }
-                            Ok(r) => anyhow::bail!(
-                                "gateway answered {}: {}",
-                                r.status,
-                                String::from_utf8_lossy(&r.body)
-                            ),
-                            Err(_) => {
-                                client = None;
-                                std::thread::sleep(Duration::from_millis(200));
-                            }
-                        }
-                        if Instant::now() > deadline {
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
+    let load = Arc::new(GatewayLoad {
+        o: o.clone(),
+        addr: addr.to_string(),
+        events: n,
+        requests,
+        per_request: o.duration.as_secs_f64() / requests as f64,
+        ok: (0..n).map(|_| AtomicU32::new(0)).collect(),
+        slots: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        next: Default::default(),
+        homed: (0..o.producers).map(|_| Default::default()).collect(),
+        sent: Default::default(),
+        started: Instant::now(),
+    });
+    let threads: Vec<_> = (0..o.connections)
+        .map(|t| {
+            let load = Arc::clone(&load);
+            std::thread::spawn(move || load.connection(t))
+        })
+        .collect();
     let mut latencies = Vec::new();
     for t in threads {
         latencies.extend(
@@ -453,24 +496,20 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
                 .map_err(|_| anyhow::anyhow!("a load thread panicked"))??,
         );
     }
+    latencies.sort_unstable();
     let mut summary = LoadgenSummary {
-        sent: sent.load(Ordering::Relaxed),
+        sent: load.sent.load(Ordering::Relaxed),
         requests: latencies.len() as u64,
-        elapsed_s: started.elapsed().as_secs_f64(),
+        elapsed_s: load.started.elapsed().as_secs_f64(),
+        latency_ms: [0.5, 0.99, 0.999].map(|q| quantile_ms(&latencies, q)),
         ..Default::default()
     };
-    latencies.sort_unstable();
-    let pct = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |&us| f64::from(us) / 1000.0)
-    };
-    summary.latency_ms = [pct(0.5), pct(0.99), pct(0.999)];
-    let ids: Vec<SentEvent> = slots
+    let ids: Vec<SentEvent> = load
+        .slots
         .iter()
         .map(|s| s.get().cloned().unwrap_or_default())
         .collect();
-    write_ids(o, events, &ids, &ok, &mut summary)?;
+    write_ids(o, events, &ids, &load.ok, &mut summary)?;
     Ok(summary)
 }
 
