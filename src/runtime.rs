@@ -48,6 +48,11 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
+    /// The next 128 random bits: an event id.
+    pub fn next_u128(&mut self) -> u128 {
+        (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
+    }
+
     /// A float in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64

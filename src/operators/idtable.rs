@@ -446,7 +446,7 @@ mod tests {
         for gen in 0..20u64 {
             live.clear();
             for _ in 0..250 {
-                let h = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+                let h = rng.next_u128();
                 assert_eq!(t.insert(h, gen, |v| v + 1 < gen), None);
                 live.push(h);
             }
@@ -468,7 +468,7 @@ mod tests {
         let mut growths = 0;
         let mut saw_move = false;
         for n in 0..40_000u64 {
-            let h = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let h = rng.next_u128();
             let before = t.slots.len();
             assert_eq!(t.insert(h, n, |_| false), None);
             if t.slots.len() > before {
@@ -503,7 +503,7 @@ mod tests {
         let mut t = IdTable::new();
         let mut checked = 0;
         for n in 0..300_000u64 {
-            let h = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let h = rng.next_u128();
             assert_eq!(t.insert(h, n, |_| false), None);
             if t.old.is_empty() && t.len() > MIN_SLOTS {
                 assert!(

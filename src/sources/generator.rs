@@ -284,7 +284,7 @@ mod tests {
             for size in [128, 300, 1000] {
                 for time in [0, 7, 1_700_000_000_000, u64::MAX] {
                     let t = Template::new(region, size, digits(time));
-                    let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+                    let id = rng.next_u128();
                     let service = (rng.below(100)) as u32;
                     generate_event(&mut a, id, time, region, service, size);
                     t.write(&mut b, id, time, service);

@@ -69,7 +69,7 @@ pub fn traffic(events: u64, seed: u64, max_event_bytes: usize) -> Traffic {
     let mut buf = Vec::new();
     for i in 0..events {
         let in_a = rng.next_u64() % 2 == 0;
-        let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+        let id = rng.next_u128();
         // Disorder below max_out_of_orderness (2 s).
         let time = base + i - rng.below(1_500);
         let region = if in_a { "region-a" } else { "region-b" };

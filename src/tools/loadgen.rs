@@ -216,7 +216,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
         let due = ((started.elapsed().as_secs_f64() / interval) as u64 + 1).min(events);
         while sent_events < due {
             let i = sent_events as usize;
-            let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let id = rng.next_u128();
             let home_b = i % 2 == 1;
             let time = event_time(o, &mut rng);
             let region = if home_b { "region-b" } else { "region-a" };
@@ -382,7 +382,7 @@ impl GatewayLoad {
             body.push(b'[');
         }
         for i in range.clone() {
-            let id = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let id = rng.next_u128();
             let time = event_time(&self.o, rng);
             generate_event(
                 &mut buf,

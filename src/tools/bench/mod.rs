@@ -278,9 +278,7 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
     while left > 0 {
         let n = left.min(batch.len() as u64) as usize;
         for e in &mut batch[..n] {
-            e.id_hash = crate::event::IdHash::from_u128(
-                (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()),
-            );
+            e.id_hash = crate::event::IdHash::from_u128(rng.next_u128());
         }
         state.offer_all(&batch[..n], &mut verdicts);
         left -= n as u64;
