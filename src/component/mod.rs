@@ -11,6 +11,7 @@ mod duration;
 mod stream;
 
 pub use duration::{parse_flag as parse_duration_flag, Millis};
+pub(crate) use stream::on_either;
 pub use stream::{concat_events, concat_invalid, AnyStream, Port, StreamKind};
 
 use crate::event::EventFormat;

@@ -74,6 +74,18 @@ impl StreamKind {
     }
 }
 
+/// Applies code generic over the record type to whichever stream an [`AnyStream`] holds: a
+/// sink writes events and invalid records alike.
+macro_rules! on_either {
+    ($input:expr, $stream:ident => $body:expr) => {
+        match $input {
+            $crate::component::AnyStream::Events($stream) => $body,
+            $crate::component::AnyStream::Invalid($stream) => $body,
+        }
+    };
+}
+pub(crate) use on_either;
+
 /// A stream of either events or invalid records, as wired between nodes.
 #[derive(Clone)]
 pub enum AnyStream<'s> {

@@ -2,7 +2,7 @@
 //! file opened for append, so workers and processes sharing a path never split a line.
 
 use super::{SinkContext, SinkError, SinkItem, SinkNode};
-use crate::component::{AnyStream, CheckContext, Component, Errors};
+use crate::component::{on_either, AnyStream, CheckContext, Component, Errors};
 use crate::event::Splits;
 use crate::runtime::WorkerContext;
 use serde::Deserialize;
@@ -84,10 +84,7 @@ impl SinkNode for FileSink {
         _cx: &SinkContext<'_>,
         worker: &WorkerContext,
     ) -> Result<Stream<'s, u64, Vec<()>>, SinkError> {
-        match input {
-            AnyStream::Events(s) => file_sink(s, node, &self.path, self.format, worker),
-            AnyStream::Invalid(s) => file_sink(s, node, &self.path, self.format, worker),
-        }
+        on_either!(input, s => file_sink(s, node, &self.path, self.format, worker))
     }
 }
 

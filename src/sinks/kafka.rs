@@ -2,7 +2,7 @@
 //! its delivery reports confirm every write.
 
 use super::{SinkContext, SinkError, SinkItem, SinkNode};
-use crate::component::{AnyStream, CheckContext, Component, Errors};
+use crate::component::{on_either, AnyStream, CheckContext, Component, Errors};
 use crate::event::Splits;
 use crate::kafka::ClusterConfig;
 use crate::runtime::WorkerContext;
@@ -112,10 +112,9 @@ impl SinkNode for KafkaSink {
     ) -> Result<Stream<'s, u64, Vec<()>>, SinkError> {
         let cluster = &cx.clusters[&self.cluster];
         let (producer, deliveries) = connect(node, cluster, &self.topic, cx.input.partitions)?;
-        Ok(match input {
-            AnyStream::Events(s) => kafka_sink(s, node, producer, deliveries, &self.topic, worker),
-            AnyStream::Invalid(s) => kafka_sink(s, node, producer, deliveries, &self.topic, worker),
-        })
+        Ok(on_either!(input, s => {
+            kafka_sink(s, node, producer, deliveries, &self.topic, worker)
+        }))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Counts and discards: for benchmarks, and for outputs a pipeline drops on purpose.
 
 use super::{SinkContext, SinkError, SinkItem, SinkNode};
-use crate::component::{AnyStream, CheckContext, Component, Errors};
+use crate::component::{on_either, AnyStream, CheckContext, Component, Errors};
 use crate::runtime::WorkerContext;
 use serde::Deserialize;
 use timely::dataflow::channels::pact::Pipeline;
@@ -32,10 +32,7 @@ impl SinkNode for NullSink {
         _cx: &SinkContext<'_>,
         worker: &WorkerContext,
     ) -> Result<Stream<'s, u64, Vec<()>>, SinkError> {
-        Ok(match input {
-            AnyStream::Events(s) => null_sink(s, node, worker),
-            AnyStream::Invalid(s) => null_sink(s, node, worker),
-        })
+        Ok(on_either!(input, s => null_sink(s, node, worker)))
     }
 }
 
