@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::Scope;
 
 /// Errors of a run.
@@ -424,17 +424,14 @@ fn put_outputs<'s>(
     let consumed = graph.inputs.values().flatten().any(|r| *r == at(Port::All));
     let has_all = outputs.iter().any(|(p, _)| *p == Port::All);
     if consumed && !has_all {
-        let union: Vec<AnyStream<'s>> = outputs
+        let union = outputs
             .iter()
             .filter(|(p, _)| matches!(p, Port::OnTime | Port::Late))
             .map(|(_, s)| s.clone())
             .collect();
         streams.insert(
             at(Port::All),
-            AnyStream::Events(scope.concatenate(union.into_iter().filter_map(|s| match s {
-                AnyStream::Events(e) => Some(e),
-                AnyStream::Invalid(_) => None,
-            }))),
+            AnyStream::Events(concat_events(scope, union)),
         );
     }
     for (port, stream) in outputs {
