@@ -125,6 +125,24 @@ pub fn producer(cluster: &ClusterConfig) -> ClientConfig {
     with_options(c, cluster)
 }
 
+/// The producer of one exactly-once Kafka sink on one worker: [`producer`] writing in
+/// transactions under a `transactional.id` that stays the same across restarts, so a restarted
+/// pipeline fences its predecessor and aborts whatever it left open.
+pub fn transactional_producer(cluster: &ClusterConfig, transactional_id: &str) -> ClientConfig {
+    let mut c = producer(cluster);
+    c.set("transactional.id", transactional_id);
+    // How long a transaction may stay open before the broker aborts it. A crashed pipeline that
+    // is not restarted leaves its open transaction holding back every read_committed reader of
+    // the output (the last stable offset) for this long, so it is short; it must still exceed a
+    // checkpoint (commit_interval, seconds) plus the slowest flush of a busy broker, and it is
+    // far below the broker's transaction.max.timeout.ms (15 minutes by default).
+    c.set("transaction.timeout.ms", "60000");
+    // librdkafka requires a message to time out within its transaction; a delivery that fails
+    // fails the commit, and the job stops and resumes from the last checkpoint.
+    c.set("message.timeout.ms", "50000");
+    with_options(c, cluster)
+}
+
 /// Sends `record`, serving delivery reports while the producer's queue is full: a full queue
 /// means wait, not fail.
 pub fn send_when_room<'a, C, K, P>(

@@ -43,6 +43,10 @@ enum Command {
         /// Override `metrics.listen` (process i listens on this port plus i).
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Exactly-once: start with empty dedup state and the watermark at zero instead of
+        /// restoring them from the committed output (when that output cannot be read back).
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Validate a pipeline file and report every error.
     Check {
@@ -175,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hostfile,
             bounded,
             metrics_listen,
+            reset_state,
         } => {
             let options = tidemark::pipeline::RunOptions {
                 workers,
@@ -182,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 process,
                 hosts: Vec::new(),
                 bounded,
+                reset_state,
             };
             run_pipeline(&file, options, hostfile.as_deref(), metrics_listen)?;
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,14 @@ use crate::metrics::Metrics;
 use crate::operators::watermark::SourceHandle;
 use crate::operators::{BuildContext, OperatorError};
 use crate::runtime::WorkerContext;
-use crate::sinks::{SinkContext, SinkError};
+use crate::config::Delivery;
+use crate::kafka::ClusterConfig;
+use crate::operators::OperatorConfig;
+use crate::runtime::Restored;
+use crate::sinks::kafka::KafkaSink;
+use crate::sinks::restore::{self, RestorePlan};
+use crate::sinks::transaction::{Producers, FENCED_SLOTS};
+use crate::sinks::{SinkConfig, SinkContext, SinkError};
 use crate::sources::{self, ReadOptions, SourceContext, SourceError};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -73,6 +80,8 @@ pub struct RunOptions {
     pub hosts: Vec<String>,
     /// Read to the end offsets taken at start, drain, and return.
     pub bounded: bool,
+    /// Exactly-once: start with empty state instead of restoring it from the committed output.
+    pub reset_state: bool,
 }
 
 impl Default for RunOptions {
@@ -83,6 +92,7 @@ impl Default for RunOptions {
             process: 0,
             hosts: Vec::new(),
             bounded: true,
+            reset_state: false,
         }
     }
 }
@@ -214,8 +224,11 @@ pub fn run(
     tracing::debug!(splits = splits.splits.len(), "planned");
     for (name, sink) in &config.sinks {
         sink.node()
-            .preflight(name, &sink_context(config, graph, name))?;
+            .preflight(name, &sink_context(config, graph, name, None, 0))?;
     }
+    let (producers, restored) = exactly_once(config, graph, options, metrics)?;
+    let producers = Arc::new(producers);
+    let restored = Arc::new(restored);
     let shared_config = Arc::new(config.clone());
     let config_for_workers = Arc::clone(&shared_config);
     let graph = Arc::new(graph.clone());
@@ -236,9 +249,11 @@ pub fn run(
             failure: Rc::new(RefCell::new(None)),
             shutdown: Arc::clone(&shutdown),
             commit_interval: config.pipeline.commit_interval.0,
+            restored: Arc::clone(&restored),
         };
         let built = worker.dataflow::<u64, _, _>(|scope| {
-            build(scope, config, &graph, &ctx, (index, peers), bounded)
+            let producers = producers.as_ref().as_ref();
+            build(scope, config, &graph, &ctx, (index, peers), bounded, producers)
         });
         // On failure the dataflow is dropped: timely would otherwise keep stepping it after the
         // closure returns, and a sink holding an unacknowledged write never completes.
@@ -350,10 +365,114 @@ fn source_context<'a>(
     }
 }
 
-fn sink_context<'a>(config: &'a PipelineConfig, graph: &Graph, name: &str) -> SinkContext<'a> {
+fn sink_context<'a>(
+    config: &'a PipelineConfig,
+    graph: &Graph,
+    name: &str,
+    producers: Option<&'a Producers>,
+    worker: usize,
+) -> SinkContext<'a> {
     SinkContext {
         clusters: &config.clusters,
         input: graph.input_kind(name),
+        producers,
+        worker,
+        pipeline: &config.pipeline.name,
+    }
+}
+
+/// With exactly-once and Kafka sinks: this process's transactional producers, made and fenced
+/// first, then the state read back from the committed output (unless `--reset-state`).
+fn exactly_once(
+    config: &PipelineConfig,
+    graph: &Graph,
+    options: &RunOptions,
+    metrics: &Metrics,
+) -> Result<(Option<Producers>, Restored), RunError> {
+    let kafka: Vec<(&str, &KafkaSink)> = config
+        .sinks
+        .iter()
+        .filter_map(|(name, s)| match s {
+            SinkConfig::Kafka(k) => Some((name.as_str(), k)),
+            _ => None,
+        })
+        .collect();
+    if config.pipeline.delivery != Delivery::ExactlyOnce || kafka.is_empty() {
+        return Ok((None, Restored::default()));
+    }
+    let total = options.workers * options.processes;
+    let mine = options.process * options.workers..(options.process + 1) * options.workers;
+    // Process 0 also fences the slots of workers a run with more of them may have left.
+    let fence = if options.process == 0 {
+        total..total.max(FENCED_SLOTS)
+    } else {
+        0..0
+    };
+    let sinks: Vec<(&str, &ClusterConfig)> = kafka
+        .iter()
+        .map(|(name, k)| (*name, &config.clusters[&k.cluster]))
+        .collect();
+    let started = Instant::now();
+    let producers = Producers::prepare(&config.pipeline.name, &sinks, mine, fence)?;
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "transactional producers ready; earlier instances fenced"
+    );
+    if options.reset_state {
+        tracing::warn!("--reset-state: starting with empty dedup state and the watermark at zero");
+        return Ok((Some(producers), Restored::default()));
+    }
+    let plan = restore_plan(config, graph, &kafka);
+    tracing::info!(
+        horizon_ms = plan.horizon_ms,
+        "restoring state from the committed output"
+    );
+    let (restored, stats) = restore::restore(&plan)?;
+    metrics.restore_seconds.set(stats.elapsed.as_secs_f64());
+    metrics.restore_ids.set(restored.ids.len() as i64);
+    for (topic, n) in &stats.records {
+        metrics.restore_records.with_label_values(&[topic]).inc_by(*n);
+    }
+    tracing::info!(
+        ms = stats.elapsed.as_millis() as u64,
+        floor = restored.floor,
+        ids = restored.ids.len(),
+        dead_letters = restored.dead_letters.len(),
+        records = ?stats.records,
+        "state restored"
+    );
+    Ok((Some(producers), restored))
+}
+
+/// The topics and windows the restore reads, from the sinks and operators of `config`.
+fn restore_plan<'a>(
+    config: &'a PipelineConfig,
+    graph: &Graph,
+    kafka: &[(&str, &KafkaSink)],
+) -> RestorePlan<'a> {
+    let (mut horizon_ms, mut future_skew_ms) = (0, 0);
+    for op in config.operators.values() {
+        match op {
+            OperatorConfig::Dedup(d) => horizon_ms = horizon_ms.max(d.horizon.0),
+            OperatorConfig::Watermark(w) => future_skew_ms = future_skew_ms.max(w.max_future_skew.0),
+            _ => {}
+        }
+    }
+    let (mut events, mut invalid) = (Vec::new(), Vec::new());
+    for (name, k) in kafka {
+        let entry = (name.to_string(), k.topic.clone());
+        if graph.input_kind(name).invalid {
+            invalid.push(entry);
+        } else {
+            events.push(entry);
+        }
+    }
+    RestorePlan {
+        cluster: &config.clusters[&kafka[0].1.cluster],
+        events,
+        invalid,
+        horizon_ms,
+        future_skew_ms,
     }
 }
 
@@ -366,6 +485,7 @@ fn build<'s>(
     ctx: &WorkerContext,
     (index, peers): (usize, usize),
     bounded: bool,
+    producers: Option<&Producers>,
 ) -> Result<Vec<Rc<RefCell<SourceHandle>>>, RunError> {
     let mut streams: BTreeMap<NodeRef, AnyStream<'s>> = BTreeMap::new();
     let mut handles = Vec::new();
@@ -399,7 +519,7 @@ fn build<'s>(
             } else {
                 AnyStream::Events(concat_events(scope, inputs))
             };
-            let cx = sink_context(config, graph, name);
+            let cx = sink_context(config, graph, name, producers, index);
             let done = sink.node().build(name, input, &cx, ctx)?;
             done.probe_with(&ctx.probe);
         }

@@ -22,8 +22,24 @@ pub struct WorkerContext {
     pub failure: Rc<RefCell<Option<String>>>,
     /// Set on SIGINT/SIGTERM: sources stop and everything drains.
     pub shutdown: Arc<AtomicBool>,
-    /// Milliseconds between offset commits.
+    /// Milliseconds between checkpoints.
     pub commit_interval: u64,
+    /// What an exactly-once pipeline read back from its committed output at start.
+    pub restored: Arc<Restored>,
+}
+
+/// The state an exactly-once pipeline resumes from, read from its committed output
+/// (`sinks::restore`). Empty for a first start, `at_least_once`, or `--reset-state`.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// No watermark starts below this: the highest event time written to an output partition,
+    /// or watermark a written late event was judged against.
+    pub floor: u64,
+    /// Ids still inside the dedup horizon: the two halves of the id hash, and what dedup
+    /// remembers of the event (payload fingerprint and time).
+    pub ids: Vec<[u64; 3]>,
+    /// Source positions (`tidemark-source`) of the invalid records already written.
+    pub dead_letters: std::collections::HashSet<String>,
 }
 
 /// Wall-clock time in epoch milliseconds.

@@ -2,9 +2,10 @@
 //! dangling (an unconsumed late or invalid output would lose events silently), and settings that
 //! only make sense together.
 
-use super::PipelineConfig;
+use super::{Delivery, PipelineConfig};
 use crate::component::{CheckContext, ConfigError, Errors, Port, StreamKind};
 use crate::operators::OperatorConfig;
+use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -161,6 +162,7 @@ pub(super) fn check(
     infer_kinds(config, &mut graph, errors);
     check_coverage(config, &graph, errors);
     check_horizons(config, &graph, errors);
+    check_delivery(config, &graph, errors);
     graph
 }
 
@@ -562,6 +564,72 @@ fn check_horizons(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<Confi
             }
         }
     }
+}
+
+/// Exactly-once needs every Kafka sink in one transaction, so on one cluster, and a dedup
+/// between each watermark and each Kafka sink of events: a restart replays the records read
+/// since the last committed offsets, and only a dedup restored from the committed output can
+/// drop the ones already written.
+fn check_delivery(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
+    if config.pipeline.delivery != Delivery::ExactlyOnce {
+        return;
+    }
+    let kafka = config.sinks.iter().filter_map(|(name, s)| match s {
+        SinkConfig::Kafka(k) => Some((name, k)),
+        _ => None,
+    });
+    let mut first: Option<(&String, &str)> = None;
+    for (name, k) in kafka {
+        match first {
+            None => first = Some((name, &k.cluster)),
+            Some((other, cluster)) if cluster != k.cluster => err(
+                errors,
+                name,
+                "cluster",
+                format!(
+                    "is \"{}\" but sink \"{other}\" writes to \"{cluster}\": with delivery = \"exactly_once\" all Kafka sinks commit in one transaction, so they must share a cluster (or set [pipeline] delivery = \"at_least_once\")",
+                    k.cluster
+                ),
+            ),
+            Some(_) => {}
+        }
+        if graph.input_kind(name).invalid {
+            continue;
+        }
+        if let Some(wm) = undeduplicated_watermark(config, graph, name) {
+            err(
+                errors,
+                name,
+                "inputs",
+                format!(
+                    "events reach this Kafka sink from \"{wm}\" without a dedup: with delivery = \"exactly_once\" a restart replays the records read since the last checkpoint, and only a dedup can drop the ones already written (add one, or set [pipeline] delivery = \"at_least_once\")"
+                ),
+            );
+        }
+    }
+}
+
+/// A watermark from which events reach `name` without crossing a dedup.
+fn undeduplicated_watermark<'a>(
+    config: &'a PipelineConfig,
+    graph: &'a Graph,
+    name: &str,
+) -> Option<&'a str> {
+    let mut stack = vec![name];
+    let mut seen = BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        for r in graph.inputs.get(n).into_iter().flatten() {
+            match config.operators.get(&r.node) {
+                Some(OperatorConfig::Dedup(_)) => {}
+                Some(OperatorConfig::Watermark(_)) => return Some(&r.node),
+                _ => stack.push(&r.node),
+            }
+        }
+    }
+    None
 }
 
 /// Renders the graph as Graphviz DOT.

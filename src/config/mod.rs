@@ -22,6 +22,7 @@ use crate::component::{deserialize, Millis};
 use crate::event::EventFormat;
 use crate::kafka::ClusterConfig;
 use crate::operators::OperatorConfig;
+pub use crate::sinks::Delivery;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use serde::Deserialize;
@@ -53,10 +54,15 @@ pub struct PipelineConfig {
 pub struct PipelineSection {
     /// Pipeline name: the default consumer group is `tidemark-<name>`.
     pub name: String,
-    /// How often source offsets that are safe are committed.
+    /// How often a checkpoint is taken: the Kafka sinks' transaction commits (exactly-once),
+    /// and the source offsets that are durable are committed.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: Millis,
+    /// What a restart may do to the output.
+    #[serde(default)]
+    pub delivery: Delivery,
 }
+
 
 fn default_commit_interval() -> Millis {
     Millis(1_000)
@@ -67,6 +73,7 @@ impl Default for PipelineSection {
         PipelineSection {
             name: "tidemark".into(),
             commit_interval: default_commit_interval(),
+            delivery: Delivery::default(),
         }
     }
 }

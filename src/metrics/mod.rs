@@ -169,6 +169,34 @@ families! {
     /// `tidemark_gateway_in_flight_events`: events waiting for a Kafka acknowledgement.
     gateway_in_flight: IntGauge = "tidemark_gateway_in_flight_events",
         "Events waiting for a Kafka acknowledgement", [];
+    /// `tidemark_transactions_total{sink,outcome}`: checkpoint transactions, `committed` or
+    /// `aborted` (an aborted one stops the job).
+    transactions: IntCounterVec = "tidemark_transactions_total",
+        "Checkpoint transactions of exactly-once Kafka sinks, by outcome", ["sink", "outcome"];
+    /// `tidemark_checkpoint_duration_seconds`: time to commit one sink's transaction.
+    checkpoint_seconds: Histogram = "tidemark_checkpoint_duration_seconds",
+        "Time to commit one exactly-once sink's checkpoint transaction", [];
+    /// `tidemark_checkpoint_records_total{sink}`: records written in committed transactions;
+    /// divided by the committed transactions, the size of a checkpoint.
+    checkpoint_records: IntCounterVec = "tidemark_checkpoint_records_total",
+        "Records in committed checkpoint transactions", ["sink"];
+    /// `tidemark_checkpoint_last_success_timestamp_seconds{sink}`: when a transaction of the
+    /// sink last committed (or, before its first, when the sink started).
+    checkpoint_last: GaugeVec = "tidemark_checkpoint_last_success_timestamp_seconds",
+        "When an exactly-once sink last committed a checkpoint", ["sink"];
+    /// `tidemark_dead_letters_replayed_total`: invalid records read again after a restart
+    /// whose dead letters were already written, and so not written twice.
+    dead_letters_replayed: IntCounter = "tidemark_dead_letters_replayed_total",
+        "Invalid records replayed after a restart whose dead letters were already written", [];
+    /// `tidemark_restore_duration_seconds`: time taken to restore state from the committed
+    /// output at start.
+    restore_seconds: Gauge = "tidemark_restore_duration_seconds",
+        "Time taken to restore state from the committed output at start", [];
+    /// `tidemark_restore_ids`: ids restored into dedup at start.
+    restore_ids: IntGauge = "tidemark_restore_ids", "Event ids restored into dedup at start", [];
+    /// `tidemark_restore_records_total{topic}`: committed output records read by the restore.
+    restore_records: IntCounterVec = "tidemark_restore_records_total",
+        "Committed output records read by the restore", ["topic"];
     /// `tidemark_up`: 1 while the pipeline runs.
     up: Gauge = "tidemark_up", "1 while the pipeline runs", [];
 }

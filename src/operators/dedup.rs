@@ -114,18 +114,20 @@ impl DedupState {
 
     /// Decides one record, remembering it if it is the first copy.
     pub fn offer(&mut self, e: &Event) -> Verdict {
-        let fp = xxhash_rust::xxh3::xxh3_64(&e.payload) as u32;
-        let secs = (e.time / 1000).min(u64::from(u32::MAX));
-        let keep_from = self.keep_from;
-        let expired = |v: u64| (v & 0xFFFF_FFFF) < keep_from;
-        match self
-            .table
-            .insert(e.id_hash.get(), (u64::from(fp) << 32) | secs, expired)
-        {
+        let value = remembered(&e.payload, e.time);
+        match self.remember(e.id_hash.get(), value) {
             None => Verdict::First,
-            Some(v) if (v >> 32) as u32 == fp => Verdict::Duplicate,
+            Some(v) if v >> 32 == value >> 32 => Verdict::Duplicate,
             Some(_) => Verdict::Conflict,
         }
+    }
+
+    /// Remembers `hash` with `value` (from [`remembered`]) unless it is known; returns what
+    /// was known.
+    pub fn remember(&mut self, hash: u128, value: u64) -> Option<u64> {
+        let keep_from = self.keep_from;
+        let expired = |v: u64| (v & 0xFFFF_FFFF) < keep_from;
+        self.table.insert(hash, value, expired)
     }
 
     /// Decides a batch in order, as [`DedupState::offer`] on each would. The table slots of
@@ -177,6 +179,14 @@ impl DedupState {
     }
 }
 
+/// What dedup remembers of an event beside its id hash: a payload fingerprint (high 32 bits),
+/// to tell a conflicting copy, and its event time in seconds (low 32 bits), to forget it.
+pub fn remembered(payload: &[u8], time_ms: u64) -> u64 {
+    let fp = xxhash_rust::xxh3::xxh3_64(payload) as u32;
+    let secs = (time_ms / 1000).min(u64::from(u32::MAX));
+    (u64::from(fp) << 32) | secs
+}
+
 /// A worker's state with the share of the retained-ids and table-bytes gauges it has reported,
 /// which it takes back when the operator is dropped: the gauges then say what is still held.
 struct Reported {
@@ -212,6 +222,7 @@ pub fn dedup<'scope>(
     Stream<'scope, u64, Vec<Event>>,
     Stream<'scope, u64, Vec<Event>>,
 ) {
+    let input_scope = input.scope();
     let mut builder = OperatorBuilder::new(format!("Dedup({name})"), input.scope());
     let mut input = builder.new_input(input, Exchange::new(|e: &Event| e.id_hash.high()));
     let (on_out, on_time) = builder.new_output::<Vec<Event>>();
@@ -220,6 +231,8 @@ pub fn dedup<'scope>(
     let mut late_out = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Event>>>::from(late_out);
 
     let splits = std::sync::Arc::clone(&ctx.splits);
+    let restored = std::sync::Arc::clone(&ctx.restored);
+    let (scope_index, scope_peers) = (input_scope.index(), input_scope.peers());
     let m = ctx.metrics.clone();
     let dup_counters: Vec<_> = splits
         .regions
@@ -229,8 +242,16 @@ pub fn dedup<'scope>(
 
     builder.build(move |caps: Vec<Capability<u64>>| {
         drop(caps);
+        let mut state = DedupState::new(horizon_ms);
+        // This worker's share of the restored ids: those the exchange above sends it.
+        let (index, peers) = (scope_index, scope_peers);
+        for &[high, low, value] in &restored.ids {
+            if high % peers as u64 == index as u64 {
+                state.remember((u128::from(high) << 64) | u128::from(low), value);
+            }
+        }
         let mut held = Reported {
-            state: DedupState::new(horizon_ms),
+            state,
             retained: m.dedup_retained.clone(),
             bytes: m.dedup_bytes.clone(),
             reported: (0, 0),

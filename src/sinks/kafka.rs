@@ -5,7 +5,8 @@ use super::{SinkContext, SinkError, SinkItem, SinkNode};
 use crate::component::{on_either, AnyStream, CheckContext, Component, Errors};
 use crate::event::Splits;
 use crate::kafka::ClusterConfig;
-use crate::runtime::WorkerContext;
+use crate::runtime::{wall_ms, WorkerContext};
+use super::transaction;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -45,6 +46,13 @@ fn too_large(e: &rdkafka::error::KafkaError) -> bool {
 /// Producer context that records delivery reports.
 pub struct DeliveryContext {
     deliveries: Arc<Deliveries>,
+}
+
+impl DeliveryContext {
+    /// A context that files reports into `deliveries`.
+    pub fn new(deliveries: Arc<Deliveries>) -> DeliveryContext {
+        DeliveryContext { deliveries }
+    }
 }
 
 impl ClientContext for DeliveryContext {
@@ -111,9 +119,26 @@ impl SinkNode for KafkaSink {
         worker: &WorkerContext,
     ) -> Result<Stream<'s, u64, Vec<()>>, SinkError> {
         let cluster = &cx.clusters[&self.cluster];
-        let (producer, deliveries) = connect(node, cluster, &self.topic, cx.input.partitions)?;
+        let (producer, deliveries, txn) = match cx.producers {
+            Some(producers) => {
+                let (producer, deliveries) =
+                    producers
+                        .take(node, cx.worker)
+                        .ok_or_else(|| SinkError::Transaction {
+                            sink: node.into(),
+                            message: format!("no transactional producer for worker {}", cx.worker),
+                        })?;
+                let id = transaction::transactional_id(&cx.pipeline, node, cx.worker);
+                let txn = Txn::begin(&producer, id, node, worker)?;
+                (producer, deliveries, Some(txn))
+            }
+            None => {
+                let (p, d) = connect(node, cluster, &self.topic, cx.input.partitions)?;
+                (p, d, None)
+            }
+        };
         Ok(on_either!(input, s => {
-            kafka_sink(s, node, producer, deliveries, &self.topic, worker)
+            kafka_sink(s, node, (producer, deliveries, txn), &self.topic, worker)
         }))
     }
 }
@@ -181,6 +206,59 @@ enum Sent {
     Failed,
 }
 
+/// An exactly-once sink's open transaction: everything sent since the last checkpoint, whose
+/// capabilities stay held until it commits.
+pub struct Txn {
+    id: String,
+    interval: u64,
+    last_commit: u64,
+    /// Records queued in the open transaction.
+    sent: u64,
+    committed: prometheus::IntCounter,
+    aborted: prometheus::IntCounter,
+    records: prometheus::IntCounter,
+    last_ok: prometheus::Gauge,
+    seconds: prometheus::Histogram,
+}
+
+impl Txn {
+    /// Begins the first transaction of `producer` (already fenced by `init_transactions`).
+    pub fn begin(
+        producer: &BaseProducer<DeliveryContext>,
+        id: String,
+        sink: &str,
+        worker: &WorkerContext,
+    ) -> Result<Txn, SinkError> {
+        producer
+            .begin_transaction()
+            .map_err(|e| SinkError::Transaction {
+                sink: sink.into(),
+                message: transaction::describe(&id, "begin transaction", &e),
+            })?;
+        let m = &worker.metrics;
+        let now = wall_ms();
+        let last_ok = m.checkpoint_last.with_label_values(&[sink]);
+        last_ok.set(now as f64 / 1000.0);
+        Ok(Txn {
+            id,
+            interval: worker.commit_interval,
+            last_commit: now,
+            sent: 0,
+            committed: m.transactions.with_label_values(&[sink, "committed"]),
+            aborted: m.transactions.with_label_values(&[sink, "aborted"]),
+            records: m.checkpoint_records.with_label_values(&[sink]),
+            last_ok,
+            seconds: m.checkpoint_seconds.clone(),
+        })
+    }
+
+    /// Whether the open transaction, which holds records, should commit now: a checkpoint
+    /// interval has passed or the input has ended.
+    fn due(&self, now: u64, drained: bool) -> bool {
+        drained || now.saturating_sub(self.last_commit) >= self.interval
+    }
+}
+
 /// One worker's Kafka sink between activations.
 struct Writer {
     producer: BaseProducer<DeliveryContext>,
@@ -192,9 +270,11 @@ struct Writer {
     errors: prometheus::IntCounter,
     dropped: prometheus::IntCounter,
     failure: Rc<RefCell<Option<String>>>,
-    /// Batch time -> (capability, writes not yet acknowledged).
+    /// Batch time -> (capability, writes not yet acknowledged). With a transaction, the
+    /// capabilities are held until it commits.
     pending: BTreeMap<u64, (Capability<u64>, usize)>,
     failed: bool,
+    txn: Option<Txn>,
 }
 
 impl Writer {
@@ -291,21 +371,71 @@ impl Writer {
             }
             if let Some(entry) = self.pending.get_mut(&t) {
                 entry.1 -= 1;
-                if entry.1 == 0 && !self.failed {
+                if entry.1 == 0 && !self.failed && self.txn.is_none() {
                     self.pending.remove(&t);
                 }
             }
         }
         self.written.inc_by(ok);
     }
+
+    /// Commits the open transaction when it is due, then gives up every capability it held
+    /// and begins the next. A failure stops the job with the capabilities still held, so no
+    /// offset behind the transaction is committed; the restart aborts it and resumes.
+    fn checkpoint(&mut self, drained: bool) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if txn.sent == 0 {
+            // Nothing of these batches is in the transaction (dead letters dropped as too large).
+            self.pending.retain(|_, (_, n)| *n > 0);
+            return;
+        }
+        let now = wall_ms();
+        if self.failed || !txn.due(now, drained) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = self
+            .producer
+            .commit_transaction(transaction::TRANSACTION_TIMEOUT)
+            .map_err(|e| ("commit transaction", e))
+            .and_then(|()| {
+                self.producer
+                    .begin_transaction()
+                    .map_err(|e| ("begin transaction", e))
+            });
+        match result {
+            Ok(()) => {
+                // The commit flushed every write: take their reports before the batches go.
+                self.settle();
+                let Some(txn) = self.txn.as_mut() else {
+                    return;
+                };
+                txn.seconds.observe(started.elapsed().as_secs_f64());
+                txn.committed.inc();
+                txn.records.inc_by(txn.sent);
+                txn.last_ok.set(wall_ms() as f64 / 1000.0);
+                txn.last_commit = now;
+                txn.sent = 0;
+                self.pending.clear();
+            }
+            Err((what, e)) => {
+                txn.aborted.inc();
+                let message = transaction::describe(&txn.id, what, &e);
+                tracing::error!(sink = %self.sink, %message, "checkpoint failed");
+                *self.failure.borrow_mut() = Some(format!("kafka sink {}: {message}", self.sink));
+                self.failed = true;
+            }
+        }
+    }
 }
 
-/// Writes `input` to `topic`.
+/// Writes `input` to `topic`, in transactions when given one.
 pub fn kafka_sink<'scope, T: SinkItem>(
     input: Stream<'scope, u64, Vec<T>>,
     name: &str,
-    producer: BaseProducer<DeliveryContext>,
-    deliveries: Arc<Deliveries>,
+    (producer, deliveries, txn): (BaseProducer<DeliveryContext>, Arc<Deliveries>, Option<Txn>),
     topic: &str,
     ctx: &WorkerContext,
 ) -> Stream<'scope, u64, Vec<()>> {
@@ -330,11 +460,12 @@ pub fn kafka_sink<'scope, T: SinkItem>(
         failure: Rc::clone(&ctx.failure),
         pending: BTreeMap::new(),
         failed: false,
+        txn,
     };
 
     builder.build_reschedule(move |caps: Vec<Capability<u64>>| {
         drop(caps);
-        move |_frontiers| {
+        move |frontiers| {
             input.for_each(|cap, data| {
                 let t = *cap.least().expect("a message has a time");
                 writer
@@ -343,17 +474,23 @@ pub fn kafka_sink<'scope, T: SinkItem>(
                     .or_insert_with(|| (cap.retain_least(0).expect("a message has a time"), 0));
                 for item in data.drain(..) {
                     match writer.send(&item, t) {
-                        Sent::Queued => writer.pending.get_mut(&t).expect("held").1 += 1,
+                        Sent::Queued => {
+                            writer.pending.get_mut(&t).expect("held").1 += 1;
+                            if let Some(txn) = writer.txn.as_mut() {
+                                txn.sent += 1;
+                            }
+                        }
                         Sent::Dropped => {}
                         // The batch's capability stays held: nothing behind it is committed.
                         Sent::Failed => return,
                     }
                 }
-                if writer.pending.get(&t).is_some_and(|(_, n)| *n == 0) {
+                if writer.txn.is_none() && writer.pending.get(&t).is_some_and(|(_, n)| *n == 0) {
                     writer.pending.remove(&t);
                 }
             });
             writer.settle();
+            writer.checkpoint(frontiers[0].frontier().is_empty());
             let waiting = !writer.pending.is_empty();
             if waiting {
                 // Delivery reports only arrive through poll; come back soon to collect them.

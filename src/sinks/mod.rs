@@ -7,8 +7,12 @@
 pub mod file;
 pub mod kafka;
 pub mod null;
+pub mod restore;
+pub mod transaction;
 
 use crate::component::{kinds, AnyStream, Component, StreamKind};
+use serde::Deserialize;
+use transaction::Producers;
 use crate::event::{Event, Invalid, Splits};
 use crate::kafka::ClusterConfig;
 use crate::runtime::WorkerContext;
@@ -36,6 +40,22 @@ pub enum SinkError {
         /// What is wrong.
         message: String,
     },
+    /// A transaction could not be started or committed.
+    #[error("kafka sink {sink}: {message}")]
+    Transaction {
+        /// Sink node.
+        sink: String,
+        /// What failed and what it means.
+        message: String,
+    },
+    /// The committed output could not be read back at start.
+    #[error("restore from sink {sink}: {message}")]
+    Restore {
+        /// Sink node.
+        sink: String,
+        /// What failed.
+        message: String,
+    },
     /// A file could not be opened.
     #[error("file sink {sink}: {path}: {source}")]
     File {
@@ -48,12 +68,32 @@ pub enum SinkError {
     },
 }
 
+/// `[pipeline] delivery`: the guarantee across crashes and restarts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Kafka sinks write in transactions committed at each checkpoint, and a restart restores
+    /// the dedup state, the invalid records already written and the order of every output
+    /// partition from the committed output: nothing is lost or written twice.
+    #[default]
+    ExactlyOnce,
+    /// Plain idempotent writes: nothing is lost, but a crash replays up to a checkpoint of
+    /// output, and a restart starts with empty dedup state.
+    AtLeastOnce,
+}
+
 /// What checking and building a sink may use besides its own settings.
 pub struct SinkContext<'a> {
     /// `[clusters.*]`.
     pub clusters: &'a BTreeMap<String, ClusterConfig>,
     /// What its inputs carry (the output partitions of a reorder upstream, for one).
     pub input: StreamKind,
+    /// With exactly-once: the transactional producers of this process, fenced already.
+    pub producers: Option<&'a Producers>,
+    /// The global index of the worker it is built on (when building).
+    pub worker: usize,
+    /// The pipeline's name, part of every `transactional.id`.
+    pub pipeline: &'a str,
 }
 
 /// A sink kind: besides checking itself, it builds the operator that writes its input and

@@ -286,6 +286,8 @@ enum Routed {
     OnTime(Event),
     Late(Event),
     Invalid(Invalid),
+    /// An invalid record whose dead letter was written before the restart.
+    Written,
 }
 
 /// Everything of one worker's watermark node that is not timely: the rules, the decoder, the
@@ -299,6 +301,10 @@ struct Intake {
     /// (split, next offset) read in this activation, in order.
     touched: Vec<(u32, i64)>,
     counts: Counts,
+    /// The invalid records already written before a restart, which a replay does not write
+    /// again.
+    restored: Arc<crate::runtime::Restored>,
+    skipped: prometheus::IntCounter,
 }
 
 impl Intake {
@@ -348,6 +354,15 @@ impl Intake {
         split: u32,
         offset: i64,
     ) -> Routed {
+        if !self.restored.dead_letters.is_empty()
+            && self
+                .restored
+                .dead_letters
+                .contains(&self.splits.get(split).describe(offset))
+        {
+            self.skipped.inc();
+            return Routed::Written;
+        }
         self.counts.invalid[reason as usize] += 1;
         Routed::Invalid(Invalid {
             reason,
@@ -502,7 +517,9 @@ impl Shell {
             slot[s as usize] = i;
         }
         let intake = Intake {
-            state: WatermarkState::new(policy, &part_links, start),
+            state: WatermarkState::new(policy, &part_links, start).with_floor(ctx.restored.floor),
+            restored: Arc::clone(&ctx.restored),
+            skipped: ctx.metrics.dead_letters_replayed.clone(),
             format,
             counts: Counts::new(&mine, splits, &ctx.metrics),
             splits: Arc::clone(splits),
@@ -610,6 +627,7 @@ impl Shell {
                     Routed::OnTime(e) => on_time.give(e),
                     Routed::Late(e) => late.give(e),
                     Routed::Invalid(r) => invalid.give(r),
+                    Routed::Written => {}
                 },
                 other => intake.progress(other, now),
             })?;
@@ -685,9 +703,11 @@ pub fn watermark<'scope>(
     let tick = Duration::from_millis(if woken { 100 } else { 10 }.min(policy.idle_timeout.max(1)));
 
     builder.build(move |mut caps| {
-        if shell.intake.state.capability() == Capability::Released {
+        match shell.intake.state.capability() {
             // Nothing to read on this worker: let the frontier move on without us.
-            caps.clear();
+            Capability::Released => caps.clear(),
+            // A restarted pipeline's watermark starts where its output left off.
+            Capability::Hold(floor) => caps.iter_mut().for_each(|c| c.downgrade(&floor)),
         }
         move |_frontiers| match shell.activate(&mut caps, &mut outputs) {
             Next::Now => activator.activate(),

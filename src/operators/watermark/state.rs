@@ -155,6 +155,15 @@ impl WatermarkState {
         }
     }
 
+    /// Starts the capability at `floor` rather than zero: a restarted pipeline's watermark
+    /// never goes back below what it already wrote, so an event below it is late.
+    pub fn with_floor(mut self, floor: u64) -> WatermarkState {
+        if let Capability::Hold(cap) = self.capability {
+            self.capability = Capability::Hold(cap.max(floor));
+        }
+        self
+    }
+
     /// The settings.
     pub fn policy(&self) -> &WatermarkPolicy {
         &self.policy

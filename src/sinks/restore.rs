@@ -1,0 +1,287 @@
+//! What an exactly-once pipeline knows at start, read back from its own committed output.
+//!
+//! Every first copy of an event is on an events sink's topic (`ordered` or `late`), every
+//! invalid record on an invalid sink's topic, and only committed transactions are visible to
+//! a `read_committed` reader. So the committed output *is* the state:
+//!
+//! - the **floor** of the watermark: the highest event time on any output partition, and the
+//!   highest watermark a late record was judged against. The restarted watermark starts there,
+//!   so nothing below what was written goes to an ordered partition;
+//! - the **ids** within the dedup horizon of that floor, with their payload fingerprints: a
+//!   replayed record, or a copy that arrives after the restart, is a duplicate of them;
+//! - the **source positions** of the invalid records written, so a replay does not write a
+//!   dead letter twice.
+//!
+//! Records are found by their Kafka timestamp (the time they were written). An event of time
+//! `t` cannot have been written before `t - max_future_skew` (it would have been invalid), so
+//! reading from `floor - horizon - max_future_skew` sees every id the horizon still covers.
+
+use super::SinkError;
+use crate::event::IdHash;
+use crate::kafka::{ClusterConfig, Quiet};
+use crate::runtime::Restored;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message;
+use std::time::{Duration, Instant};
+
+/// How long the restore may take in all before the job stops: a cluster that cannot be read
+/// is an error, not a hang.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The topics to restore from and the windows that matter.
+pub struct RestorePlan<'a> {
+    /// The output cluster.
+    pub cluster: &'a ClusterConfig,
+    /// (sink, topic) of each Kafka sink of events.
+    pub events: Vec<(String, String)>,
+    /// (sink, topic) of each Kafka sink of invalid records.
+    pub invalid: Vec<(String, String)>,
+    /// The longest dedup horizon.
+    pub horizon_ms: u64,
+    /// The largest `max_future_skew` of the watermarks.
+    pub future_skew_ms: u64,
+}
+
+/// What was read, for the log and the metrics.
+#[derive(Debug, Default, Clone)]
+pub struct RestoreStats {
+    /// Records read per topic.
+    pub records: Vec<(String, u64)>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Reads the committed output and returns what the restarted pipeline needs.
+pub fn restore(plan: &RestorePlan<'_>) -> Result<(Restored, RestoreStats), SinkError> {
+    let started = Instant::now();
+    let mut restored = Restored::default();
+    let mut stats = RestoreStats::default();
+    let mut readers = Vec::new();
+    for (sink, topic) in plan.events.iter().chain(&plan.invalid) {
+        let r = TopicTail::open(sink, topic, plan.cluster)?;
+        for p in &r.partitions {
+            restored.floor = restored.floor.max(r.last_floor(p)?);
+        }
+        readers.push(r);
+    }
+    let from_ms = restored
+        .floor
+        .saturating_sub(plan.horizon_ms)
+        .saturating_sub(plan.future_skew_ms);
+    let keep_from = restored.floor.saturating_sub(plan.horizon_ms);
+    let events = plan.events.len();
+    for (i, r) in readers.iter().enumerate() {
+        let n = if i < events {
+            r.read_from(from_ms, &mut |m| {
+                let time = event_time(&r.topic, m)?;
+                if time >= keep_from {
+                    let id = m.key().unwrap_or_default();
+                    let value = crate::operators::dedup::remembered(m.payload().unwrap_or(&[]), time);
+                    let h = IdHash::of(id);
+                    restored.ids.push([h.high(), h.get() as u64, value]);
+                }
+                Ok(())
+            })?
+        } else {
+            r.read_from(from_ms, &mut |m| {
+                if let Some(source) = header(m, "tidemark-source") {
+                    restored.dead_letters.insert(source.to_string());
+                }
+                Ok(())
+            })?
+        };
+        stats.records.push((r.topic.clone(), n));
+    }
+    stats.elapsed = started.elapsed();
+    Ok((restored, stats))
+}
+
+/// The committed partitions of one output topic.
+struct TopicTail {
+    sink: String,
+    topic: String,
+    consumer: BaseConsumer<Quiet>,
+    /// (partition, low, high) of the partitions holding records.
+    partitions: Vec<(i32, i64, i64)>,
+}
+
+impl TopicTail {
+    fn open(sink: &str, topic: &str, cluster: &ClusterConfig) -> Result<TopicTail, SinkError> {
+        let kafka = |what: String| {
+            let sink = sink.to_string();
+            move |source| SinkError::Kafka { sink, what, source }
+        };
+        let consumer: BaseConsumer<Quiet> = crate::kafka::consumer(cluster, "tidemark-restore")
+            .create_with_context(Quiet)
+            .map_err(kafka("create restore consumer".into()))?;
+        let md = consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(kafka(format!("metadata for {topic}")))?;
+        let ids: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut partitions = Vec::new();
+        for p in ids {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                .map_err(kafka(format!("offsets of {topic}/{p}")))?;
+            if high > low {
+                partitions.push((p, low, high));
+            }
+        }
+        Ok(TopicTail {
+            sink: sink.into(),
+            topic: topic.into(),
+            consumer,
+            partitions,
+        })
+    }
+
+    fn error(&self, message: String) -> SinkError {
+        SinkError::Restore {
+            sink: self.sink.clone(),
+            message,
+        }
+    }
+
+    /// The floor one partition sets: the event time of its last committed event, or the
+    /// highest watermark among its last late records. Reads back from the end in growing
+    /// steps, since the last offsets may be transaction markers or aborted records.
+    fn last_floor(&self, &(p, low, high): &(i32, i64, i64)) -> Result<u64, SinkError> {
+        let mut back = 64;
+        loop {
+            let from = (high - back).max(low);
+            let mut floor = None;
+            self.read_partitions(&[(p, from)], &mut |m| {
+                let t = match header(m, "tidemark-watermark") {
+                    Some(w) => parse_ms(&self.topic, m, "tidemark-watermark", w)?,
+                    None => match header(m, "tidemark-event-time") {
+                        Some(t) => parse_ms(&self.topic, m, "tidemark-event-time", t)?,
+                        // An invalid record: it has no time.
+                        None => return Ok(()),
+                    },
+                };
+                floor = Some(floor.map_or(t, |f: u64| f.max(t)));
+                Ok(())
+            })?;
+            if let Some(f) = floor {
+                return Ok(f);
+            }
+            if from == low {
+                return Ok(0);
+            }
+            back *= 16;
+        }
+    }
+
+    /// Reads every partition from the first record written at or after `from_ms`.
+    fn read_from(
+        &self,
+        from_ms: u64,
+        each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<(), SinkError>,
+    ) -> Result<u64, SinkError> {
+        if self.partitions.is_empty() {
+            return Ok(0);
+        }
+        let mut query = TopicPartitionList::new();
+        for &(p, _, _) in &self.partitions {
+            query
+                .add_partition_offset(&self.topic, p, Offset::Offset(from_ms as i64))
+                .map_err(|e| self.error(e.to_string()))?;
+        }
+        let found = self
+            .consumer
+            .offsets_for_times(query, REQUEST_TIMEOUT)
+            .map_err(|e| self.error(format!("offsets for time {from_ms}: {e}")))?;
+        let mut starts = Vec::new();
+        for &(p, low, _) in &self.partitions {
+            match found.find_partition(&self.topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => starts.push((p, o.max(low))),
+                // No record written that late: nothing to read here.
+                Some(Offset::End) => {}
+                _ => starts.push((p, low)),
+            }
+        }
+        self.read_partitions(&starts, each)
+    }
+
+    /// Reads each (partition, offset) to its end (the last stable offset) and returns how many
+    /// committed records were read.
+    fn read_partitions(
+        &self,
+        starts: &[(i32, i64)],
+        each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<(), SinkError>,
+    ) -> Result<u64, SinkError> {
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in starts {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
+                .map_err(|e| self.error(e.to_string()))?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| self.error(format!("assign: {e}")))?;
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let mut open = starts.len();
+        let mut n = 0;
+        while open > 0 {
+            if Instant::now() > deadline {
+                return Err(self.error(format!(
+                    "reading {} took longer than {} s",
+                    self.topic,
+                    RESTORE_TIMEOUT.as_secs()
+                )));
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(m)) => {
+                    n += 1;
+                    each(&m)?;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+                Some(Err(e)) => {
+                    return Err(self.error(format!("reading {}: {e}", self.topic)));
+                }
+            }
+        }
+        let _ = self.consumer.unassign();
+        Ok(n)
+    }
+}
+
+fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+fn parse_ms(topic: &str, m: &BorrowedMessage<'_>, key: &str, v: &str) -> Result<u64, SinkError> {
+    v.parse().map_err(|_| unreadable(topic, m, &format!("its {key} header \"{v}\" is not a time")))
+}
+
+fn event_time(topic: &str, m: &BorrowedMessage<'_>) -> Result<u64, SinkError> {
+    match header(m, "tidemark-event-time") {
+        Some(v) => parse_ms(topic, m, "tidemark-event-time", v),
+        None => Err(unreadable(topic, m, "it has no tidemark-event-time header")),
+    }
+}
+
+/// A record the restore cannot use: the job refuses to start rather than guess.
+fn unreadable(topic: &str, m: &BorrowedMessage<'_>, why: &str) -> SinkError {
+    SinkError::Restore {
+        sink: topic.into(),
+        message: format!(
+            "cannot restore from {topic} partition {} offset {}: {why}; only tidemark should write this topic. Start over with empty state with --reset-state",
+            m.partition(),
+            m.offset()
+        ),
+    }
+}
