@@ -24,7 +24,7 @@ pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Worker slots fenced past the ones a run uses, so that a restart with fewer workers than the
 /// run before it still aborts the transactions that run's extra workers left open (up to this
 /// many workers in all).
-pub const FENCED_SLOTS: usize = 16;
+pub const FENCED_SLOTS: usize = 8;
 
 /// The `transactional.id` of `sink` on global worker `worker` of `pipeline`.
 pub fn transactional_id(pipeline: &str, sink: &str, worker: usize) -> String {
@@ -50,14 +50,36 @@ impl Producers {
         workers: std::ops::Range<usize>,
         fence: std::ops::Range<usize>,
     ) -> Result<Producers, SinkError> {
+        // Each fence is a round trip to the transaction coordinator, which writes its log;
+        // they are independent, so they run at once rather than one after another.
+        let slots: Vec<(&str, &ClusterConfig, usize, bool)> = sinks
+            .iter()
+            .flat_map(|&(sink, cluster)| {
+                let keep = workers.clone().map(move |w| (sink, cluster, w, true));
+                let fenced = fence.clone().map(move |w| (sink, cluster, w, false));
+                keep.chain(fenced)
+            })
+            .collect();
+        let opened: Vec<Result<Option<((String, usize), Transactional)>, SinkError>> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = slots
+                    .iter()
+                    .map(|&(sink, cluster, worker, keep)| {
+                        s.spawn(move || {
+                            let made = open(pipeline, sink, cluster, worker)?;
+                            Ok(keep.then(|| ((sink.to_string(), worker), made)))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a fencing thread does not panic"))
+                    .collect()
+            });
         let mut ready = BTreeMap::new();
-        for &(sink, cluster) in sinks {
-            for worker in workers.clone() {
-                let made = open(pipeline, sink, cluster, worker)?;
-                ready.insert((sink.to_string(), worker), made);
-            }
-            for worker in fence.clone() {
-                open(pipeline, sink, cluster, worker)?;
+        for o in opened {
+            if let Some((key, made)) = o? {
+                ready.insert(key, made);
             }
         }
         Ok(Producers {

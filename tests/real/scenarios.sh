@@ -20,8 +20,11 @@
 #                    status page in headless Chromium (screenshot: artifacts/status-page.png)
 #   kill-mm2         MM2 killed with SIGKILL mid-load and restarted (its re-sent copies are
 #                    absorbed by dedup)
-#   kill-pipeline    the region-a pipeline killed with SIGKILL mid-load and restarted (checked
-#                    for no loss; see --at-least-once in `tidemark verify`)
+#   kill-pipeline    exactly-once across crashes, rescaling and fencing, checked by strict
+#                    verify: region-a's pipeline SIGKILLed three times mid-load and restarted
+#                    with 1, 2 and 2 workers, region-b's once; then a second copy of region-a's
+#                    pipeline is started, which fences the first (it must stop, saying so).
+#                    Each kill asserts the pid is gone and the new process restored its state
 #   restart-broker   region-b's broker stopped mid-load and started again
 #   gateway          load through the ingestion gateway (sticky producers on both regions);
 #                    region-b's broker stopped mid-load: its producers fall back to region-a,
@@ -97,12 +100,83 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_pipeline REGION HOLD: runs pipelines/REGION.toml with max_split_hold = HOLD.
+# start_pipeline REGION HOLD [WORKERS [FLAGS...]]: runs pipelines/REGION.toml with
+# max_split_hold = HOLD.
 start_pipeline() {
-  local r=$1 hold=$2 file=$WORK/$1.toml
+  local r=$1 hold=$2 file=$WORK/$1.toml workers=${3:-2}
+  shift $(($# < 3 ? $# : 3))
   sed "s/^max_split_hold = .*/max_split_hold = \"$hold\"/" "pipelines/$r.toml" >"$file"
-  "$BIN" run "$file" --workers 2 >>"$WORK/$r.log" 2>&1 &
+  "$BIN" run "$file" --workers "$workers" "$@" >>"$WORK/$r.log" 2>&1 &
   PIPELINE_PID[$r]=$!
+}
+
+# restored REGION: how many times REGION's pipeline has logged that it restored its state.
+restored() { grep -c "state restored" "$WORK/$1.log" || true; }
+
+# wait_restored REGION COUNT: waits up to 90 s for the COUNTth restore of REGION's pipeline.
+wait_restored() {
+  local deadline=$((SECONDS + 90))
+  until [ "$(restored "$1")" -ge "$2" ]; do
+    [ $SECONDS -lt $deadline ] || {
+      log "$1's pipeline did not log its restore #$2 within 90 s"
+      return 1
+    }
+    sleep 0.5
+  done
+}
+
+# kill_restart REGION HOLD WORKERS: SIGKILLs REGION's pipeline once it is running, proves the
+# pid is gone, restarts it with WORKERS workers, and waits for the new process's restore.
+kill_restart() {
+  local r=$1 pid=${PIPELINE_PID[$1]} n
+  n=$(restored "$r")
+  log "kill -9 the $r pipeline (pid $pid); restarting it with $3 worker(s)"
+  kill -KILL "$pid" || return 1
+  wait "$pid" 2>/dev/null || true
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pid $pid is still alive after SIGKILL"
+    return 1
+  fi
+  start_pipeline "$r" "$2" "$3"
+  wait_restored "$r" $((n + 1))
+}
+
+# kill_pipelines HOLD: the kill-pipeline fault (see the header), every step checked.
+kill_pipelines() {
+  local hold=$1 old new
+  wait_restored region-a 1 && wait_restored region-b 1 || return 1
+  kill_restart region-a "$hold" 1 || return 1
+  sleep 2
+  kill_restart region-b "$hold" 2 || return 1
+  kill_restart region-a "$hold" 2 || return 1
+  sleep 2
+  kill_restart region-a "$hold" 2 || return 1
+  sleep 2
+  # A second copy of the same pipeline: its transactional producers fence the first, which
+  # must stop with an error that says so, and never write beside it.
+  old=${PIPELINE_PID[region-a]}
+  # Its metrics on another port: the first still holds region-a's.
+  start_pipeline region-a "$hold" 2 --metrics-listen 127.0.0.1:9466
+  new=${PIPELINE_PID[region-a]}
+  log "a second region-a pipeline (pid $new) beside pid $old"
+  local deadline=$((SECONDS + 60))
+  while kill -0 "$old" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || {
+      log "the fenced region-a pipeline (pid $old) did not stop within 60 s"
+      kill -KILL "$old"
+      return 1
+    }
+    sleep 0.5
+  done
+  if wait "$old"; then
+    log "the fenced region-a pipeline exited with status 0"
+    return 1
+  fi
+  grep -q "fenced: another instance of this pipeline" "$WORK/region-a.log" || {
+    log "the fenced pipeline did not say it was fenced"
+    return 1
+  }
+  log "pid $old stopped: $(grep -m1 -o 'fenced: another instance[^;]*' "$WORK/region-a.log")"
 }
 
 metric() {
@@ -192,7 +266,12 @@ scenario() {
   LOADGEN_PID=$!
   # A 5 s fault centred on the middle of the load (a quarter in for the gateway, so the return
   # happens while load is still running).
-  if [ "$fault" = gateway ]; then sleep 10; else sleep $((DURATION / 2 - 2)); fi
+  # The kills start early: four restarts take most of a short load.
+  case $fault in
+    gateway) sleep 10 ;;
+    kill-pipeline) sleep 3 ;;
+    *) sleep $((DURATION / 2 - 2)) ;;
+  esac
   case $fault in
     pause)
       if [ "$name" = split-hold-on ]; then
@@ -229,11 +308,10 @@ scenario() {
       "$REGIONS" start mm2
       ;;
     kill-pipeline)
-      log "kill -9 the region-a pipeline (pid ${PIPELINE_PID[region-a]})"
-      kill -KILL "${PIPELINE_PID[region-a]}"
-      wait "${PIPELINE_PID[region-a]}" 2>/dev/null || true
-      sleep 3
-      start_pipeline region-a "$hold"
+      kill_pipelines "$hold" || {
+        log "the kill-pipeline fault did not happen as planned"
+        recovered=no
+      }
       ;;
     restart-broker | gateway)
       log "stopping region-b's broker for 5 s"
@@ -419,7 +497,7 @@ for s in "${SCENARIOS[@]}"; do
       ;;
     split-hold-on) scenario split-hold-on 60s pause || FAILED=1 ;;
     kill-mm2) scenario kill-mm2 60s kill-mm2 || FAILED=1 ;;
-    kill-pipeline) scenario kill-pipeline 60s kill-pipeline --at-least-once || FAILED=1 ;;
+    kill-pipeline) scenario kill-pipeline 60s kill-pipeline || FAILED=1 ;;
     restart-broker) scenario restart-broker 60s restart-broker || FAILED=1 ;;
     gateway) scenario gateway 60s gateway || FAILED=1 ;;
     *)
