@@ -2,15 +2,15 @@
 //! and the worker loop drives it until it drains (bounded mode) or is told to stop.
 
 use crate::component::{concat_events, concat_invalid, AnyStream, Port};
+use crate::config::Delivery;
 use crate::config::{Graph, NodeRef, PipelineConfig};
+use crate::kafka::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::operators::watermark::SourceHandle;
-use crate::operators::{BuildContext, OperatorError};
-use crate::runtime::WorkerContext;
-use crate::config::Delivery;
-use crate::kafka::ClusterConfig;
 use crate::operators::OperatorConfig;
+use crate::operators::{BuildContext, OperatorError};
 use crate::runtime::Restored;
+use crate::runtime::WorkerContext;
 use crate::sinks::kafka::KafkaSink;
 use crate::sinks::restore::{self, RestorePlan};
 use crate::sinks::transaction::{Producers, FENCED_SLOTS};
@@ -253,7 +253,15 @@ pub fn run(
         };
         let built = worker.dataflow::<u64, _, _>(|scope| {
             let producers = producers.as_ref().as_ref();
-            build(scope, config, &graph, &ctx, (index, peers), bounded, producers)
+            build(
+                scope,
+                config,
+                &graph,
+                &ctx,
+                (index, peers),
+                bounded,
+                producers,
+            )
         });
         // On failure the dataflow is dropped: timely would otherwise keep stepping it after the
         // closure returns, and a sink holding an unacknowledged write never completes.
@@ -431,7 +439,10 @@ fn exactly_once(
     metrics.restore_seconds.set(stats.elapsed.as_secs_f64());
     metrics.restore_ids.set(restored.ids.len() as i64);
     for (topic, n) in &stats.records {
-        metrics.restore_records.with_label_values(&[topic]).inc_by(*n);
+        metrics
+            .restore_records
+            .with_label_values(&[topic])
+            .inc_by(*n);
     }
     tracing::info!(
         ms = stats.elapsed.as_millis() as u64,
@@ -454,13 +465,19 @@ fn restore_plan<'a>(
     for op in config.operators.values() {
         match op {
             OperatorConfig::Dedup(d) => horizon_ms = horizon_ms.max(d.horizon.0),
-            OperatorConfig::Watermark(w) => future_skew_ms = future_skew_ms.max(w.max_future_skew.0),
+            OperatorConfig::Watermark(w) => {
+                future_skew_ms = future_skew_ms.max(w.max_future_skew.0)
+            }
             _ => {}
         }
     }
     let (mut events, mut invalid) = (Vec::new(), Vec::new());
     for (name, k) in kafka {
-        let entry = (name.to_string(), k.topic.clone());
+        let entry = (
+            name.to_string(),
+            k.topic.clone(),
+            &config.clusters[&k.cluster],
+        );
         if graph.input_kind(name).invalid {
             invalid.push(entry);
         } else {
@@ -468,7 +485,6 @@ fn restore_plan<'a>(
         }
     }
     RestorePlan {
-        cluster: &config.clusters[&kafka[0].1.cluster],
         events,
         invalid,
         horizon_ms,

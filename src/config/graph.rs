@@ -566,33 +566,18 @@ fn check_horizons(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<Confi
     }
 }
 
-/// Exactly-once needs every Kafka sink in one transaction, so on one cluster, and a dedup
-/// between each watermark and each Kafka sink of events: a restart replays the records read
-/// since the last committed offsets, and only a dedup restored from the committed output can
-/// drop the ones already written.
+/// Exactly-once needs a dedup between each watermark and each Kafka sink of events: a restart
+/// replays the records read since the last committed offsets, and only a dedup restored from
+/// the committed output can drop the ones already written.
 fn check_delivery(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
     if config.pipeline.delivery != Delivery::ExactlyOnce {
         return;
     }
     let kafka = config.sinks.iter().filter_map(|(name, s)| match s {
-        SinkConfig::Kafka(k) => Some((name, k)),
+        SinkConfig::Kafka(_) => Some(name),
         _ => None,
     });
-    let mut first: Option<(&String, &str)> = None;
-    for (name, k) in kafka {
-        match first {
-            None => first = Some((name, &k.cluster)),
-            Some((other, cluster)) if cluster != k.cluster => err(
-                errors,
-                name,
-                "cluster",
-                format!(
-                    "is \"{}\" but sink \"{other}\" writes to \"{cluster}\": with delivery = \"exactly_once\" all Kafka sinks commit in one transaction, so they must share a cluster (or set [pipeline] delivery = \"at_least_once\")",
-                    k.cluster
-                ),
-            ),
-            Some(_) => {}
-        }
+    for name in kafka {
         if graph.input_kind(name).invalid {
             continue;
         }

@@ -63,7 +63,6 @@ pub struct PipelineSection {
     pub delivery: Delivery,
 }
 
-
 fn default_commit_interval() -> Millis {
     Millis(1_000)
 }

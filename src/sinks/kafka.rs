@@ -1,12 +1,12 @@
 //! Kafka sink: an idempotent producer with `acks=all`, and a capability held per batch until
 //! its delivery reports confirm every write.
 
+use super::transaction;
 use super::{SinkContext, SinkError, SinkItem, SinkNode};
 use crate::component::{on_either, AnyStream, CheckContext, Component, Errors};
 use crate::event::Splits;
 use crate::kafka::ClusterConfig;
 use crate::runtime::{wall_ms, WorkerContext};
-use super::transaction;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -128,7 +128,7 @@ impl SinkNode for KafkaSink {
                             sink: node.into(),
                             message: format!("no transactional producer for worker {}", cx.worker),
                         })?;
-                let id = transaction::transactional_id(&cx.pipeline, node, cx.worker);
+                let id = transaction::transactional_id(cx.pipeline, node, cx.worker);
                 let txn = Txn::begin(&producer, id, node, worker)?;
                 (producer, deliveries, Some(txn))
             }

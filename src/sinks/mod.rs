@@ -11,13 +11,13 @@ pub mod restore;
 pub mod transaction;
 
 use crate::component::{kinds, AnyStream, Component, StreamKind};
-use serde::Deserialize;
-use transaction::Producers;
 use crate::event::{Event, Invalid, Splits};
 use crate::kafka::ClusterConfig;
 use crate::runtime::WorkerContext;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use timely::dataflow::Stream;
+use transaction::Producers;
 
 /// Errors that stop a sink.
 #[derive(Debug, thiserror::Error)]

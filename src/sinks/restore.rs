@@ -32,14 +32,15 @@ use std::time::{Duration, Instant};
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A Kafka sink's topic: (sink, topic, its cluster).
+pub type SinkTopic<'a> = (String, String, &'a ClusterConfig);
+
 /// The topics to restore from and the windows that matter.
 pub struct RestorePlan<'a> {
-    /// The output cluster.
-    pub cluster: &'a ClusterConfig,
-    /// (sink, topic) of each Kafka sink of events.
-    pub events: Vec<(String, String)>,
-    /// (sink, topic) of each Kafka sink of invalid records.
-    pub invalid: Vec<(String, String)>,
+    /// Each Kafka sink of events.
+    pub events: Vec<SinkTopic<'a>>,
+    /// Each Kafka sink of invalid records.
+    pub invalid: Vec<SinkTopic<'a>>,
     /// The longest dedup horizon.
     pub horizon_ms: u64,
     /// The largest `max_future_skew` of the watermarks.
@@ -61,8 +62,8 @@ pub fn restore(plan: &RestorePlan<'_>) -> Result<(Restored, RestoreStats), SinkE
     let mut restored = Restored::default();
     let mut stats = RestoreStats::default();
     let mut readers = Vec::new();
-    for (sink, topic) in plan.events.iter().chain(&plan.invalid) {
-        let r = TopicTail::open(sink, topic, plan.cluster)?;
+    for (sink, topic, cluster) in plan.events.iter().chain(&plan.invalid) {
+        let r = TopicTail::open(sink, topic, cluster)?;
         for p in &r.partitions {
             restored.floor = restored.floor.max(r.last_floor(p)?);
         }
@@ -80,7 +81,8 @@ pub fn restore(plan: &RestorePlan<'_>) -> Result<(Restored, RestoreStats), SinkE
                 let time = event_time(&r.topic, m)?;
                 if time >= keep_from {
                     let id = m.key().unwrap_or_default();
-                    let value = crate::operators::dedup::remembered(m.payload().unwrap_or(&[]), time);
+                    let value =
+                        crate::operators::dedup::remembered(m.payload().unwrap_or(&[]), time);
                     let h = IdHash::of(id);
                     restored.ids.push([h.high(), h.get() as u64, value]);
                 }
@@ -107,6 +109,8 @@ struct TopicTail {
     consumer: BaseConsumer<Quiet>,
     /// (partition, low, high) of the partitions holding records.
     partitions: Vec<(i32, i64, i64)>,
+    /// The newest Kafka timestamp seen at the end of each of them, by [`Self::last_floor`].
+    newest: std::cell::RefCell<std::collections::BTreeMap<i32, i64>>,
 }
 
 impl TopicTail {
@@ -141,6 +145,7 @@ impl TopicTail {
             topic: topic.into(),
             consumer,
             partitions,
+            newest: Default::default(),
         })
     }
 
@@ -159,7 +164,11 @@ impl TopicTail {
         loop {
             let from = (high - back).max(low);
             let mut floor = None;
+            let mut newest = None;
             self.read_partitions(&[(p, from)], &mut |m| {
+                if let Some(ts) = m.timestamp().to_millis() {
+                    newest = Some(newest.map_or(ts, |n: i64| n.max(ts)));
+                }
                 let t = match header(m, "tidemark-watermark") {
                     Some(w) => parse_ms(&self.topic, m, "tidemark-watermark", w)?,
                     None => match header(m, "tidemark-event-time") {
@@ -171,6 +180,9 @@ impl TopicTail {
                 floor = Some(floor.map_or(t, |f: u64| f.max(t)));
                 Ok(())
             })?;
+            if let Some(n) = newest {
+                self.newest.borrow_mut().insert(p, n);
+            }
             if let Some(f) = floor {
                 return Ok(f);
             }
@@ -204,8 +216,14 @@ impl TopicTail {
         for &(p, low, _) in &self.partitions {
             match found.find_partition(&self.topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => starts.push((p, o.max(low))),
-                // No record written that late: nothing to read here.
-                Some(Offset::End) => {}
+                // No record written that late, unless the partition's end says otherwise (a
+                // cluster that cannot look offsets up by time answers this too): then all of it.
+                Some(Offset::End) => {
+                    let newest = self.newest.borrow().get(&p).copied();
+                    if newest.is_some_and(|n| n >= from_ms as i64) {
+                        starts.push((p, low));
+                    }
+                }
                 _ => starts.push((p, low)),
             }
         }
@@ -264,7 +282,8 @@ fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
 }
 
 fn parse_ms(topic: &str, m: &BorrowedMessage<'_>, key: &str, v: &str) -> Result<u64, SinkError> {
-    v.parse().map_err(|_| unreadable(topic, m, &format!("its {key} header \"{v}\" is not a time")))
+    v.parse()
+        .map_err(|_| unreadable(topic, m, &format!("its {key} header \"{v}\" is not a time")))
 }
 
 fn event_time(topic: &str, m: &BorrowedMessage<'_>) -> Result<u64, SinkError> {

@@ -7,7 +7,7 @@
 //! That happens here, before the restore reads the committed output: a transaction left open
 //! by a crash would otherwise hold the last stable offset back and hide later commits.
 
-use super::kafka::{DeliveryContext, Deliveries};
+use super::kafka::{Deliveries, DeliveryContext};
 use super::SinkError;
 use crate::kafka::ClusterConfig;
 use rdkafka::error::KafkaError;
@@ -60,22 +60,22 @@ impl Producers {
                 keep.chain(fenced)
             })
             .collect();
-        let opened: Vec<Result<Option<((String, usize), Transactional)>, SinkError>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = slots
-                    .iter()
-                    .map(|&(sink, cluster, worker, keep)| {
-                        s.spawn(move || {
-                            let made = open(pipeline, sink, cluster, worker)?;
-                            Ok(keep.then(|| ((sink.to_string(), worker), made)))
-                        })
+        type Opened = Result<Option<((String, usize), Transactional)>, SinkError>;
+        let opened: Vec<Opened> = std::thread::scope(|s| {
+            let handles: Vec<_> = slots
+                .iter()
+                .map(|&(sink, cluster, worker, keep)| {
+                    s.spawn(move || {
+                        let made = open(pipeline, sink, cluster, worker)?;
+                        Ok(keep.then(|| ((sink.to_string(), worker), made)))
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a fencing thread does not panic"))
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a fencing thread does not panic"))
+                .collect()
+        });
         let mut ready = BTreeMap::new();
         for o in opened {
             if let Some((key, made)) = o? {

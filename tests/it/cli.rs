@@ -137,9 +137,7 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.gateway_region_healthy
         .with_label_values(&["region-a"])
         .set(1);
-    m.transactions
-        .with_label_values(&["s", "committed"])
-        .inc();
+    m.transactions.with_label_values(&["s", "committed"]).inc();
     m.checkpoint_records.with_label_values(&["s"]).inc();
     m.checkpoint_last.with_label_values(&["s"]).set(1.0);
     m.restore_records.with_label_values(&["t"]).inc();

@@ -455,3 +455,32 @@ fn filter_file_and_sink_settings() {
         "must name a field",
     );
 }
+
+#[test]
+fn exactly_once_needs_a_dedup_before_each_kafka_sink_of_events() {
+    let kafka = |name: &str, input: &str| {
+        format!(
+            "\n[sinks.{name}]\ntype = \"kafka\"\ninputs = [\"{input}\"]\ncluster = \"a\"\ntopic = \"{name}\"\n"
+        )
+    };
+    // Events straight from the watermark: a replay would write them twice.
+    let text = format!("{}{}", base(), kafka("direct", "wm.on_time"));
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].node.as_str(), e[0].field.as_str()),
+        ("direct", "inputs")
+    );
+    assert!(e[0].message.contains("without a dedup"), "{}", e[0]);
+    // Behind a dedup, and dead letters (restored by source position), are fine.
+    let fine = format!(
+        "{}{}{}",
+        base(),
+        kafka("deduped", "dedup.late"),
+        kafka("dead", "wm.invalid")
+    );
+    assert!(errors(&fine).is_empty(), "{:?}", errors(&fine));
+    // At-least-once is the user's explicit choice.
+    let relaxed = format!("[pipeline]\nname = \"p\"\ndelivery = \"at_least_once\"\n{text}");
+    assert!(errors(&relaxed).is_empty(), "{:?}", errors(&relaxed));
+}

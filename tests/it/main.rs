@@ -4,6 +4,7 @@ mod analysis;
 mod cli;
 mod config;
 mod crash;
+mod exactly_once;
 mod gateway;
 mod layers;
 mod links;

@@ -378,6 +378,26 @@ mod tests {
     /// An event that arrives behind the capability is late, tagged with the capability; the
     /// capability never moves back, even when the minimum does.
     #[test]
+    fn a_restored_floor_makes_older_events_late_and_is_never_undercut() {
+        let mut s = local(1, 0).with_floor(50_000);
+        assert_eq!(s.capability(), Capability::Hold(50_000));
+        assert_eq!(
+            read(&mut s, 0, 49_999, 1),
+            Verdict::Late {
+                watermark: NonZeroU64::new(50_000).unwrap()
+            }
+        );
+        assert_eq!(read(&mut s, 0, 50_000, 1), Verdict::OnTime);
+        // The partition alone would allow 48 s; the floor stands.
+        assert_eq!(s.advance(&[], 2), Capability::Hold(50_000));
+        assert_eq!(read(&mut s, 0, 60_000, 3), Verdict::OnTime);
+        assert_eq!(s.advance(&[], 4), Capability::Hold(58_000));
+        // A worker with nothing to read stays released whatever the floor.
+        let none = WatermarkState::new(POLICY, &[], 0).with_floor(50_000);
+        assert_eq!(none.capability(), Capability::Released);
+    }
+
+    #[test]
     fn late_means_below_the_capability_and_the_capability_never_moves_back() {
         let mut s = play(2, &[Step::Read(0, 30_000, 0), Step::Read(1, 40_000, 0)]);
         assert_eq!(hold(&mut s, &[], 100), 28_000);
