@@ -435,15 +435,9 @@ fn exactly_once(
         horizon_ms = plan.horizon_ms,
         "restoring state from the committed output"
     );
-    let (restored, stats) = restore::restore(&plan)?;
-    metrics.restore_seconds.set(stats.elapsed.as_secs_f64());
+    let (restored, stats) = restore::restore(&plan, metrics)?;
     metrics.restore_ids.set(restored.ids.len() as i64);
-    for (topic, n) in &stats.records {
-        metrics
-            .restore_records
-            .with_label_values(&[topic])
-            .inc_by(*n);
-    }
+    metrics.restore_seconds.set(stats.elapsed.as_secs_f64());
     tracing::info!(
         ms = stats.elapsed.as_millis() as u64,
         floor = restored.floor,

@@ -125,5 +125,20 @@ pub fn snapshot(metrics: &Metrics, rates: &Rates) -> Value {
         "invalid": sum(&f, "tidemark_invalid_events_total"),
         "invalid_by_reason": invalid,
         "links": links,
+        "checkpoint": {
+            // The sink that committed least recently speaks for the pipeline.
+            "last_success": family(&f, "tidemark_checkpoint_last_success_timestamp_seconds")
+                .iter()
+                .map(value)
+                .reduce(f64::min),
+            "committed": family(&f, "tidemark_transactions_total")
+                .iter()
+                .filter(|m| label(m, "outcome") == "committed")
+                .map(value)
+                .sum::<f64>(),
+            "restore_records": sum(&f, "tidemark_restore_records_total"),
+            "restore_ids": sum(&f, "tidemark_restore_ids"),
+            "restore_seconds": sum(&f, "tidemark_restore_duration_seconds"),
+        },
     })
 }

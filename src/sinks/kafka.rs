@@ -387,8 +387,10 @@ impl Writer {
             return;
         };
         if txn.sent == 0 {
-            // Nothing of these batches is in the transaction (dead letters dropped as too large).
+            // Nothing of these batches is in the transaction (dead letters dropped as too large),
+            // and with nothing to write the sink is as checkpointed as it can be.
             self.pending.retain(|_, (_, n)| *n > 0);
+            txn.last_ok.set(wall_ms() as f64 / 1000.0);
             return;
         }
         let now = wall_ms();

@@ -19,6 +19,7 @@
 use super::SinkError;
 use crate::event::IdHash;
 use crate::kafka::{ClusterConfig, Quiet};
+use crate::metrics::Metrics;
 use crate::runtime::Restored;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -31,6 +32,8 @@ use std::time::{Duration, Instant};
 /// is an error, not a hang.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a long restore says how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// A Kafka sink's topic: (sink, topic, its cluster).
 pub type SinkTopic<'a> = (String, String, &'a ClusterConfig);
@@ -56,14 +59,18 @@ pub struct RestoreStats {
     pub elapsed: Duration,
 }
 
-/// Reads the committed output and returns what the restarted pipeline needs.
-pub fn restore(plan: &RestorePlan<'_>) -> Result<(Restored, RestoreStats), SinkError> {
+/// Reads the committed output and returns what the restarted pipeline needs, counting the
+/// records read in `metrics` as it goes (the status page shows the progress).
+pub fn restore(
+    plan: &RestorePlan<'_>,
+    metrics: &Metrics,
+) -> Result<(Restored, RestoreStats), SinkError> {
     let started = Instant::now();
     let mut restored = Restored::default();
     let mut stats = RestoreStats::default();
     let mut readers = Vec::new();
     for (sink, topic, cluster) in plan.events.iter().chain(&plan.invalid) {
-        let r = TopicTail::open(sink, topic, cluster)?;
+        let r = TopicTail::open(sink, topic, cluster, metrics)?;
         for p in &r.partitions {
             restored.floor = restored.floor.max(r.last_floor(p)?);
         }
@@ -111,10 +118,17 @@ struct TopicTail {
     partitions: Vec<(i32, i64, i64)>,
     /// The newest Kafka timestamp seen at the end of each of them, by [`Self::last_floor`].
     newest: std::cell::RefCell<std::collections::BTreeMap<i32, i64>>,
+    /// Records read so far.
+    progress: prometheus::IntCounter,
 }
 
 impl TopicTail {
-    fn open(sink: &str, topic: &str, cluster: &ClusterConfig) -> Result<TopicTail, SinkError> {
+    fn open(
+        sink: &str,
+        topic: &str,
+        cluster: &ClusterConfig,
+        metrics: &Metrics,
+    ) -> Result<TopicTail, SinkError> {
         let kafka = |what: String| {
             let sink = sink.to_string();
             move |source| SinkError::Kafka { sink, what, source }
@@ -146,6 +160,7 @@ impl TopicTail {
             consumer,
             partitions,
             newest: Default::default(),
+            progress: metrics.restore_records.with_label_values(&[topic]),
         })
     }
 
@@ -247,8 +262,15 @@ impl TopicTail {
             .map_err(|e| self.error(format!("assign: {e}")))?;
         let deadline = Instant::now() + RESTORE_TIMEOUT;
         let mut open = starts.len();
-        let mut n = 0;
+        let (mut n, mut counted) = (0, 0);
+        let mut told = Instant::now();
         while open > 0 {
+            if told.elapsed() >= PROGRESS_EVERY {
+                told = Instant::now();
+                self.progress.inc_by(n - counted);
+                counted = n;
+                tracing::info!(topic = %self.topic, records = n, "restoring");
+            }
             if Instant::now() > deadline {
                 return Err(self.error(format!(
                     "reading {} took longer than {} s",
@@ -269,6 +291,7 @@ impl TopicTail {
             }
         }
         let _ = self.consumer.unassign();
+        self.progress.inc_by(n - counted);
         Ok(n)
     }
 }

@@ -82,3 +82,34 @@ fn a_restart_that_replays_everything_writes_nothing_twice() {
     let report = verify(&t.expected, &read_outputs(&ba), &config.event);
     assert!(report.duplicated > 0, "--reset-state forgets:\n{report}");
 }
+
+#[test]
+fn an_unreadable_output_record_refuses_the_start_until_reset_state() {
+    let t = tidemark::tools::demo::traffic(2_000, 5, 65_536);
+    let (_a, _b, ba, bb) = loaded_regions(&t, 2, 4);
+    let text = tidemark::tools::demo::pipeline_text(&ba, &bb, 4).unwrap();
+    run_text(&text, false);
+    // A record no tidemark wrote, at the end of an ordered partition: no event-time header.
+    let stray = vec![(
+        Some("stray".to_string()),
+        b"{\"eventId\":\"stray\"}".to_vec(),
+    )];
+    tidemark::tools::demo::produce(&ba, "log-events-ordered", &stray).unwrap();
+
+    let (config, graph) = tidemark::config::parse(&text).unwrap();
+    let options = RunOptions {
+        workers: 1,
+        ..RunOptions::default()
+    };
+    let metrics = tidemark::metrics::Metrics::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let err = run(&config, &graph, &options, &metrics, stop).expect_err("refuses to start");
+    let message = err.to_string();
+    assert!(
+        message.contains("log-events-ordered partition") && message.contains("offset"),
+        "names the topic, partition and offset: {message}"
+    );
+    assert!(message.contains("--reset-state"), "{message}");
+    // Starting over is explicit, and then it runs.
+    run_text(&text, true);
+}
