@@ -69,6 +69,9 @@ enum Command {
     /// The physical floor (benchmark S0): copy a topic's bytes to another topic, unparsed,
     /// with the pipeline's client settings, and print the rate.
     BenchFloor(tidemark::tools::bench::floor::FloorOptions),
+    /// How long an exactly-once restart takes to restore its state: writes `--ids` events as
+    /// the ordered sink would, then times reading them back.
+    BenchRestore(tidemark::tools::bench::restore::RestoreOptions),
     /// Latency of an ordered topic (benchmark S6): when each event was written, less its event
     /// time and the watermark delay, as percentiles and a CDF.
     Latency(tidemark::tools::bench::latency::LatencyOptions),
@@ -193,6 +196,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(options) => Ok(success(tidemark::tools::demo::run(&options)?)),
+        Command::BenchRestore(options) => {
+            tidemark::tools::bench::restore::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::BenchFloor(options) => {
             tidemark::tools::bench::floor::run(&options)?;
             Ok(ExitCode::SUCCESS)

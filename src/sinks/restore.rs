@@ -34,6 +34,8 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a long restore says how far it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Threads reading a topic's partitions at once (each with its own consumer).
+const READERS: usize = 2;
 
 /// A Kafka sink's topic: (sink, topic, its cluster).
 pub type SinkTopic<'a> = (String, String, &'a ClusterConfig);
@@ -83,25 +85,26 @@ pub fn restore(
     let keep_from = restored.floor.saturating_sub(plan.horizon_ms);
     let events = plan.events.len();
     for (i, r) in readers.iter().enumerate() {
+        let starts = r.starts(from_ms)?;
         let n = if i < events {
-            r.read_from(from_ms, &mut |m| {
-                let time = event_time(&r.topic, m)?;
-                if time >= keep_from {
-                    let id = m.key().unwrap_or_default();
-                    let value =
-                        crate::operators::dedup::remembered(m.payload().unwrap_or(&[]), time);
-                    let h = IdHash::of(id);
-                    restored.ids.push([h.high(), h.get() as u64, value]);
+            let topic = r.topic.as_str();
+            let (n, ids) = r.read_parallel(&starts, &|m| {
+                let time = event_time(topic, m)?;
+                if time < keep_from {
+                    return Ok(None);
                 }
-                Ok(())
-            })?
+                let value = crate::operators::dedup::remembered(m.payload().unwrap_or(&[]), time);
+                let h = IdHash::of(m.key().unwrap_or_default());
+                Ok(Some([h.high(), h.get() as u64, value]))
+            })?;
+            restored.ids.extend(ids);
+            n
         } else {
-            r.read_from(from_ms, &mut |m| {
-                if let Some(source) = header(m, "tidemark-source") {
-                    restored.dead_letters.insert(source.to_string());
-                }
-                Ok(())
-            })?
+            let (n, sources) = r.read_parallel(&starts, &|m| {
+                Ok(header(m, "tidemark-source").map(String::from))
+            })?;
+            restored.dead_letters.extend(sources);
+            n
         };
         stats.records.push((r.topic.clone(), n));
     }
@@ -113,11 +116,12 @@ pub fn restore(
 struct TopicTail {
     sink: String,
     topic: String,
+    cluster: ClusterConfig,
     consumer: BaseConsumer<Quiet>,
     /// (partition, low, high) of the partitions holding records.
     partitions: Vec<(i32, i64, i64)>,
     /// The newest Kafka timestamp seen at the end of each of them, by [`Self::last_floor`].
-    newest: std::cell::RefCell<std::collections::BTreeMap<i32, i64>>,
+    newest: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
     /// Records read so far.
     progress: prometheus::IntCounter,
 }
@@ -133,9 +137,8 @@ impl TopicTail {
             let sink = sink.to_string();
             move |source| SinkError::Kafka { sink, what, source }
         };
-        let consumer: BaseConsumer<Quiet> = crate::kafka::consumer(cluster, "tidemark-restore")
-            .create_with_context(Quiet)
-            .map_err(kafka("create restore consumer".into()))?;
+        let consumer =
+            restore_consumer(cluster).map_err(kafka("create restore consumer".into()))?;
         let md = consumer
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
             .map_err(kafka(format!("metadata for {topic}")))?;
@@ -157,11 +160,16 @@ impl TopicTail {
         Ok(TopicTail {
             sink: sink.into(),
             topic: topic.into(),
+            cluster: cluster.clone(),
             consumer,
             partitions,
             newest: Default::default(),
             progress: metrics.restore_records.with_label_values(&[topic]),
         })
+    }
+
+    fn new_consumer(&self) -> Result<BaseConsumer<Quiet>, SinkError> {
+        restore_consumer(&self.cluster).map_err(|e| self.error(format!("create consumer: {e}")))
     }
 
     fn error(&self, message: String) -> SinkError {
@@ -196,7 +204,10 @@ impl TopicTail {
                 Ok(())
             })?;
             if let Some(n) = newest {
-                self.newest.borrow_mut().insert(p, n);
+                self.newest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(p, n);
             }
             if let Some(f) = floor {
                 return Ok(f);
@@ -208,14 +219,10 @@ impl TopicTail {
         }
     }
 
-    /// Reads every partition from the first record written at or after `from_ms`.
-    fn read_from(
-        &self,
-        from_ms: u64,
-        each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<(), SinkError>,
-    ) -> Result<u64, SinkError> {
+    /// Where each partition's records written at or after `from_ms` begin.
+    fn starts(&self, from_ms: u64) -> Result<Vec<(i32, i64)>, SinkError> {
         if self.partitions.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut query = TopicPartitionList::new();
         for &(p, _, _) in &self.partitions {
@@ -234,7 +241,12 @@ impl TopicTail {
                 // No record written that late, unless the partition's end says otherwise (a
                 // cluster that cannot look offsets up by time answers this too): then all of it.
                 Some(Offset::End) => {
-                    let newest = self.newest.borrow().get(&p).copied();
+                    let newest = self
+                        .newest
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&p)
+                        .copied();
                     if newest.is_some_and(|n| n >= from_ms as i64) {
                         starts.push((p, low));
                     }
@@ -242,13 +254,63 @@ impl TopicTail {
                 _ => starts.push((p, low)),
             }
         }
-        self.read_partitions(&starts, each)
+        Ok(starts)
     }
 
-    /// Reads each (partition, offset) to its end (the last stable offset) and returns how many
-    /// committed records were read.
+    /// Reads `starts` to their ends on up to [`READERS`] threads, each with its own consumer
+    /// and a share of the partitions, keeping what `pick` returns; returns the records read.
+    fn read_parallel<T: Send>(
+        &self,
+        starts: &[(i32, i64)],
+        pick: &(dyn Fn(&BorrowedMessage<'_>) -> Result<Option<T>, SinkError> + Sync),
+    ) -> Result<(u64, Vec<T>), SinkError> {
+        let threads = starts.len().clamp(1, READERS);
+        let shares: Vec<Vec<(i32, i64)>> = (0..threads)
+            .map(|t| starts.iter().copied().skip(t).step_by(threads).collect())
+            .collect();
+        let results: Vec<Result<(u64, Vec<T>), SinkError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = shares
+                .iter()
+                .map(|share| {
+                    s.spawn(move || {
+                        let consumer = self.new_consumer()?;
+                        let mut kept = Vec::new();
+                        let n = self.read_partitions_with(&consumer, share, &mut |m| {
+                            kept.extend(pick(m)?);
+                            Ok(())
+                        })?;
+                        Ok((n, kept))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a restore reader does not panic"))
+                .collect()
+        });
+        let (mut n, mut all) = (0, Vec::new());
+        for r in results {
+            let (k, kept) = r?;
+            n += k;
+            all.extend(kept);
+        }
+        Ok((n, all))
+    }
+
+    /// [`Self::read_partitions_with`] on the tail's own consumer.
     fn read_partitions(
         &self,
+        starts: &[(i32, i64)],
+        each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<(), SinkError>,
+    ) -> Result<u64, SinkError> {
+        self.read_partitions_with(&self.consumer, starts, each)
+    }
+
+    /// Reads each (partition, offset) to its end (the last stable offset) with `consumer` and
+    /// returns how many committed records were read.
+    fn read_partitions_with(
+        &self,
+        consumer: &BaseConsumer<Quiet>,
         starts: &[(i32, i64)],
         each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<(), SinkError>,
     ) -> Result<u64, SinkError> {
@@ -257,7 +319,7 @@ impl TopicTail {
             tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
                 .map_err(|e| self.error(e.to_string()))?;
         }
-        self.consumer
+        consumer
             .assign(&tpl)
             .map_err(|e| self.error(format!("assign: {e}")))?;
         let deadline = Instant::now() + RESTORE_TIMEOUT;
@@ -278,7 +340,7 @@ impl TopicTail {
                     RESTORE_TIMEOUT.as_secs()
                 )));
             }
-            match self.consumer.poll(Duration::from_millis(100)) {
+            match consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Ok(m)) => {
                     n += 1;
@@ -290,10 +352,26 @@ impl TopicTail {
                 }
             }
         }
-        let _ = self.consumer.unassign();
+        let _ = consumer.unassign();
         self.progress.inc_by(n - counted);
         Ok(n)
     }
+}
+
+/// A consumer for reading whole partitions from a point to their end as fast as it can: large
+/// fetches and a deep prefetch queue, unlike a source's small low-latency ones.
+fn restore_consumer(cluster: &ClusterConfig) -> Result<BaseConsumer<Quiet>, KafkaError> {
+    let mut config = crate::kafka::consumer(cluster, "tidemark-restore");
+    // Whole batches of many records per request: the restore is throughput-bound.
+    config.set("fetch.max.bytes", "104857600");
+    config.set("max.partition.fetch.bytes", "26214400");
+    // A deep queue keeps the reading thread fed while the next fetch is in flight.
+    config.set("queued.max.messages.kbytes", "65536");
+    // The user's settings for the cluster still win (security, for one).
+    for (k, v) in &cluster.options {
+        config.set(k, v);
+    }
+    config.create_with_context(Quiet)
 }
 
 fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {

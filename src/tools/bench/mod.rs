@@ -11,6 +11,7 @@
 
 pub mod floor;
 pub mod latency;
+pub mod restore;
 
 use crate::metrics::Metrics;
 use crate::runtime::{peak_rss_bytes, rss_bytes};
