@@ -44,7 +44,8 @@ def version(cmd):
 
 
 SYSTEMS = [
-    ("tidemark", "tidemark", "`tidemark run bench/sN-tidemark.toml --bounded --workers 2`"),
+    ("tidemark", "tidemark", "`tidemark run bench/sN-tidemark.toml --bounded --workers 2`, exactly-once (transactions every 1 s)"),
+    ("tidemark-alo", "tidemark at-least-once", "the same with `delivery = \"at_least_once\"`: its ratio is the price of exactly-once"),
     ("kstreams", "Kafka Streams 4.1.1", "`KStreamsJob`, 2 stream threads, RocksDB stores with changelogs"),
     ("flink", "Flink 2.2.0", "`FlinkJob`, local, parallelism 2, heap state, checkpoints every 1 s"),
 ]
