@@ -267,8 +267,9 @@ pub struct VerifyOptions {
     /// While ids are missing, read again for up to this long (outputs may still be draining).
     #[arg(long, default_value = "0s", value_parser = crate::component::parse_duration_flag)]
     pub wait: Duration,
-    /// Only the no-loss guarantees: after a pipeline restart, events written but not yet
-    /// committed are written again (and out of order), which this tolerates and reports.
+    /// Only the no-loss guarantees, for a pipeline configured `delivery = "at_least_once"`:
+    /// after its restart, events written but not yet committed are written again (and out of
+    /// order), which this tolerates and reports. Never for an exactly-once pipeline.
     #[arg(long)]
     pub at_least_once: bool,
     /// The output topics are `PREFIX-ordered`, `PREFIX-late` and `PREFIX-invalid` (another

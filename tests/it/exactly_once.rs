@@ -1,7 +1,8 @@
 //! Exactly-once across restarts, on librdkafka's mock cluster: what a restarted pipeline reads
 //! back from its committed output keeps a replay and late copies from being written twice.
-//! (The mock cluster does not fence or hide aborted transactions, so crashes, fencing and
-//! rescaling are checked on the real regions: `tests/real/scenarios.sh kill-pipeline`.)
+//! The state is redistributed when the restart has other workers or processes. (The mock
+//! cluster neither fences nor hides aborted transactions, so crashes mid-transaction and
+//! fencing are checked on the real regions: `tests/real/scenarios.sh kill-pipeline`.)
 
 use crate::mock::{loaded_regions, read_outputs};
 use std::sync::atomic::AtomicBool;
@@ -9,11 +10,11 @@ use std::sync::Arc;
 use tidemark::pipeline::{run, RunOptions, Summary};
 use tidemark::tools::verify::verify;
 
-/// Runs the pipeline `text` to the end of its input on two workers.
-fn run_text(text: &str, reset_state: bool) -> Summary {
+/// Runs the pipeline `text` to the end of its input on `workers` workers.
+fn run_text(text: &str, workers: usize, reset_state: bool) -> Summary {
     let (config, graph) = tidemark::config::parse(text).unwrap();
     let options = RunOptions {
-        workers: 2,
+        workers,
         reset_state,
         ..RunOptions::default()
     };
@@ -47,7 +48,7 @@ fn a_restart_that_replays_everything_writes_nothing_twice() {
         !text.contains("at_least_once"),
         "exactly-once is the default"
     );
-    let first = run_text(&text, false);
+    let first = run_text(&text, 2, false);
     assert!(first.unique > 0);
     let written: u64 = first.written.values().sum();
 
@@ -61,14 +62,35 @@ fn a_restart_that_replays_everything_writes_nothing_twice() {
     tidemark::tools::demo::produce(&ba, "log-events", &again).unwrap();
 
     // A new pipeline name is a new consumer group with no committed offsets: the restart
-    // replays every record from the start, as a crash before any commit would.
-    let replay = text.replace("name = \"global\"", "name = \"global-replayed\"");
-    assert_ne!(replay, text);
-    let second = run_text(&replay, false);
-    let observed = read_outputs(&ba);
+    // replays every record from the start, as a crash before any commit would. It runs as two
+    // processes of one worker each (the first run had one process of two), so the state is
+    // redistributed across processes.
     let (config, _) = tidemark::config::parse(&text).unwrap();
+    let dir = crate::support::Scratch::new("exactly-once-processes");
+    let (file, hostfile) = (dir.path("replay.toml"), dir.path("hosts"));
+    std::fs::write(
+        &file,
+        text.replace("name = \"global\"", "name = \"global-2p\""),
+    )
+    .unwrap();
+    tidemark::tools::cluster::loopback_hostfile(hostfile.as_ref(), 2).unwrap();
+    for status in crate::support::fixture::run_two_processes(&file, &hostfile) {
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a process failed: {status:?}"
+        );
+    }
+    let observed = read_outputs(&ba);
     let report = verify(&t.expected, &observed, &config.event);
-    assert!(report.ok(), "after the replay:\n{report}");
+    assert!(report.ok(), "after the replay on two processes:\n{report}");
+    assert_eq!(observed.len() as u64, written, "nothing more was written");
+
+    // Once more on one worker, with its counts.
+    let replay = text.replace("name = \"global\"", "name = \"global-replayed\"");
+    let second = run_text(&replay, 1, false);
+    let observed = read_outputs(&ba);
+    let report = verify(&t.expected, &observed, &config.event);
+    assert!(report.ok(), "after the replay on one worker:\n{report}");
     assert_eq!(observed.len() as u64, written, "nothing more was written");
     assert_eq!(second.unique, 0, "every id was restored from the output");
     assert!(second.read > first.read, "the replay read everything again");
@@ -77,7 +99,7 @@ fn a_restart_that_replays_everything_writes_nothing_twice() {
 
     // Without the restored state the same replay writes copies: the restore is what held.
     let reset = text.replace("name = \"global\"", "name = \"global-reset\"");
-    let third = run_text(&reset, true);
+    let third = run_text(&reset, 2, true);
     assert!(third.unique > 0);
     let report = verify(&t.expected, &read_outputs(&ba), &config.event);
     assert!(report.duplicated > 0, "--reset-state forgets:\n{report}");
@@ -88,7 +110,7 @@ fn an_unreadable_output_record_refuses_the_start_until_reset_state() {
     let t = tidemark::tools::demo::traffic(2_000, 5, 65_536);
     let (_a, _b, ba, bb) = loaded_regions(&t, 2, 4);
     let text = tidemark::tools::demo::pipeline_text(&ba, &bb, 4).unwrap();
-    run_text(&text, false);
+    run_text(&text, 2, false);
     // A record no tidemark wrote, at the end of an ordered partition: no event-time header.
     let stray = vec![(
         Some("stray".to_string()),
@@ -111,5 +133,5 @@ fn an_unreadable_output_record_refuses_the_start_until_reset_state() {
     );
     assert!(message.contains("--reset-state"), "{message}");
     // Starting over is explicit, and then it runs.
-    run_text(&text, true);
+    run_text(&text, 1, true);
 }
