@@ -131,15 +131,16 @@ pub fn producer(cluster: &ClusterConfig) -> ClientConfig {
 pub fn transactional_producer(cluster: &ClusterConfig, transactional_id: &str) -> ClientConfig {
     let mut c = producer(cluster);
     c.set("transactional.id", transactional_id);
-    // How long a transaction may stay open before the broker aborts it. A crashed pipeline that
-    // is not restarted leaves its open transaction holding back every read_committed reader of
-    // the output (the last stable offset) for this long, so it is short; it must still exceed a
-    // checkpoint (commit_interval, seconds) plus the slowest flush of a busy broker, and it is
-    // far below the broker's transaction.max.timeout.ms (15 minutes by default).
-    c.set("transaction.timeout.ms", "60000");
+    // How long a transaction may stay open before the broker aborts it. It must outlast a
+    // broker restart (a JVM start on a busy machine takes most of a minute), since a commit
+    // cannot finish while the coordinator is down and a transaction that times out stops the
+    // job. A crashed pipeline that is not restarted holds every read_committed reader of the
+    // output (the last stable offset) back for this long; its restart aborts at once. Far
+    // below the broker's transaction.max.timeout.ms (15 minutes by default).
+    c.set("transaction.timeout.ms", "120000");
     // librdkafka requires a message to time out within its transaction; a delivery that fails
     // fails the commit, and the job stops and resumes from the last checkpoint.
-    c.set("message.timeout.ms", "50000");
+    c.set("message.timeout.ms", "110000");
     with_options(c, cluster)
 }
 

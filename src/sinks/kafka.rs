@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::Capability;
@@ -380,12 +380,17 @@ impl Writer {
     }
 
     /// Commits the open transaction when it is due, then gives up every capability it held
-    /// and begins the next. A failure stops the job with the capabilities still held, so no
+    /// and begins the next. The commit blocks this worker until the broker has it, for up to
+    /// [`COMMIT_DEADLINE`], long enough to ride out a broker restart: librdkafka retries the
+    /// coordinator meanwhile. A failure stops the job with the capabilities still held, so no
     /// offset behind the transaction is committed; the restart aborts it and resumes.
     fn checkpoint(&mut self, drained: bool) {
         let Some(txn) = self.txn.as_mut() else {
             return;
         };
+        if self.failed {
+            return;
+        }
         if txn.sent == 0 {
             // Nothing of these batches is in the transaction (dead letters dropped as too large),
             // and with nothing to write the sink is as checkpointed as it can be.
@@ -393,20 +398,22 @@ impl Writer {
             txn.last_ok.set(wall_ms() as f64 / 1000.0);
             return;
         }
-        let now = wall_ms();
-        if self.failed || !txn.due(now, drained) {
+        if !txn.due(wall_ms(), drained) {
             return;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = self
             .producer
-            .commit_transaction(transaction::TRANSACTION_TIMEOUT)
+            .commit_transaction(COMMIT_DEADLINE)
             .map_err(|e| ("commit transaction", e))
             .and_then(|()| {
                 self.producer
                     .begin_transaction()
                     .map_err(|e| ("begin transaction", e))
             });
+        if started.elapsed() >= SLOW_COMMIT {
+            tracing::warn!(sink = %self.sink, seconds = started.elapsed().as_secs_f64(), "slow checkpoint commit");
+        }
         match result {
             Ok(()) => {
                 // The commit flushed every write: take their reports before the batches go.
@@ -417,12 +424,16 @@ impl Writer {
                 txn.seconds.observe(started.elapsed().as_secs_f64());
                 txn.committed.inc();
                 txn.records.inc_by(txn.sent);
-                txn.last_ok.set(wall_ms() as f64 / 1000.0);
+                let now = wall_ms();
+                txn.last_ok.set(now as f64 / 1000.0);
                 txn.last_commit = now;
                 txn.sent = 0;
                 self.pending.clear();
             }
             Err((what, e)) => {
+                let Some(txn) = self.txn.as_mut() else {
+                    return;
+                };
                 txn.aborted.inc();
                 let message = transaction::describe(&txn.id, what, &e);
                 tracing::error!(sink = %self.sink, %message, "checkpoint failed");
@@ -432,6 +443,13 @@ impl Writer {
         }
     }
 }
+
+/// A commit taking longer than this is logged as a warning.
+const SLOW_COMMIT: Duration = Duration::from_secs(5);
+
+/// How long a commit may take before the job stops: below `transaction.timeout.ms` (120 s),
+/// after which the broker aborts the transaction anyway.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(110);
 
 /// Writes `input` to `topic`, in transactions when given one.
 pub fn kafka_sink<'scope, T: SinkItem>(
