@@ -85,6 +85,18 @@ pub struct Report {
 }
 
 impl Report {
+    /// Everything sent has arrived: no valid id is missing, and the invalid topic holds as many
+    /// records as were sent invalid. Invalid records sent last cross replication and the
+    /// pipeline's last checkpoint after the last valid events, so the wait covers both.
+    pub fn complete(&self) -> bool {
+        let invalid = if self.count_distinct_invalid {
+            self.invalid_distinct
+        } else {
+            self.invalid
+        };
+        self.lost == 0 && invalid >= self.invalid_expected
+    }
+
     /// Every guarantee holds.
     pub fn ok(&self) -> bool {
         self.lost == 0
@@ -298,7 +310,7 @@ pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
             let observed = read_outputs_named(bootstrap, &o.outputs)
                 .map_err(|e| anyhow::anyhow!("reading the outputs of {bootstrap}: {e}"))?;
             let report = verify(&expected, &observed, &format);
-            if report.lost == 0 || std::time::Instant::now() >= deadline {
+            if report.complete() || std::time::Instant::now() >= deadline {
                 results.push((bootstrap.clone(), report, output_ids(&observed, &format)));
                 break;
             }
@@ -467,6 +479,15 @@ mod tests {
         let mut observed: Vec<_> = e.events.values().map(|(_, p)| out(p)).collect();
         let r = verify(&e, &observed, &format);
         assert_eq!((r.lost, r.foreign, r.unacknowledged_written), (0, 0, 0));
+        // Every valid id is there but the invalid record sent is not yet: verify waits on.
+        assert!(!r.complete());
+        let mut with_invalid = observed.clone();
+        with_invalid.push(Observed {
+            output: Output::Invalid,
+            payload: b"{not json".to_vec(),
+            headers: Default::default(),
+        });
+        assert!(verify(&e, &with_invalid, &format).complete());
         observed.push(out(&cc));
         let r = verify(&e, &observed, &format);
         assert_eq!(
