@@ -22,9 +22,11 @@
 #                    absorbed by dedup)
 #   kill-pipeline    exactly-once across crashes, rescaling and fencing, checked by strict
 #                    verify: region-a's pipeline SIGKILLed three times mid-load and restarted
-#                    with 1, 2 and 2 workers, region-b's once; then a second copy of region-a's
-#                    pipeline is started, which fences the first (it must stop, saying so).
-#                    Each kill asserts the pid is gone and the new process restored its state
+#                    with 1, 2 and 2 workers, region-b's once, and MM2 once (replication stops
+#                    for 5 s plus MM2's start: a split the pipelines must see); then a second
+#                    copy of region-a's pipeline is started, which fences the first (it must
+#                    stop, saying so). Each kill asserts the pid is gone and the new process
+#                    restored its state
 #   restart-broker   region-b's broker stopped mid-load and started again
 #   gateway          load through the ingestion gateway (sticky producers on both regions);
 #                    region-b's broker stopped mid-load: its producers fall back to region-a,
@@ -69,6 +71,7 @@ declare -A PIPELINE_PID=()
 LOADGEN_PID=
 GATEWAY_PID=
 GATEWAY_LOAD_PID=
+MM2_START_PID=
 SAMPLER_PID=
 FAILED=0
 RESULTS=()
@@ -93,6 +96,7 @@ cleanup() {
   stop_pid "$LOADGEN_PID"
   stop_pid "$GATEWAY_PID"
   stop_pid "$GATEWAY_LOAD_PID"
+  stop_pid "$MM2_START_PID"
   for r in "${!PIPELINE_PID[@]}"; do
     stop_pid "${PIPELINE_PID[$r]}"
   done
@@ -125,6 +129,17 @@ wait_restored() {
   done
 }
 
+# wait_gone PID: waits up to 10 s for PID (not a child of this shell) to be gone.
+wait_gone() {
+  local _
+  for _ in $(seq 1 100); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "pid $1 is still alive after SIGKILL"
+  return 1
+}
+
 # kill_restart REGION HOLD WORKERS: SIGKILLs REGION's pipeline once it is running, proves the
 # pid is gone, restarts it with WORKERS workers, and waits for the new process's restore.
 kill_restart() {
@@ -146,11 +161,30 @@ kill_pipelines() {
   local hold=$1 old new
   wait_restored region-a 1 && wait_restored region-b 1 || return 1
   kill_restart region-a "$hold" 1 || return 1
-  sleep 2
+  # MM2 SIGKILLed while the pipelines are being killed: replication stops for at least 5 s
+  # (a split) and restarts by re-sending what it had not committed, so copies straddle the
+  # pipelines' restarts as well.
+  local mm2 mm2_down
+  mm2=$("$REGIONS" pid mm2) || return 1
+  log "kill -9 MM2 (pid $mm2): replication stops until it is started again"
+  kill -KILL "$mm2" || return 1
+  mm2_down=$SECONDS
+  wait_gone "$mm2" || return 1
   kill_restart region-b "$hold" 2 || return 1
+  sleep $((mm2_down + 5 > SECONDS ? mm2_down + 5 - SECONDS : 0))
+  log "starting MM2 again, $((SECONDS - mm2_down)) s after its kill"
+  "$REGIONS" start mm2 >"$WORK/mm2-start.log" 2>&1 &
+  MM2_START_PID=$!
   kill_restart region-a "$hold" 2 || return 1
   sleep 2
   kill_restart region-a "$hold" 2 || return 1
+  wait "$MM2_START_PID" || {
+    log "MM2 did not start again"
+    cat "$WORK/mm2-start.log"
+    return 1
+  }
+  MM2_START_PID=
+  log "MM2 replicates again (pid $("$REGIONS" pid mm2)), $((SECONDS - mm2_down)) s after its kill"
   sleep 2
   # A second copy of the same pipeline: its transactional producers fence the first, which
   # must stop with an error that says so, and never write beside it.
@@ -412,6 +446,13 @@ scenario() {
       log "with the advised hold of $hold: late $la and $lb of $unique events"
       if [ $((la * 100)) -gt "$unique" ] || [ $((lb * 100)) -gt "$unique" ]; then
         log "expected at most 1 % late with the advised max_split_hold"
+        ok=no
+      fi
+      ;;
+    kill-pipeline)
+      # MM2's kill must have been a split the pipelines saw, not just a pid that went away.
+      if [ "$(split_seen)" != yes ]; then
+        log "expected the pipelines to report a split while MM2 was down"
         ok=no
       fi
       ;;
