@@ -47,8 +47,38 @@ SYSTEMS = [
     ("tidemark", "tidemark", "`tidemark run bench/sN-tidemark.toml --bounded --workers 2`, exactly-once (transactions every 1 s)"),
     ("tidemark-alo", "tidemark at-least-once", "the same with `delivery = \"at_least_once\"`: its ratio is the price of exactly-once"),
     ("kstreams", "Kafka Streams 4.1.1", "`KStreamsJob`, 2 stream threads, RocksDB stores with changelogs"),
-    ("flink", "Flink 2.2.0", "`FlinkJob`, local, parallelism 2, heap state, checkpoints every 1 s"),
+    ("flink", "Flink 2.2.0", "`FlinkJob`, local, parallelism 2, heap state, checkpoints every 1 s, at-least-once sinks"),
+    ("flink-eos", "Flink 2.2.0 exactly-once", "the same with `--delivery exactly-once`: transactional sinks committed at each checkpoint"),
 ]
+
+
+def previous_sections(path):
+    """The sections (by `## ` heading) and headline rows of an earlier report, to carry over
+    what this work folder did not run."""
+    sections, rows, current = {}, {}, None
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return sections, rows, ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+            if current == "Headline" and line.startswith("| S"):
+                rows[line.split()[1]] = line
+    # Every code block of its Commands but the usage one: its own runs, and any it carried.
+    blocks = "\n".join(sections.get("Commands", [])).split("```")[1::2]
+    invocations = "\n".join(b.strip("\n") for b in blocks if not b.startswith("sh"))
+    # A section it had itself carried is carried again as it was, not marked twice.
+    bodies = {k: "\n".join(v).strip("\n").removeprefix(CARRIED).strip("\n") for k, v in sections.items()}
+    return bodies, rows, invocations
+
+
+CARRIED = ("*Not run in this report's work folder: carried over as it was from the previous "
+           "report, whose runs are listed under Commands.*")
 
 
 def bars(path, title, rows, floor):
@@ -63,7 +93,7 @@ def bars(path, title, rows, floor):
     lo = [m - min(r[1]) if r[1] else 0 for m, r in zip(med, rows)]
     hi = [max(r[1]) - m if r[1] else 0 for m, r in zip(med, rows)]
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=["#2b6cb0", "#9c4221", "#6b46c1"][: len(rows)])
+    ax.bar(names, med, yerr=[lo, hi], capsize=6, color=["#2b6cb0", "#63b3ed", "#9c4221", "#6b46c1", "#b794f4"][: len(rows)])
     for i, m in enumerate(med):
         ax.text(i, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=9)
     if floor:
@@ -191,7 +221,17 @@ def main():
     p.add_argument("--load-seconds", type=int, required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--invocations", required=True)
+    p.add_argument("--previous", help="an earlier report: sections not run here are carried from it")
     a = p.parse_args()
+    old_sections, old_heads, old_invocations = previous_sections(a.previous) if a.previous else ({}, {}, "")
+    carried = []
+
+    def carry(title, fresh, have):
+        """The section as this folder measured it, or the earlier report's when it was not run."""
+        if have or title not in old_sections:
+            return fresh
+        carried.append(title)
+        return CARRIED + "\n\n" + old_sections[title]
 
     runs = {}
     failed = {}
@@ -207,7 +247,7 @@ def main():
         with open(a.engine) as f:
             engine = f.read().rstrip()
     except OSError:
-        engine = "(S1 was not run in this work folder)"
+        engine = None
     with open(a.invocations) as f:
         invocations = f.read().rstrip()
 
@@ -241,14 +281,23 @@ def main():
         share = f"{tm / floor:.0%}" if floor and tm else "n/a"
         head = (
             f"| {name} {title} | **{ratio(tm, got['kstreams'][1])}** | "
-            f"**{ratio(tm, got['flink'][1])}** | {share} |"
+            f"**{ratio(tm, got['flink'][1])}** | {ratio(tm, got['flink-eos'][1])} | {share} |"
         )
-        bars(
-            os.path.join(a.figures, f"{name.lower()}-throughput.png"),
-            f"{name} {title}, {a.events:,} events",
-            [(label, runs.get((name, key), [])) for key, label, _ in SYSTEMS],
-            floor,
-        )
+        if not tm and name in old_heads:
+            cells = old_heads[name].strip().strip("|").split("|")
+            if len(cells) == 4:  # from before the exactly-once column
+                cells.insert(3, " n/a ")
+            if "(carried over)" not in cells[0]:
+                cells[0] = cells[0].rstrip() + " (carried over) "
+            head = "|" + "|".join(cells) + "|"
+        # A scenario not run here keeps the previous report's plot with its section.
+        if tm:
+            bars(
+                os.path.join(a.figures, f"{name.lower()}-throughput.png"),
+                f"{name} {title}, {a.events:,} events",
+                [(label, runs.get((name, key), [])) for key, label, _ in SYSTEMS if runs.get((name, key))],
+                floor,
+            )
         return rows, head
 
     # Per system and load, the run with the median p99 stands for the point; the p99s of all
@@ -283,18 +332,19 @@ def main():
         run = median_run[(key, load)]
         return os.path.join(a.cdf_dir, f"cdf-{key}-{load}{'-' + run if run else ''}.tsv")
 
-    styles = {"tidemark": "-", "flink": "--"}
+    styles = {"tidemark": "-", "tidemark-alo": "-.", "flink": "--"}
     colours = {10: "#9ae6b4", 50: "#4299e1", 80: "#2b6cb0", 95: "#1a202c"}
-    cdf_plot(
-        os.path.join(a.figures, "s6-latency-cdf.png"),
-        [
-            (f"{label} {load}%", read_cdf(cdf_file(key, load)),
-             styles.get(key, ":"), colours.get(load, "#718096"))
-            for load in loads
-            for key, label, _ in SYSTEMS
-            if (key, load) in lat
-        ],
-    )
+    if lat:
+        cdf_plot(
+            os.path.join(a.figures, "s6-latency-cdf.png"),
+            [
+                (f"{label} {load}%", read_cdf(cdf_file(key, load)),
+                 styles.get(key, ":"), colours.get(load, "#718096"))
+                for load in loads
+                for key, label, _ in SYSTEMS
+                if (key, load) in lat
+            ],
+        )
     p99_80 = {key: lat.get((key, 80), (None,) * 7)[3] for key, _, _ in SYSTEMS}
 
     s2_rows, s2_head = scenario("S2", "Kafka → Kafka, one region")
@@ -311,8 +361,8 @@ shares the two cores with the broker.
 
 Throughput ratios, medians over the runs that passed `tidemark verify`:
 
-| | tidemark / Kafka Streams | tidemark / Flink | tidemark / S0 floor |
-|---|---|---|---|
+| | tidemark / Kafka Streams | tidemark / Flink | tidemark / Flink exactly-once | tidemark / S0 floor |
+|---|---|---|---|---|
 {s2_head}
 {s3_head}
 
@@ -376,13 +426,17 @@ Outputs go to region-a; the "of S0" column compares with the one-region floor.
 
 An open-loop producer (`tidemark loadgen --rate`) writes ~300-byte events into a fresh topic of
 region-a for {a.load_seconds} s at 10, 50, 80 and 95% of tidemark's S2 median rate, while the
-job runs unbounded; then `tidemark latency` reads the ordered output. Event times are the send
-times (`--jitter 0s`), so the watermark could pass each event 2 s after it was sent, and any
-delay beyond that is the producer's, the broker's or the system's, not the input's disorder. Per event it takes the
-record's Kafka timestamp (set by the job's producer when it wrote it) minus the event time minus
-the 2 s watermark delay: what the system adds beyond the bound it was asked to wait for. The
-first and last seconds of event time are left out (warm-up, and the tail that idleness
-releases). Distributions are HdrHistograms at 3 significant digits. The producer, the broker
+job runs unbounded, and `tidemark latency --follow` reads the ordered output `read_committed`
+as it is written. Event times are the send times (`--jitter 0s`), so the watermark could pass
+each event 2 s after it was sent, and any delay beyond that is the producer's, the broker's or
+the system's, not the input's disorder. Per event it takes the record's arrival at that reader
+minus the event time minus the 2 s watermark delay: what a consumer of the output waits beyond
+the bound the system was asked to wait for. An exactly-once output becomes visible only when its
+transaction commits, so the wait for the next checkpoint (`commit_interval` 1 s for tidemark,
+the 1 s checkpoint interval for Flink's transactional sink) is part of its figure; tidemark at
+least once (`tidemark-alo`) shows the same job without it. The reader fetches with a 5 ms wait,
+so it adds little. The first and last seconds of event time are left out (warm-up, and the tail
+that idleness releases). Distributions are HdrHistograms at 3 significant digits. The producer, the broker
 and the job share the two cores, so at the top loads the producer itself takes CPU from the
 job; the achieved rate is shown next to the target. A system that cannot keep up builds a
 backlog, and its overhead grows for as long as the load lasts; events still queued when it is
@@ -392,8 +446,9 @@ how often the figures below ran); the run with the median p99 stands for the poi
 percentiles and its curve), and the p99s of all runs give the range, so a run that a busy
 minute of the machine slows down shows in the range rather than as the figure.
 
-At 80% load the p99 overhead is **{p99_80["tidemark"] or "n/a"} ms for tidemark** and
-**{p99_80["flink"] or "n/a"} ms for Flink** (target for tidemark: ≤ 50 ms).
+At 80% load the p99 overhead is **{p99_80["tidemark"] or "n/a"} ms for tidemark exactly-once**
+(target: ≤ `commit_interval` + 50 ms = 1,050 ms), {p99_80["tidemark-alo"] or "n/a"} ms for
+tidemark at least once (target: ≤ 50 ms), and {p99_80["flink"] or "n/a"} ms for Flink.
 
 | load | system | target events/s | achieved events/s | p50 ms | p99 ms | p99.9 ms | max ms | p99 of every run, ms | events measured |
 |---|---|---|---|---|---|---|---|---|---|
@@ -437,7 +492,7 @@ not snapshot its dedup set. Target for tidemark: ≤ 48 bytes per retained id.
 ![S1 engine]({rel}/s1-engine.png)
 
 ```
-{engine}
+{engine or ""}
 ```
 
 ## Commands
@@ -454,6 +509,29 @@ bench/run-all --smoke    # tiny inputs, one run each (.ci/run)
 bench/run-all --scenarios "S3 S6" --work DIR   # run some again in an earlier run's folder
 ```
 """
+    # Sections this folder has no figures for keep the previous report's, marked as such.
+    have = {
+        "S0 floor and S2 Kafka → Kafka, one region": ("S2", "tidemark") in runs,
+        "S3 two regions": ("S3", "tidemark") in runs,
+        "S6 latency under load": bool(lat),
+        "S5 dedup state": bool(s5_plotted),
+        "S1 engine only": engine is not None,
+    }
+    parts = doc.split("\n## ")
+    for i, part in enumerate(parts[1:], 1):
+        title, _, body = part.partition("\n")
+        if title in have:
+            parts[i] = title + "\n\n" + carry(title, body.strip("\n"), have[title]) + "\n"
+    doc = "\n## ".join(parts)
+    # Runs of this folder that the earlier report already listed are listed once.
+    old_invocations = "\n".join(
+        line for line in old_invocations.splitlines() if line not in invocations.splitlines())
+    if carried and old_invocations:
+        doc = doc.replace(
+            "```sh\nbench/run-all ",
+            "Carried over (" + ", ".join(t.split()[0] for t in carried) + ") from the previous "
+            "report, whose runs were:\n\n```\n" + old_invocations + "\n```\n\n```sh\nbench/run-all ",
+            1)
     with open(a.out, "w") as f:
         f.write(doc)
 

@@ -6,6 +6,12 @@
 //!
 //! The figures are read from the topic after the run, so any system's output can be measured
 //! the same way. The distribution is kept in an HdrHistogram (3 significant digits).
+//!
+//! A transactional output is not visible when its records are written but when their
+//! transaction commits, and a reader sees it only then. `--follow` therefore measures what a
+//! `read_committed` consumer sees: it reads the topic while the job writes it and takes each
+//! record's arrival at the reader (this machine's clock, as the load generator's) instead of
+//! its Kafka timestamp. For an at-least-once output the two differ by the reader's fetch only.
 
 use crate::event::decode;
 use crate::event::EventFormat;
@@ -37,6 +43,17 @@ pub struct LatencyOptions {
     /// below it), one row per percentile step, for a CDF plot.
     #[arg(long)]
     pub cdf: Option<PathBuf>,
+    /// Reads the topic while the job writes it, read_committed, and measures each record's
+    /// arrival at this reader rather than its Kafka timestamp: the latency a consumer of a
+    /// transactional output sees. Start it before the load.
+    #[arg(long)]
+    pub follow: bool,
+    /// With `--follow`: stops once records have arrived and none has for this long.
+    #[arg(long, default_value = "15s", value_parser = crate::component::parse_duration_flag)]
+    pub idle: Duration,
+    /// With `--follow`: stops after this long whatever arrives.
+    #[arg(long, default_value = "10m", value_parser = crate::component::parse_duration_flag)]
+    pub timeout: Duration,
 }
 
 /// The overhead distribution of one topic.
@@ -123,10 +140,54 @@ pub fn measure(o: &LatencyOptions) -> Result<Latency, rdkafka::error::KafkaError
     Ok(latency)
 }
 
+/// Reads the topic as the job writes it (see the module's notes on `--follow`).
+pub fn follow(o: &LatencyOptions) -> Result<Latency, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    use std::time::Instant;
+    let format = EventFormat::default();
+    let delay = o.delay.as_millis() as u64;
+    let cluster = crate::kafka::ClusterConfig::at(&o.bootstrap);
+    let mut config = crate::kafka::consumer(&cluster, "tidemark-latency");
+    // The fetch wait would be counted in every record's latency: a fetch returns at once.
+    config.set("fetch.wait.max.ms", "5");
+    let consumer: BaseConsumer<crate::kafka::Quiet> =
+        config.create_with_context(crate::kafka::Quiet)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, _, _) in crate::kafka::partition_offsets(&consumer, &o.topic)? {
+        tpl.add_partition_offset(&o.topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut latency = Latency::new();
+    let started = Instant::now();
+    let mut last: Option<Instant> = None;
+    while started.elapsed() < o.timeout && last.is_none_or(|l| l.elapsed() < o.idle) {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                let arrived = crate::runtime::wall_ms() as i64;
+                last = Some(Instant::now());
+                match decode(m.payload().unwrap_or(&[]), &format) {
+                    Ok(d)
+                        if o.from_ms.is_none_or(|from| d.time >= from)
+                            && o.to_ms.is_none_or(|to| d.time < to) =>
+                    {
+                        latency.record(arrived, d.time, delay)
+                    }
+                    _ => latency.skipped += 1,
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => return Err(e),
+        }
+    }
+    Ok(latency)
+}
+
 /// `tidemark latency`: prints the percentiles and writes the CDF if asked.
 pub fn run(o: &LatencyOptions) -> anyhow::Result<()> {
     use anyhow::Context;
-    let latency = measure(o).with_context(|| format!("reading {}", o.topic))?;
+    let latency = if o.follow { follow(o) } else { measure(o) }
+        .with_context(|| format!("reading {}", o.topic))?;
     // A misspelt or empty topic must not pass for a measurement.
     anyhow::ensure!(
         !latency.histogram.is_empty(),
