@@ -402,6 +402,9 @@ impl Writer {
             return;
         }
         let started = Instant::now();
+        // Checkpoints start every interval, not an interval after the last one ended: a record
+        // then waits at most the interval for its commit to start, whatever commits take.
+        let started_ms = wall_ms();
         let result = self
             .producer
             .commit_transaction(COMMIT_DEADLINE)
@@ -424,9 +427,8 @@ impl Writer {
                 txn.seconds.observe(started.elapsed().as_secs_f64());
                 txn.committed.inc();
                 txn.records.inc_by(txn.sent);
-                let now = wall_ms();
-                txn.last_ok.set(now as f64 / 1000.0);
-                txn.last_commit = now;
+                txn.last_ok.set(wall_ms() as f64 / 1000.0);
+                txn.last_commit = started_ms;
                 txn.sent = 0;
                 self.pending.clear();
             }
