@@ -426,11 +426,18 @@ fn exactly_once(
         ms = started.elapsed().as_millis() as u64,
         "transactional producers ready; earlier instances fenced"
     );
+    let plan = restore_plan(config, graph, &kafka);
     if options.reset_state {
-        tracing::warn!("--reset-state: starting with empty dedup state and the watermark at zero");
+        // Starting over is durable: later restarts restore only what is written from here on,
+        // so a record that made the restore refuse does not make every restart refuse.
+        if options.process == 0 {
+            restore::mark_reset(&plan)?;
+        }
+        tracing::warn!(
+            "--reset-state: starting with empty dedup state and the watermark at zero; later restarts restore only what is written from now on"
+        );
         return Ok((Some(producers), Restored::default()));
     }
-    let plan = restore_plan(config, graph, &kafka);
     tracing::info!(
         horizon_ms = plan.horizon_ms,
         "restoring state from the committed output"
@@ -483,6 +490,7 @@ fn restore_plan<'a>(
         invalid,
         horizon_ms,
         future_skew_ms,
+        group: format!("tidemark-{}-restore", config.pipeline.name),
     }
 }
 

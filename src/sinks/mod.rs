@@ -130,6 +130,12 @@ kinds! {
     }
 }
 
+/// The version of what a restart reads back from the output (the `tidemark-*` headers, the
+/// key as the id, the payload fingerprint dedup keeps), written on every record as the
+/// `tidemark-format` header. A restore refuses a record of a version it does not know rather
+/// than misread it; records without the header were written before it existed, in version 1.
+pub const FORMAT_VERSION: &str = "1";
+
 /// A record a sink can write: the original bytes plus what tidemark knows as headers.
 pub trait SinkItem: timely::ExchangeData + Clone {
     /// The original payload.
@@ -160,6 +166,7 @@ impl SinkItem for Event {
     fn headers(&self, splits: &Splits) -> Vec<(&'static str, String)> {
         let split = splits.get(self.split);
         let mut h = vec![
+            ("tidemark-format", FORMAT_VERSION.to_string()),
             ("tidemark-region", split.region.clone()),
             ("tidemark-source", split.describe(self.offset)),
             ("tidemark-event-time", self.time.to_string()),
@@ -197,6 +204,7 @@ impl SinkItem for Invalid {
     fn headers(&self, splits: &Splits) -> Vec<(&'static str, String)> {
         let split = splits.get(self.split);
         vec![
+            ("tidemark-format", FORMAT_VERSION.to_string()),
             ("tidemark-region", split.region.clone()),
             ("tidemark-source", split.describe(self.offset)),
             ("tidemark-reason", self.reason.as_str().to_string()),

@@ -50,6 +50,9 @@ pub struct RestorePlan<'a> {
     pub horizon_ms: u64,
     /// The largest `max_future_skew` of the watermarks.
     pub future_skew_ms: u64,
+    /// The consumer group, in each output cluster, whose offsets on the output topics mark
+    /// where the last `--reset-state` started over: nothing before them is restored.
+    pub group: String,
 }
 
 /// What was read, for the log and the metrics.
@@ -72,7 +75,7 @@ pub fn restore(
     let mut stats = RestoreStats::default();
     let mut readers = Vec::new();
     for (sink, topic, cluster) in plan.events.iter().chain(&plan.invalid) {
-        let r = TopicTail::open(sink, topic, cluster, metrics)?;
+        let r = TopicTail::open(sink, topic, cluster, &plan.group, metrics)?;
         for p in &r.partitions {
             restored.floor = restored.floor.max(r.last_floor(p)?);
         }
@@ -89,6 +92,7 @@ pub fn restore(
         let n = if i < events {
             let topic = r.topic.as_str();
             let (n, ids) = r.read_parallel(&starts, &|m| {
+                known_format(topic, m)?;
                 let time = event_time(topic, m)?;
                 if time < keep_from {
                     return Ok(None);
@@ -100,7 +104,9 @@ pub fn restore(
             restored.ids.extend(ids);
             n
         } else {
+            let topic = r.topic.as_str();
             let (n, sources) = r.read_parallel(&starts, &|m| {
+                known_format(topic, m)?;
                 Ok(header(m, "tidemark-source").map(String::from))
             })?;
             restored.dead_letters.extend(sources);
@@ -131,6 +137,7 @@ impl TopicTail {
         sink: &str,
         topic: &str,
         cluster: &ClusterConfig,
+        group: &str,
         metrics: &Metrics,
     ) -> Result<TopicTail, SinkError> {
         let kafka = |what: String| {
@@ -138,7 +145,7 @@ impl TopicTail {
             move |source| SinkError::Kafka { sink, what, source }
         };
         let consumer =
-            restore_consumer(cluster).map_err(kafka("create restore consumer".into()))?;
+            restore_consumer(cluster, group).map_err(kafka("create restore consumer".into()))?;
         let md = consumer
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
             .map_err(kafka(format!("metadata for {topic}")))?;
@@ -148,11 +155,23 @@ impl TopicTail {
             .filter(|t| t.name() == topic && t.error().is_none())
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
+        // Where the last --reset-state started over, per partition (nothing when it never did).
+        let mut tpl = TopicPartitionList::new();
+        for &p in &ids {
+            tpl.add_partition(topic, p);
+        }
+        let reset = consumer
+            .committed_offsets(tpl, REQUEST_TIMEOUT)
+            .map_err(kafka(format!("the reset point of {topic} (group {group})")))?;
         let mut partitions = Vec::new();
         for p in ids {
             let (low, high) = consumer
                 .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
                 .map_err(kafka(format!("offsets of {topic}/{p}")))?;
+            let low = match reset.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => low.max(o),
+                _ => low,
+            };
             if high > low {
                 partitions.push((p, low, high));
             }
@@ -169,7 +188,8 @@ impl TopicTail {
     }
 
     fn new_consumer(&self) -> Result<BaseConsumer<Quiet>, SinkError> {
-        restore_consumer(&self.cluster).map_err(|e| self.error(format!("create consumer: {e}")))
+        restore_consumer(&self.cluster, "tidemark-restore")
+            .map_err(|e| self.error(format!("create consumer: {e}")))
     }
 
     fn error(&self, message: String) -> SinkError {
@@ -189,6 +209,7 @@ impl TopicTail {
             let mut floor = None;
             let mut newest = None;
             self.read_partitions(&[(p, from)], &mut |m| {
+                known_format(&self.topic, m)?;
                 if let Some(ts) = m.timestamp().to_millis() {
                     newest = Some(newest.map_or(ts, |n: i64| n.max(ts)));
                 }
@@ -358,10 +379,49 @@ impl TopicTail {
     }
 }
 
+/// Marks the end of every output partition of `plan` as where restores begin from now on: the
+/// offsets of `plan.group`. Run by `--reset-state` after the fencing, so no earlier instance
+/// writes behind the mark.
+pub fn mark_reset(plan: &RestorePlan<'_>) -> Result<(), SinkError> {
+    use rdkafka::consumer::CommitMode;
+    for (sink, topic, cluster) in plan.events.iter().chain(&plan.invalid) {
+        let kafka = |what: String| {
+            let sink = sink.to_string();
+            move |source| SinkError::Kafka { sink, what, source }
+        };
+        let consumer = restore_consumer(cluster, &plan.group)
+            .map_err(kafka("create restore consumer".into()))?;
+        let md = consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(kafka(format!("metadata for {topic}")))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                .map_err(kafka(format!("offsets of {topic}/{p}")))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(high))
+                .map_err(kafka(format!("offsets of {topic}/{p}")))?;
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(kafka(format!("mark the reset point of {topic}")))?;
+        tracing::info!(topic = %topic, group = %plan.group, "reset point marked: later restores begin here");
+    }
+    Ok(())
+}
+
 /// A consumer for reading whole partitions from a point to their end as fast as it can: large
 /// fetches and a deep prefetch queue, unlike a source's small low-latency ones.
-fn restore_consumer(cluster: &ClusterConfig) -> Result<BaseConsumer<Quiet>, KafkaError> {
-    let mut config = crate::kafka::consumer(cluster, "tidemark-restore");
+fn restore_consumer(
+    cluster: &ClusterConfig,
+    group: &str,
+) -> Result<BaseConsumer<Quiet>, KafkaError> {
+    let mut config = crate::kafka::consumer(cluster, group);
     // Whole batches of many records per request: the restore is throughput-bound.
     config.set("fetch.max.bytes", "104857600");
     config.set("max.partition.fetch.bytes", "26214400");
@@ -385,6 +445,23 @@ fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
 fn parse_ms(topic: &str, m: &BorrowedMessage<'_>, key: &str, v: &str) -> Result<u64, SinkError> {
     v.parse()
         .map_err(|_| unreadable(topic, m, &format!("its {key} header \"{v}\" is not a time")))
+}
+
+/// Refuses a record written in a format this version does not read (see
+/// [`super::FORMAT_VERSION`]).
+fn known_format(topic: &str, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
+    match header(m, "tidemark-format") {
+        None => Ok(()),
+        Some(v) if v == super::FORMAT_VERSION => Ok(()),
+        Some(v) => Err(unreadable(
+            topic,
+            m,
+            &format!(
+                "it is in output format \"{v}\", and this tidemark reads format {}",
+                super::FORMAT_VERSION
+            ),
+        )),
+    }
 }
 
 fn event_time(topic: &str, m: &BorrowedMessage<'_>) -> Result<u64, SinkError> {

@@ -106,7 +106,7 @@ fn a_restart_that_replays_everything_writes_nothing_twice() {
 }
 
 #[test]
-fn an_unreadable_output_record_refuses_the_start_until_reset_state() {
+fn an_unreadable_or_unknown_output_record_refuses_the_start_until_reset_state() {
     let t = tidemark::tools::demo::traffic(2_000, 5, 65_536);
     let (_a, _b, ba, bb) = loaded_regions(&t, 2, 4);
     let text = tidemark::tools::demo::pipeline_text(&ba, &bb, 4).unwrap();
@@ -134,4 +134,57 @@ fn an_unreadable_output_record_refuses_the_start_until_reset_state() {
     assert!(message.contains("--reset-state"), "{message}");
     // Starting over is explicit, and then it runs.
     run_text(&text, 1, true);
+    // It is also durable: the next restart restores what was written since, past the record
+    // that made the start refuse.
+    run_text(&text, 1, false);
+
+    // A record of an output format this build does not know: refused, not misread.
+    let future = future_format_record(&ba);
+    let metrics = tidemark::metrics::Metrics::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let err = run(&config, &graph, &options, &metrics, stop).expect_err("refuses to start");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("offset {future}")) && message.contains("output format \"99\""),
+        "names the offset and the version: {message}"
+    );
+    run_text(&text, 1, true);
+}
+
+/// Writes to the end of an ordered partition a record that is whole but declares output format
+/// 99; returns its offset.
+fn future_format_record(bootstrap: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::time::Duration;
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let producer: BaseProducer = config.create().unwrap();
+    let time = tidemark::runtime::wall_ms().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "tidemark-format",
+            value: Some("99"),
+        })
+        .insert(Header {
+            key: "tidemark-event-time",
+            value: Some(&time),
+        });
+    producer
+        .send(
+            BaseRecord::to("log-events-ordered")
+                .key("future")
+                .payload("{\"eventId\":\"future\"}")
+                .partition(0)
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let consumer: BaseConsumer = config.create().unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks("log-events-ordered", 0, Duration::from_secs(10))
+        .unwrap();
+    high - 1
 }

@@ -60,6 +60,7 @@ fn two_regions_through_mock_kafka() {
     // Late events carry where they came from and when they arrived.
     for o in observed.iter().filter(|o| o.output == Output::Late) {
         for h in [
+            "tidemark-format",
             "tidemark-region",
             "tidemark-source",
             "tidemark-watermark",

@@ -66,6 +66,7 @@ pub fn run(o: &RestoreOptions) -> anyhow::Result<()> {
         invalid: Vec::new(),
         horizon_ms,
         future_skew_ms: 600_000,
+        group: format!("{topic}-restore"),
     };
     let metrics = Metrics::new();
     let rss_before = crate::runtime::rss_bytes().unwrap_or(0);
@@ -82,7 +83,10 @@ pub fn run(o: &RestoreOptions) -> anyhow::Result<()> {
         held as f64 / f64::from(1 << 20)
     );
     if o.compact {
-        compact(&cluster, &format!("{topic}-compact"), o)?;
+        // A topic of its own each time, so a run with --no-write does not read an earlier
+        // run's ids as well.
+        let state = format!("{topic}-compact-{}", crate::runtime::wall_ms());
+        compact(&cluster, &state, o)?;
     }
     Ok(())
 }
