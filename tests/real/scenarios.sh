@@ -193,6 +193,16 @@ kill_pipelines() {
   start_pipeline region-a "$hold" 2 --metrics-listen 127.0.0.1:9466
   new=${PIPELINE_PID[region-a]}
   log "a second region-a pipeline (pid $new) beside pid $old"
+  # A fenced producer learns it is fenced when it next talks to the coordinator, at its next
+  # commit: a little more traffic makes sure the first has something to write (the load may
+  # have ended), and it is verified with the rest.
+  "$BIN" loadgen --events 200 --duration 5s --jitter 1s --seed "$RANDOM" \
+    --out "$WORK/kill-pipeline.fence.ids" >"$WORK/kill-pipeline.fence.log" 2>&1 || {
+    log "loadgen beside the two copies failed"
+    cat "$WORK/kill-pipeline.fence.log"
+    return 1
+  }
+  ids+=(--ids "$WORK/kill-pipeline.fence.ids")
   local deadline=$((SECONDS + 60))
   while kill -0 "$old" 2>/dev/null; do
     [ $SECONDS -lt $deadline ] || {
