@@ -146,28 +146,18 @@ impl TopicTail {
         };
         let consumer =
             restore_consumer(cluster, group).map_err(kafka("create restore consumer".into()))?;
-        let md = consumer
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(kafka(format!("metadata for {topic}")))?;
-        let ids: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let offsets = crate::kafka::partition_offsets(&consumer, topic)
+            .map_err(kafka(format!("offsets of {topic}")))?;
         // Where the last --reset-state started over, per partition (nothing when it never did).
         let mut tpl = TopicPartitionList::new();
-        for &p in &ids {
+        for &(p, _, _) in &offsets {
             tpl.add_partition(topic, p);
         }
         let reset = consumer
             .committed_offsets(tpl, REQUEST_TIMEOUT)
             .map_err(kafka(format!("the reset point of {topic} (group {group})")))?;
         let mut partitions = Vec::new();
-        for p in ids {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
-                .map_err(kafka(format!("offsets of {topic}/{p}")))?;
+        for (p, low, high) in offsets {
             let low = match reset.find_partition(topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => low.max(o),
                 _ => low,
@@ -391,19 +381,10 @@ pub fn mark_reset(plan: &RestorePlan<'_>) -> Result<(), SinkError> {
         };
         let consumer = restore_consumer(cluster, &plan.group)
             .map_err(kafka("create restore consumer".into()))?;
-        let md = consumer
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(kafka(format!("metadata for {topic}")))?;
         let mut tpl = TopicPartitionList::new();
-        for p in md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        for (p, _, high) in crate::kafka::partition_offsets(&consumer, topic)
+            .map_err(kafka(format!("offsets of {topic}")))?
         {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
-                .map_err(kafka(format!("offsets of {topic}/{p}")))?;
             tpl.add_partition_offset(topic, p, Offset::Offset(high))
                 .map_err(kafka(format!("offsets of {topic}/{p}")))?;
         }

@@ -89,12 +89,16 @@ impl Report {
     /// records as were sent invalid. Invalid records sent last cross replication and the
     /// pipeline's last checkpoint after the last valid events, so the wait covers both.
     pub fn complete(&self) -> bool {
-        let invalid = if self.count_distinct_invalid {
+        self.lost == 0 && self.invalid_found() >= self.invalid_expected
+    }
+
+    /// Invalid records found, counted the way they are compared with what was sent.
+    fn invalid_found(&self) -> u64 {
+        if self.count_distinct_invalid {
             self.invalid_distinct
         } else {
             self.invalid
-        };
-        self.lost == 0 && invalid >= self.invalid_expected
+        }
     }
 
     /// Every guarantee holds.
@@ -105,11 +109,7 @@ impl Report {
             && self.late_violations == 0
             && self.foreign == 0
             && self.reasonless == 0
-            && if self.count_distinct_invalid {
-                self.invalid_distinct == self.invalid_expected
-            } else {
-                self.invalid == self.invalid_expected
-            }
+            && self.invalid_found() == self.invalid_expected
     }
 }
 
