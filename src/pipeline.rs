@@ -443,12 +443,12 @@ fn exactly_once(
         "restoring state from the committed output"
     );
     let (restored, stats) = restore::restore(&plan, metrics)?;
-    metrics.restore_ids.set(restored.ids.len() as i64);
+    metrics.restore_ids.set(restored.id_count() as i64);
     metrics.restore_seconds.set(stats.elapsed.as_secs_f64());
     tracing::info!(
         ms = stats.elapsed.as_millis() as u64,
         floor = restored.floor,
-        ids = restored.ids.len(),
+        ids = restored.id_count(),
         dead_letters = restored.dead_letters.len(),
         records = ?stats.records,
         "state restored"

@@ -36,10 +36,18 @@ pub struct Restored {
     /// or watermark a written late event was judged against.
     pub floor: u64,
     /// Ids still inside the dedup horizon: the two halves of the id hash, and what dedup
-    /// remembers of the event (payload fingerprint and time).
-    pub ids: Vec<[u64; 3]>,
+    /// remembers of the event (payload fingerprint and time), in the chunks the restore's
+    /// readers filled (joining them would copy every id once more).
+    pub ids: Vec<Vec<[u64; 3]>>,
     /// Source positions (`tidemark-source`) of the invalid records already written.
     pub dead_letters: std::collections::HashSet<String>,
+}
+
+impl Restored {
+    /// How many ids were restored.
+    pub fn id_count(&self) -> usize {
+        self.ids.iter().map(Vec::len).sum()
+    }
 }
 
 /// Wall-clock time in epoch milliseconds.

@@ -245,7 +245,7 @@ pub fn dedup<'scope>(
         let mut state = DedupState::new(horizon_ms);
         // This worker's share of the restored ids: those the exchange above sends it.
         let (index, peers) = (scope_index, scope_peers);
-        for &[high, low, value] in &restored.ids {
+        for &[high, low, value] in restored.ids.iter().flatten() {
             if high % peers as u64 == index as u64 {
                 state.remember((u128::from(high) << 64) | u128::from(low), value);
             }

@@ -36,6 +36,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Threads reading a topic's partitions at once (each with its own consumer).
 const READERS: usize = 2;
+/// Records read between looks at the clock (for progress and the deadline).
+const CLOCK_EVERY: u32 = 4096;
 
 /// A Kafka sink's topic: (sink, topic, its cluster).
 pub type SinkTopic<'a> = (String, String, &'a ClusterConfig);
@@ -91,9 +93,10 @@ pub fn restore(
         let starts = r.starts(from_ms)?;
         let n = if i < events {
             let topic = r.topic.as_str();
-            let (n, ids) = r.read_parallel(&starts, &|m| {
-                known_format(topic, m)?;
-                let time = event_time(topic, m)?;
+            let (n, parts) = r.read_parallel(&starts, &|m| {
+                let marks = Marks::of(m);
+                marks.known_format(topic, m)?;
+                let time = marks.event_time(topic, m)?;
                 if time < keep_from {
                     return Ok(None);
                 }
@@ -101,15 +104,16 @@ pub fn restore(
                 let h = IdHash::of(m.key().unwrap_or_default());
                 Ok(Some([h.high(), h.get() as u64, value]))
             })?;
-            restored.ids.extend(ids);
+            restored.ids.extend(parts);
             n
         } else {
             let topic = r.topic.as_str();
-            let (n, sources) = r.read_parallel(&starts, &|m| {
-                known_format(topic, m)?;
-                Ok(header(m, "tidemark-source").map(String::from))
+            let (n, parts) = r.read_parallel(&starts, &|m| {
+                let marks = Marks::of(m);
+                marks.known_format(topic, m)?;
+                Ok(marks.source.map(String::from))
             })?;
-            restored.dead_letters.extend(sources);
+            restored.dead_letters.extend(parts.into_iter().flatten());
             n
         };
         stats.records.push((r.topic.clone(), n));
@@ -199,13 +203,14 @@ impl TopicTail {
             let mut floor = None;
             let mut newest = None;
             self.read_partitions(&[(p, from)], &mut |m| {
-                known_format(&self.topic, m)?;
+                let marks = Marks::of(m);
+                marks.known_format(&self.topic, m)?;
                 if let Some(ts) = m.timestamp().to_millis() {
                     newest = Some(newest.map_or(ts, |n: i64| n.max(ts)));
                 }
-                let t = match header(m, "tidemark-watermark") {
+                let t = match marks.watermark {
                     Some(w) => parse_ms(&self.topic, m, "tidemark-watermark", w)?,
-                    None => match header(m, "tidemark-event-time") {
+                    None => match marks.event_time {
                         Some(t) => parse_ms(&self.topic, m, "tidemark-event-time", t)?,
                         // An invalid record: it has no time.
                         None => return Ok(()),
@@ -269,12 +274,13 @@ impl TopicTail {
     }
 
     /// Reads `starts` to their ends on up to [`READERS`] threads, each with its own consumer
-    /// and a share of the partitions, keeping what `pick` returns; returns the records read.
+    /// and a share of the partitions, keeping what `pick` returns; returns the records read
+    /// and what each thread kept.
     fn read_parallel<T: Send>(
         &self,
         starts: &[(i32, i64)],
         pick: &(dyn Fn(&BorrowedMessage<'_>) -> Result<Option<T>, SinkError> + Sync),
-    ) -> Result<(u64, Vec<T>), SinkError> {
+    ) -> Result<(u64, Vec<Vec<T>>), SinkError> {
         let threads = starts.len().clamp(1, READERS);
         let shares: Vec<Vec<(i32, i64)>> = (0..threads)
             .map(|t| starts.iter().copied().skip(t).step_by(threads).collect())
@@ -285,7 +291,9 @@ impl TopicTail {
                 .map(|share| {
                     s.spawn(move || {
                         let consumer = self.new_consumer()?;
-                        let mut kept = Vec::new();
+                        // At most one kept per record: room for that many up front, since
+                        // growing by doubling copies the ids again and again.
+                        let mut kept = Vec::with_capacity(self.records_from(share));
                         let n = self.read_partitions_with(&consumer, share, &mut |m| {
                             kept.extend(pick(m)?);
                             Ok(())
@@ -303,9 +311,21 @@ impl TopicTail {
         for r in results {
             let (k, kept) = r?;
             n += k;
-            all.extend(kept);
+            all.push(kept);
         }
         Ok((n, all))
+    }
+
+    /// How many offsets lie between `starts` and the ends of their partitions (markers and
+    /// aborted records included, so at least the records there are to read).
+    fn records_from(&self, starts: &[(i32, i64)]) -> usize {
+        starts
+            .iter()
+            .filter_map(|&(p, from)| {
+                let &(_, _, high) = self.partitions.iter().find(|&&(q, _, _)| q == p)?;
+                usize::try_from(high - from).ok()
+            })
+            .sum()
     }
 
     /// [`Self::read_partitions_with`] on the tail's own consumer.
@@ -337,24 +357,31 @@ impl TopicTail {
         let mut open = starts.len();
         let (mut n, mut counted) = (0, 0);
         let mut told = Instant::now();
+        // The clock is read after an empty poll and every CLOCK_EVERY records, not per
+        // record: per record it was a tenth of the restore's time.
+        let mut since_clock = 0u32;
         while open > 0 {
-            if told.elapsed() >= PROGRESS_EVERY {
-                told = Instant::now();
-                self.progress.inc_by(n - counted);
-                counted = n;
-                tracing::info!(topic = %self.topic, records = n, "restoring");
-            }
-            if Instant::now() > deadline {
-                return Err(self.error(format!(
-                    "reading {} took longer than {} s",
-                    self.topic,
-                    RESTORE_TIMEOUT.as_secs()
-                )));
+            if since_clock >= CLOCK_EVERY {
+                since_clock = 0;
+                if told.elapsed() >= PROGRESS_EVERY {
+                    told = Instant::now();
+                    self.progress.inc_by(n - counted);
+                    counted = n;
+                    tracing::info!(topic = %self.topic, records = n, "restoring");
+                }
+                if Instant::now() > deadline {
+                    return Err(self.error(format!(
+                        "reading {} took longer than {} s",
+                        self.topic,
+                        RESTORE_TIMEOUT.as_secs()
+                    )));
+                }
             }
             match consumer.poll(Duration::from_millis(100)) {
-                None => {}
+                None => since_clock = CLOCK_EVERY,
                 Some(Ok(m)) => {
                     n += 1;
+                    since_clock += 1;
                     each(&m)?;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
@@ -415,41 +442,62 @@ fn restore_consumer(
     config.create_with_context(Quiet)
 }
 
-fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
-    let headers = m.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| std::str::from_utf8(h.value?).ok())
+/// The headers a restore reads, found in one pass over a record's headers.
+#[derive(Default)]
+struct Marks<'m> {
+    format: Option<&'m str>,
+    event_time: Option<&'m str>,
+    watermark: Option<&'m str>,
+    source: Option<&'m str>,
+}
+
+impl<'m> Marks<'m> {
+    fn of(m: &'m BorrowedMessage<'_>) -> Marks<'m> {
+        let mut marks = Marks::default();
+        let Some(headers) = m.headers() else {
+            return marks;
+        };
+        for h in headers.iter() {
+            let slot = match h.key {
+                "tidemark-format" => &mut marks.format,
+                "tidemark-event-time" => &mut marks.event_time,
+                "tidemark-watermark" => &mut marks.watermark,
+                "tidemark-source" => &mut marks.source,
+                _ => continue,
+            };
+            *slot = h.value.and_then(|v| std::str::from_utf8(v).ok());
+        }
+        marks
+    }
+
+    /// Refuses a record written in a format this version does not read (see
+    /// [`super::FORMAT_VERSION`]).
+    fn known_format(&self, topic: &str, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
+        match self.format {
+            None => Ok(()),
+            Some(v) if v == super::FORMAT_VERSION => Ok(()),
+            Some(v) => Err(unreadable(
+                topic,
+                m,
+                &format!(
+                    "it is in output format \"{v}\", and this tidemark reads format {}",
+                    super::FORMAT_VERSION
+                ),
+            )),
+        }
+    }
+
+    fn event_time(&self, topic: &str, m: &BorrowedMessage<'_>) -> Result<u64, SinkError> {
+        match self.event_time {
+            Some(v) => parse_ms(topic, m, "tidemark-event-time", v),
+            None => Err(unreadable(topic, m, "it has no tidemark-event-time header")),
+        }
+    }
 }
 
 fn parse_ms(topic: &str, m: &BorrowedMessage<'_>, key: &str, v: &str) -> Result<u64, SinkError> {
     v.parse()
         .map_err(|_| unreadable(topic, m, &format!("its {key} header \"{v}\" is not a time")))
-}
-
-/// Refuses a record written in a format this version does not read (see
-/// [`super::FORMAT_VERSION`]).
-fn known_format(topic: &str, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
-    match header(m, "tidemark-format") {
-        None => Ok(()),
-        Some(v) if v == super::FORMAT_VERSION => Ok(()),
-        Some(v) => Err(unreadable(
-            topic,
-            m,
-            &format!(
-                "it is in output format \"{v}\", and this tidemark reads format {}",
-                super::FORMAT_VERSION
-            ),
-        )),
-    }
-}
-
-fn event_time(topic: &str, m: &BorrowedMessage<'_>) -> Result<u64, SinkError> {
-    match header(m, "tidemark-event-time") {
-        Some(v) => parse_ms(topic, m, "tidemark-event-time", v),
-        None => Err(unreadable(topic, m, "it has no tidemark-event-time header")),
-    }
 }
 
 /// A record the restore cannot use: the job refuses to start rather than guess.

@@ -78,7 +78,7 @@ pub fn run(o: &RestoreOptions) -> anyhow::Result<()> {
         .saturating_sub(rss_before);
     println!(
         "restored {} ids from {records} records in {secs:.2} s ({:.0} records/s), {:.1} MiB held",
-        restored.ids.len(),
+        restored.id_count(),
         records as f64 / secs.max(1e-9),
         held as f64 / f64::from(1 << 20)
     );
