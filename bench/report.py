@@ -303,6 +303,9 @@ def main():
             + ("1.0×" if key == "tidemark" else ratio(tm, got[key][1]))
             + f" | {f'{got[key][1] / floor:.0%}' if floor and got[key][1] else 'n/a'} |"
             for key, label, how in SYSTEMS
+            # A system this scenario does not run has no row ("no valid run" is for runs that
+            # failed their check).
+            if (name, key) in runs or (name, key) in failed
         )
         share = f"{tm / floor:.0%}" if floor and tm else "n/a"
         head = (
