@@ -96,6 +96,16 @@ pub fn consumer(cluster: &ClusterConfig, group_id: &str) -> ClientConfig {
     with_options(c, cluster)
 }
 
+/// A pipeline source's consumer: [`consumer`], and an offset out of range is an error the
+/// source handles (it logs and counts the gap, see `sources::kafka::OnGap`), never a silent
+/// jump.
+pub fn source_consumer(cluster: &ClusterConfig, group_id: &str) -> ClientConfig {
+    let mut c = consumer(cluster, group_id);
+    // librdkafka's default ("latest") would skip to the end of a partition without a trace.
+    c.set("auto.offset.reset", "error");
+    with_options(c, cluster)
+}
+
 /// An admin client, for the one topic tidemark creates itself (`tidemark reconcile`'s
 /// corrections topic); the pipeline's own topics are the operator's to create.
 pub fn admin(cluster: &ClusterConfig) -> ClientConfig {
@@ -273,4 +283,70 @@ pub fn partition_offsets<C: rdkafka::consumer::ConsumerContext>(
         }
     }
     Ok(out)
+}
+
+/// librdkafka's `message.max.bytes` when a cluster's options do not set it.
+const PRODUCER_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The largest record (payload, key and headers) tidemark's producers send to `cluster`: their
+/// `message.max.bytes` (a larger record fails at `send`).
+pub fn producer_record_limit(cluster: &ClusterConfig) -> usize {
+    cluster
+        .options
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PRODUCER_MESSAGE_MAX_BYTES)
+}
+
+/// How long the one DescribeConfigs request of a start may take. A broker answers it in
+/// milliseconds; one that does not (librdkafka's mock cluster never does) must not hold the
+/// start for long, since the producer's limit is the one that binds with Kafka's defaults.
+const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The `max.message.bytes` of each of `topics` on `cluster` (a larger record the broker
+/// refuses), in one DescribeConfigs request. A topic whose setting cannot be read (a cluster
+/// that does not answer in time, or an ACL that forbids it) is left out with a warning, and
+/// the producer's limit stands alone for it.
+pub fn topic_record_limits(
+    cluster: &ClusterConfig,
+    topics: &[&str],
+) -> Result<BTreeMap<String, usize>, KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let mut limits = BTreeMap::new();
+    if topics.is_empty() {
+        return Ok(limits);
+    }
+    let admin: AdminClient<_> = admin(cluster).create()?;
+    let wait = AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| KafkaError::AdminOpCreation(e.to_string()))?;
+    let specs: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    match rt.block_on(admin.describe_configs(&specs, &wait)) {
+        Ok(results) => {
+            for (topic, result) in topics.iter().zip(results) {
+                let limit = match &result {
+                    Ok(resource) => resource
+                        .get("max.message.bytes")
+                        .and_then(|e| e.value.as_deref())
+                        .and_then(|v| v.parse::<usize>().ok()),
+                    Err(_) => None,
+                };
+                match limit {
+                    Some(l) => {
+                        limits.insert((*topic).to_string(), l);
+                    }
+                    None => {
+                        tracing::warn!(topic, result = ?result.err(), "cannot read the topic's max.message.bytes; the producer's limit stands alone")
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(?topics, error = %e, "cannot read the topics' max.message.bytes; the producer's limit stands alone")
+        }
+    }
+    Ok(limits)
 }

@@ -52,6 +52,10 @@ enum Command {
     Check {
         /// The pipeline file.
         file: PathBuf,
+        /// Also connect to the clusters: the sinks' topics exist, and what each takes against
+        /// `event.max_event_bytes`.
+        #[arg(long)]
+        connect: bool,
     },
     /// Print a pipeline graph as Graphviz DOT and Mermaid.
     Graph {
@@ -170,7 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     match cli.command {
-        Command::Check { file } => Ok(success(check(&file))),
+        Command::Check { file, connect } => Ok(success(check(&file, connect))),
         Command::Graph { file, format } => {
             graph(&file, format.as_deref()).map(|_| ExitCode::SUCCESS)
         }
@@ -227,24 +231,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `tidemark check`: every error of the file, or a one-line summary.
-fn check(file: &Path) -> bool {
-    match tidemark::config::load(file) {
-        Ok((config, _)) => {
-            println!(
-                "{}: ok ({} sources, {} operators, {} sinks)",
-                file.display(),
-                config.sources.len(),
-                config.operators.len(),
-                config.sinks.len()
-            );
-            true
-        }
+/// `tidemark check`: every error of the file, or a one-line summary; with `connect`, what the
+/// clusters say of the sinks too.
+fn check(file: &Path, connect: bool) -> bool {
+    let (config, graph) = match tidemark::config::load(file) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
-            false
+            return false;
+        }
+    };
+    if connect {
+        let limits = match tidemark::pipeline::sink_limits(&config, &graph) {
+            Ok((limits, _)) => limits,
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                return false;
+            }
+        };
+        let max = config.event.max_event_bytes.get() as usize;
+        for (sink, limit) in &limits {
+            let kind = graph.input_kind(sink);
+            let room = limit.saturating_sub(tidemark::pipeline::EVENT_ROOM);
+            if (kind.on_time || kind.late) && room < max {
+                println!(
+                    "warning: sinks.{sink}: takes records of at most {limit} bytes, so valid events of {room} to {max} bytes (event.max_event_bytes) go to the invalid output as too_large_for_output; lower max_event_bytes, or raise the topic's max.message.bytes and the cluster's message.max.bytes"
+                );
+            }
+            if kind.invalid && *limit < max {
+                println!(
+                    "warning: sinks.{sink}: takes records of at most {limit} bytes; larger dead letters are written truncated"
+                );
+            }
         }
     }
+    println!(
+        "{}: ok ({} sources, {} operators, {} sinks)",
+        file.display(),
+        config.sources.len(),
+        config.operators.len(),
+        config.sinks.len()
+    );
+    true
 }
 
 /// `tidemark graph`: Graphviz, Mermaid, or both.

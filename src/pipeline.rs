@@ -222,10 +222,8 @@ pub fn run(
         &source_context(config, bounded_read(options), metrics),
     )?);
     tracing::debug!(splits = splits.splits.len(), "planned");
-    for (name, sink) in &config.sinks {
-        sink.node()
-            .preflight(name, &sink_context(config, graph, name, None, 0))?;
-    }
+    let (sink_limits, output_limit) = sink_limits(config, graph)?;
+    let sink_limits = Arc::new(sink_limits);
     let (producers, restored) = exactly_once(config, graph, options, metrics)?;
     let producers = Arc::new(producers);
     let restored = Arc::new(restored);
@@ -250,6 +248,8 @@ pub fn run(
             shutdown: Arc::clone(&shutdown),
             commit_interval: config.pipeline.commit_interval.0,
             restored: Arc::clone(&restored),
+            sink_limits: Arc::clone(&sink_limits),
+            output_limit,
         };
         let built = worker.dataflow::<u64, _, _>(|scope| {
             let producers = producers.as_ref().as_ref();
@@ -371,6 +371,67 @@ fn source_context<'a>(
         read,
         metrics,
     }
+}
+
+/// Room an event's record needs beyond its payload: the key (an id of at most 128 bytes), the
+/// `tidemark-*` headers with their names, and the record's framing in its batch.
+pub const EVENT_ROOM: usize = 2048;
+
+/// Checks every sink before a worker starts (`tidemark run`, and `tidemark check --connect`)
+/// and returns the largest record of each sink that has a limit, and the largest event every
+/// events sink takes ([`WorkerContext::output_limit`]).
+pub fn sink_limits(
+    config: &PipelineConfig,
+    graph: &Graph,
+) -> Result<(BTreeMap<String, usize>, Option<usize>), RunError> {
+    let mut limits = BTreeMap::new();
+    for (name, sink) in &config.sinks {
+        let cx = sink_context(config, graph, name, None, 0);
+        if let Some(limit) = sink.node().preflight(name, &cx)? {
+            limits.insert(name.clone(), limit);
+        }
+    }
+    // The Kafka sinks' topics, one DescribeConfigs request per cluster.
+    let mut by_cluster: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (name, sink) in &config.sinks {
+        if let SinkConfig::Kafka(k) = sink {
+            by_cluster
+                .entry(k.cluster.as_str())
+                .or_default()
+                .push((name.as_str(), k.topic.as_str()));
+        }
+    }
+    for (cluster, sinks) in by_cluster {
+        let topics: Vec<&str> = sinks.iter().map(|&(_, t)| t).collect();
+        let found = crate::kafka::topic_record_limits(&config.clusters[cluster], &topics).map_err(
+            |source| SinkError::Kafka {
+                sink: sinks[0].0.into(),
+                what: format!("the largest records of {topics:?}"),
+                source,
+            },
+        )?;
+        for (sink, topic) in sinks {
+            if let (Some(limit), Some(&t)) = (limits.get_mut(sink), found.get(topic)) {
+                *limit = (*limit).min(t);
+            }
+        }
+    }
+    let mut events: Option<usize> = None;
+    for (name, &limit) in &limits {
+        let kind = graph.input_kind(name);
+        if kind.on_time || kind.late {
+            let room = limit.saturating_sub(EVENT_ROOM);
+            events = Some(events.map_or(room, |e| e.min(room)));
+        }
+    }
+    if let Some(limit) = events.filter(|&l| l < config.event.max_event_bytes.get() as usize) {
+        tracing::info!(
+            limit,
+            max_event_bytes = config.event.max_event_bytes.get(),
+            "valid events larger than the event outputs take go to the invalid output (too_large_for_output)"
+        );
+    }
+    Ok((limits, events))
 }
 
 fn sink_context<'a>(

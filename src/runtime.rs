@@ -26,6 +26,12 @@ pub struct WorkerContext {
     pub commit_interval: u64,
     /// What an exactly-once pipeline read back from its committed output at start.
     pub restored: Arc<Restored>,
+    /// The largest record each Kafka sink can write (its topic's and its producer's limits),
+    /// by sink, read at start.
+    pub sink_limits: Arc<std::collections::BTreeMap<String, usize>>,
+    /// The largest event every events sink can take, with room for its key and headers: a
+    /// larger valid event is a dead letter (`too_large_for_output`), never a stopped job.
+    pub output_limit: Option<usize>,
 }
 
 /// The state an exactly-once pipeline resumes from, read from its committed output

@@ -30,11 +30,14 @@ pub enum Reason {
     FutureTimestamp,
     /// Over `max_event_bytes`.
     TooLarge,
+    /// A valid event larger than the pipeline's event outputs can take (their topics'
+    /// `max.message.bytes` or the producer's `message.max.bytes`, read at start).
+    TooLargeForOutput,
 }
 
 impl Reason {
     /// Every reason, for metrics initialisation and docs.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::NotUtf8,
         Reason::NotJson,
         Reason::NotObject,
@@ -47,6 +50,7 @@ impl Reason {
         Reason::TimeNegative,
         Reason::FutureTimestamp,
         Reason::TooLarge,
+        Reason::TooLargeForOutput,
     ];
 
     /// The header and label value.
@@ -64,6 +68,7 @@ impl Reason {
             Reason::TimeNegative => "time_negative",
             Reason::FutureTimestamp => "future_timestamp",
             Reason::TooLarge => "too_large",
+            Reason::TooLargeForOutput => "too_large_for_output",
         }
     }
 }

@@ -163,4 +163,7 @@ pub struct Invalid {
     pub split: u32,
     /// Offset within the split.
     pub offset: i64,
+    /// The event id, when the record was a valid event refused for another reason (too large
+    /// for the outputs), so its identity is never lost.
+    pub id: Option<String>,
 }

@@ -123,7 +123,7 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
             metrics.gateway_fallbacks.with_label_values(&[n, to]);
         }
     }
-    for reason in ["invalid", "unavailable"] {
+    for reason in ["invalid", "too_large", "unavailable"] {
         metrics.gateway_rejected.with_label_values(&[reason]);
     }
     let state = Arc::new(State {
@@ -328,9 +328,20 @@ async fn handle(st: &State, req: Request<Incoming>) -> Reply {
 
 /// What happened to one item of a request.
 enum Outcome {
-    Written { id: String, region: usize },
+    Written {
+        id: String,
+        region: usize,
+    },
     Refused(ItemError),
-    Unwritten { id: String, error: String },
+    /// Kafka refused the item for its size: the item's fault, not the region's.
+    TooLarge {
+        id: String,
+        error: String,
+    },
+    Unwritten {
+        id: String,
+        error: String,
+    },
 }
 
 async fn logs(st: &State, req: Request<Incoming>) -> Reply {
@@ -488,10 +499,16 @@ async fn write_all(
     for (index, id, bytes, target, rx) in pending {
         match acked(rx, deadline, g.send_timeout).await {
             Ok(()) => outcomes[index] = Outcome::Written { id, region: target },
+            Err(why) if why.too_large => {
+                outcomes[index] = Outcome::TooLarge {
+                    id,
+                    error: why.message,
+                }
+            }
             Err(why) => {
                 // The same bytes, same id, to the other region: if the first write lands after
                 // all, the pipelines' dedup keeps one copy.
-                set_health(st, target, false, &why);
+                set_health(st, target, false, &why.message);
                 let other = 1 - target;
                 tracing::warn!(event = "REGION_FALLBACK", id = %id, from = %st.regions.names[target], to = %st.regions.names[other], reason = %why, "write re-sent to the other region");
                 count_fallback(st, target, other);
@@ -504,8 +521,13 @@ async fn write_all(
     for (index, id, target, other, why, rx) in retry {
         outcomes[index] = match acked(rx, deadline, g.send_timeout).await {
             Ok(()) => Outcome::Written { id, region: other },
+            // The other region takes less: still the item's fault.
+            Err(e) if e.too_large => Outcome::TooLarge {
+                id,
+                error: e.message,
+            },
             Err(e) => {
-                set_health(st, other, false, &e);
+                set_health(st, other, false, &e.message);
                 Outcome::Unwritten {
                     id,
                     error: format!(
@@ -521,14 +543,16 @@ async fn write_all(
 
 /// Waits for Kafka's answer to a queued write, until `deadline` at most.
 async fn acked(
-    queued: Result<tokio::sync::oneshot::Receiver<send::Acked>, String>,
+    queued: Result<tokio::sync::oneshot::Receiver<send::Acked>, send::Failed>,
     deadline: tokio::time::Instant,
     timeout: crate::component::Millis,
 ) -> send::Acked {
     match tokio::time::timeout_at(deadline, queued?).await {
         Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err("delivery report lost".into()),
-        Err(_) => Err(format!("not acknowledged within {timeout}")),
+        Ok(Err(_)) => Err(send::Failed::other("delivery report lost")),
+        Err(_) => Err(send::Failed::other(format!(
+            "not acknowledged within {timeout}"
+        ))),
     }
 }
 
@@ -540,7 +564,7 @@ fn count_fallback(st: &State, from: usize, to: usize) {
 }
 
 fn respond(st: &State, outcomes: Vec<Outcome>) -> Reply {
-    let (mut written, mut refused, mut unwritten) = (0, 0, 0);
+    let (mut written, mut refused, mut too_large, mut unwritten) = (0, 0, 0, 0);
     let results: Vec<Value> = outcomes
         .iter()
         .enumerate()
@@ -559,6 +583,14 @@ fn respond(st: &State, outcomes: Vec<Outcome>) -> Reply {
                     .inc();
                 json!({"index": index, "status": "invalid", "field": e.field, "error": e.message})
             }
+            Outcome::TooLarge { id, error } => {
+                too_large += 1;
+                st.metrics
+                    .gateway_rejected
+                    .with_label_values(&["too_large"])
+                    .inc();
+                json!({"index": index, "status": "too_large", "eventId": id, "error": error})
+            }
             Outcome::Unwritten { id, error } => {
                 unwritten += 1;
                 st.metrics
@@ -569,7 +601,7 @@ fn respond(st: &State, outcomes: Vec<Outcome>) -> Reply {
             }
         })
         .collect();
-    let body = json!({"accepted": written, "invalid": refused, "unavailable": unwritten, "results": results});
+    let body = json!({"accepted": written, "invalid": refused, "tooLarge": too_large, "unavailable": unwritten, "results": results});
     if written > 0 {
         return reply(StatusCode::OK, body);
     }
@@ -577,11 +609,18 @@ fn respond(st: &State, outcomes: Vec<Outcome>) -> Reply {
         return with_retry_after(st, reply(StatusCode::SERVICE_UNAVAILABLE, body));
     }
     // Nothing written and nothing unavailable: every item was bad input.
+    let mut body = body;
+    if refused == 0 {
+        // Every item was refused by Kafka for its size.
+        if let Some(Outcome::TooLarge { error, .. }) = outcomes.first() {
+            body["error"] = Value::String(error.clone());
+        }
+        return reply(StatusCode::PAYLOAD_TOO_LARGE, body);
+    }
     let first = outcomes.iter().find_map(|o| match o {
         Outcome::Refused(e) => Some(e.clone()),
         _ => None,
     });
-    let mut body = body;
     if let Some(e) = first {
         body["error"] = Value::String(e.message);
         body["field"] = Value::String(e.field);

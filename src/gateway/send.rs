@@ -14,7 +14,41 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What Kafka said about one write.
-pub type Acked = Result<(), String>;
+pub type Acked = Result<(), Failed>;
+
+/// Why a write failed.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// What was wrong.
+    pub message: String,
+    /// Kafka refused the record for its size: a fault of the item, which says nothing of the
+    /// region's health and is not re-sent.
+    pub too_large: bool,
+}
+
+impl Failed {
+    /// A failure of the region or of the wait (not of the item).
+    pub fn other(message: impl Into<String>) -> Failed {
+        Failed {
+            message: message.into(),
+            too_large: false,
+        }
+    }
+
+    fn of(e: &KafkaError) -> Failed {
+        use rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge;
+        Failed {
+            message: e.to_string(),
+            too_large: e.rdkafka_error_code() == Some(MessageSizeTooLarge),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// Completes each write's channel from its delivery report.
 pub struct Ack;
@@ -31,7 +65,7 @@ impl ProducerContext for Ack {
     fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
         // The request may have given up waiting (send timeout): nobody to tell, and the copy
         // it wrote meanwhile to the other region carries the same id.
-        let _ = tx.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+        let _ = tx.send(result.as_ref().map(|_| ()).map_err(|(e, _)| Failed::of(e)));
     }
 }
 
@@ -94,14 +128,14 @@ impl Regions {
         region: usize,
         key: &str,
         payload: &[u8],
-    ) -> Result<oneshot::Receiver<Acked>, String> {
+    ) -> Result<oneshot::Receiver<Acked>, Failed> {
         let (tx, rx) = oneshot::channel();
         let record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
             .key(key)
             .payload(payload);
         match self.producers[region].send(record) {
             Ok(()) => Ok(rx),
-            Err((e, _)) => Err(e.to_string()),
+            Err((e, _)) => Err(Failed::of(&e)),
         }
     }
 

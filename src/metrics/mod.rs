@@ -128,6 +128,14 @@ families! {
     /// `tidemark_dead_letters_dropped_total{sink,reason}`: invalid records no topic would take.
     dead_letters_dropped: IntCounterVec = "tidemark_dead_letters_dropped_total",
         "Invalid records too large for their topic", ["sink", "reason"];
+    /// `tidemark_source_gap_records_total{source,topic,partition}`: records a source was
+    /// still to read that were gone (offset out of range), by their offsets.
+    source_gap: IntCounterVec = "tidemark_source_gap_records_total",
+        "Records skipped because they were gone before they were read", ["source", "topic", "partition"];
+    /// `tidemark_dead_letters_truncated_total{sink}`: dead letters larger than their topic
+    /// takes, written with their first bytes and their original size.
+    dead_letters_truncated: IntCounterVec = "tidemark_dead_letters_truncated_total",
+        "Dead letters written truncated to fit their topic", ["sink"];
     /// `tidemark_replication_lag_seconds{from,to}`: wall clock minus the newest MM2 heartbeat
     /// replicated from `from` into cluster `to`.
     replication_lag: GaugeVec = "tidemark_replication_lag_seconds",
@@ -157,9 +165,10 @@ families! {
     /// `tidemark_gateway_events_total{region}`: events acknowledged by a region's Kafka.
     gateway_events: IntCounterVec = "tidemark_gateway_events_total",
         "Events acknowledged by a region's Kafka", ["region"];
-    /// `tidemark_gateway_events_refused_total{reason}`: `invalid` or `unavailable`.
+    /// `tidemark_gateway_events_refused_total{reason}`: `invalid`, `too_large` or
+    /// `unavailable`.
     gateway_rejected: IntCounterVec = "tidemark_gateway_events_refused_total",
-        "Events not written: invalid or unavailable", ["reason"];
+        "Events not written: invalid, too_large or unavailable", ["reason"];
     /// `tidemark_gateway_region_fallbacks_total{from,to}`: events written to the other region.
     gateway_fallbacks: IntCounterVec = "tidemark_gateway_region_fallbacks_total",
         "Events written to the other region", ["from", "to"];

@@ -111,8 +111,24 @@ pub fn snapshot(metrics: &Metrics, rates: &Rates) -> Value {
         .iter()
         .map(|m| (label(m, "reason").to_string(), json!(value(m))))
         .collect();
+    let gap_partitions: Vec<Value> = family(&f, "tidemark_source_gap_records_total")
+        .iter()
+        .filter(|m| value(m) > 0.0)
+        .map(|m| {
+            json!({
+                "source": label(m, "source"),
+                "topic": label(m, "topic"),
+                "partition": label(m, "partition"),
+                "records": value(m),
+            })
+        })
+        .collect();
     json!({
         "watermark_ms": watermarks.iter().copied().reduce(f64::min),
+        "gaps": {
+            "total": sum(&f, "tidemark_source_gap_records_total"),
+            "partitions": gap_partitions,
+        },
         "watermark_lag_seconds": lags.iter().copied().reduce(f64::max),
         "events_in": sum(&f, "tidemark_events_in_total"),
         "events_in_per_second": in_rate,

@@ -106,9 +106,11 @@ impl SinkNode for KafkaSink {
         &self.inputs
     }
 
-    fn preflight(&self, node: &str, cx: &SinkContext<'_>) -> Result<(), SinkError> {
+    fn preflight(&self, node: &str, cx: &SinkContext<'_>) -> Result<Option<usize>, SinkError> {
         let cluster = &cx.clusters[&self.cluster];
-        connect(node, cluster, &self.topic, cx.input.partitions).map(|_| ())
+        connect(node, cluster, &self.topic, cx.input.partitions)?;
+        // The topic's own limit is read for all Kafka sinks at once (`pipeline::sink_limits`).
+        Ok(Some(crate::kafka::producer_record_limit(cluster)))
     }
 
     fn build<'s>(
@@ -275,22 +277,38 @@ struct Writer {
     pending: BTreeMap<u64, (Capability<u64>, usize)>,
     failed: bool,
     txn: Option<Txn>,
+    /// The largest record the topic takes, read at start; a larger dead letter is truncated.
+    limit: Option<usize>,
+    truncated: prometheus::IntCounter,
 }
 
 impl Writer {
     /// Sends `item` of the batch at time `t`, waiting for room when the queue is full.
     fn send<T: SinkItem>(&mut self, item: &T, t: u64) -> Sent {
+        let droppable = item.droppable();
+        let mut fields = item.headers(&self.splits);
+        let mut payload = item.payload();
+        if droppable {
+            if let Some(cut) = self.truncation(item, &fields) {
+                // A dead letter keeps its reason, source position and id, and as much of the
+                // record as fits, rather than being dropped.
+                fields.push(("tidemark-truncated", "true".into()));
+                fields.push(("tidemark-original-bytes", payload.len().to_string()));
+                payload = &payload[..cut];
+                self.truncated.inc();
+                tracing::warn!(sink = %self.sink, topic = %self.topic, bytes = item.payload().len(), kept = cut, "dead letter larger than its topic takes; written truncated");
+            }
+        }
         let mut headers = OwnedHeaders::new();
-        for (k, v) in &item.headers(&self.splits) {
+        for (k, v) in &fields {
             headers = headers.insert(Header {
                 key: k,
                 value: Some(v.as_bytes()),
             });
         }
-        let droppable = item.droppable();
         let mut record: BaseRecord<'_, str, [u8], Box<(u64, bool)>> =
             BaseRecord::with_opaque_to(&self.topic, Box::new((t, droppable)))
-                .payload(item.payload())
+                .payload(payload)
                 .headers(headers);
         if let Some(k) = item.key() {
             record = record.key(k);
@@ -324,6 +342,24 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// How many payload bytes of `item` fit the topic's limit with its headers, when not all
+    /// of them do.
+    fn truncation<T: SinkItem>(&self, item: &T, fields: &[(&str, String)]) -> Option<usize> {
+        let limit = self.limit?;
+        // The two headers a truncated record adds, at their largest.
+        let added = "tidemark-truncated".len() + 4 + "tidemark-original-bytes".len() + 20;
+        let around = RECORD_FRAMING
+            + item.key().map_or(0, str::len)
+            + fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + HEADER_FRAMING)
+                .sum::<usize>()
+            + added
+            + HEADER_FRAMING;
+        let payload = item.payload().len();
+        (payload + around > limit).then(|| limit.saturating_sub(around).min(payload))
     }
 
     /// Takes the delivery reports: a batch whose writes are all acknowledged gives up its
@@ -446,6 +482,12 @@ impl Writer {
     }
 }
 
+/// Bytes of a record's framing in its batch besides key, value and headers: the batch header
+/// (61) for a record alone in its batch, and the record's own varints, with room to spare.
+const RECORD_FRAMING: usize = 128;
+/// Bytes of a header's framing besides its key and value (two varint lengths).
+const HEADER_FRAMING: usize = 10;
+
 /// A commit taking longer than this is logged as a warning.
 const SLOW_COMMIT: Duration = Duration::from_secs(5);
 
@@ -483,6 +525,11 @@ pub fn kafka_sink<'scope, T: SinkItem>(
         pending: BTreeMap::new(),
         failed: false,
         txn,
+        limit: ctx.sink_limits.get(name).copied(),
+        truncated: ctx
+            .metrics
+            .dead_letters_truncated
+            .with_label_values(&[name]),
     };
 
     builder.build_reschedule(move |caps: Vec<Capability<u64>>| {

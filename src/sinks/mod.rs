@@ -103,9 +103,10 @@ pub trait SinkNode: Component {
     fn inputs(&self) -> &[String];
 
     /// What can be checked once before any worker starts (a Kafka topic exists, with enough
-    /// partitions), so a mistake is one clear error rather than a half-built dataflow.
-    fn preflight(&self, _node: &str, _cx: &SinkContext<'_>) -> Result<(), SinkError> {
-        Ok(())
+    /// partitions), so a mistake is one clear error rather than a half-built dataflow. Returns
+    /// the largest record the sink can write, when it has a limit.
+    fn preflight(&self, _node: &str, _cx: &SinkContext<'_>) -> Result<Option<usize>, SinkError> {
+        Ok(None)
     }
 
     /// Builds it on one worker over its (one, already concatenated) input.
@@ -210,5 +211,8 @@ impl SinkItem for Invalid {
             ("tidemark-reason", self.reason.as_str().to_string()),
             ("tidemark-detail", self.detail.clone()),
         ]
+        .into_iter()
+        .chain(self.id.clone().map(|id| ("tidemark-event-id", id)))
+        .collect()
     }
 }

@@ -28,6 +28,20 @@ pub enum StartFrom {
     Latest,
 }
 
+/// What a Kafka source does when records it was still to read are gone (an offset out of
+/// range: retention deleted them while the pipeline was stopped or behind, or the topic was
+/// recreated). Either way the gap is logged as an error and counted in
+/// `tidemark_source_gap_records_total`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnGap {
+    /// Read on from the oldest record still there.
+    #[default]
+    Continue,
+    /// Stop the job with the gap's range.
+    Fail,
+}
+
 /// Kafka topics, every partition, assigned to workers deterministically.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +70,9 @@ pub struct KafkaSource {
     /// Where to start without a committed offset.
     #[serde(default)]
     pub start_from: StartFrom,
+    /// What to do when records still to read are gone (see [`OnGap`]).
+    #[serde(default)]
+    pub on_gap: OnGap,
 }
 
 fn default_link_timeout() -> Millis {
@@ -301,6 +318,8 @@ struct Owned {
     finished: bool,
     /// Its leader could be reached when the client last said.
     reachable: bool,
+    /// The next offset to read: where a gap begins if the broker says it is out of range.
+    next: i64,
 }
 
 /// The partitions of one topic that one worker owns.
@@ -320,6 +339,7 @@ pub(super) struct KafkaReader {
     cluster: String,
     topics: Vec<TopicReader>,
     metrics: Metrics,
+    on_gap: OnGap,
 }
 
 impl KafkaReader {
@@ -356,7 +376,7 @@ impl KafkaReader {
                 cluster,
                 group,
                 topic,
-                source.start_from,
+                (source.start_from, source.on_gap),
                 &mine,
                 options,
                 metrics,
@@ -367,7 +387,49 @@ impl KafkaReader {
             cluster: source.cluster.clone(),
             topics,
             metrics: metrics.clone(),
+            on_gap: source.on_gap,
         })
+    }
+}
+
+/// Records a source was still to read that are gone: offsets `from` (inclusive) to `to`, the
+/// oldest there now.
+struct Gap<'a> {
+    node: &'a str,
+    topic: &'a str,
+    partition: i32,
+    from: i64,
+    to: i64,
+}
+
+impl Gap<'_> {
+    /// Logs and counts the gap; an error when the source's `on_gap` is `fail`.
+    fn report(&self, on_gap: OnGap, metrics: &Metrics) -> Result<(), SourceError> {
+        let skipped = (self.to - self.from).max(0);
+        metrics
+            .source_gap
+            .with_label_values(&[self.node, self.topic, &self.partition.to_string()])
+            .inc_by(skipped as u64);
+        tracing::error!(
+            source = self.node,
+            topic = self.topic,
+            partition = self.partition,
+            from = self.from,
+            to = self.to,
+            skipped,
+            ?on_gap,
+            "records still to read are gone (retention deleted them, or the topic was recreated)"
+        );
+        match on_gap {
+            OnGap::Continue => Ok(()),
+            OnGap::Fail => Err(SourceError::Gap {
+                node: self.node.into(),
+                topic: self.topic.into(),
+                partition: self.partition,
+                from: self.from,
+                to: self.to,
+            }),
+        }
     }
 }
 
@@ -378,7 +440,7 @@ fn open_topic(
     cluster: &ClusterConfig,
     group: &str,
     topic: &str,
-    start_from: StartFrom,
+    (start_from, on_gap): (StartFrom, OnGap),
     mine: &[(u32, i32)],
     options: &ReadOptions,
     metrics: &Metrics,
@@ -395,7 +457,7 @@ fn open_topic(
         metrics: metrics.clone(),
         seen: std::sync::Mutex::new(None),
     };
-    let consumer: BaseConsumer<LagContext> = crate::kafka::consumer(cluster, group)
+    let consumer: BaseConsumer<LagContext> = crate::kafka::source_consumer(cluster, group)
         .create_with_context(context)
         .map_err(err("create consumer".into()))?;
     let mut query = TopicPartitionList::new();
@@ -419,9 +481,18 @@ fn open_topic(
             .map_err(err(format!("end offsets of {topic}/{partition}")))?;
         let start = match stored {
             Offset::Offset(n) if n >= low => n,
-            // Committed offset already deleted by retention: the oldest retained is the best we
-            // can do, and it is what Kafka's own reset would choose.
-            Offset::Offset(_) => low,
+            // The committed offset is gone: retention deleted what was still to read.
+            Offset::Offset(n) => {
+                let gap = Gap {
+                    node,
+                    topic,
+                    partition,
+                    from: n,
+                    to: low,
+                };
+                gap.report(on_gap, metrics)?;
+                low
+            }
             _ => match start_from {
                 StartFrom::Earliest => low,
                 StartFrom::Latest => high,
@@ -447,6 +518,7 @@ fn open_topic(
             end,
             finished,
             reachable: true,
+            next: start,
         });
         tracing::debug!(node, topic, partition, start, ?end, "assigned");
     }
@@ -463,6 +535,53 @@ fn open_topic(
 }
 
 impl TopicReader {
+    /// Finds the partitions whose next offset is below their log start, reports each gap,
+    /// and (with `on_gap = "continue"`) reads on from the log start.
+    fn skip_gaps(
+        &mut self,
+        node: &str,
+        on_gap: OnGap,
+        metrics: &Metrics,
+    ) -> Result<(), SourceError> {
+        let err = |what: String| {
+            move |source| SourceError::Kafka {
+                node: node.into(),
+                what,
+                source,
+            }
+        };
+        for o in self.owned.iter_mut().filter(|o| !o.finished) {
+            let (low, _) = self
+                .consumer
+                .fetch_watermarks(&self.topic, o.partition, METADATA_TIMEOUT)
+                .map_err(err(format!(
+                    "start offset of {}/{}",
+                    self.topic, o.partition
+                )))?;
+            if o.next >= low {
+                continue;
+            }
+            let gap = Gap {
+                node,
+                topic: &self.topic,
+                partition: o.partition,
+                from: o.next,
+                to: low,
+            };
+            gap.report(on_gap, metrics)?;
+            o.next = low;
+            self.consumer
+                .seek(
+                    &self.topic,
+                    o.partition,
+                    Offset::Offset(low),
+                    METADATA_TIMEOUT,
+                )
+                .map_err(err(format!("seek {}/{} to {low}", self.topic, o.partition)))?;
+        }
+        Ok(())
+    }
+
     /// Reports the partitions whose reachability changed since the client last said.
     fn reachability(&mut self, each: &mut dyn FnMut(Polled<'_>)) {
         let Some(seen) = self.consumer.context().take() else {
@@ -525,11 +644,12 @@ impl SplitReader for KafkaReader {
                         else {
                             continue;
                         };
-                        let o = &t.owned[idx];
+                        let o = &mut t.owned[idx];
                         if o.finished {
                             continue;
                         }
                         let offset = msg.offset();
+                        o.next = offset + 1;
                         each(Polled::Record {
                             split: o.split,
                             offset,
@@ -552,6 +672,13 @@ impl SplitReader for KafkaReader {
                         if o.end.is_some() {
                             t.finish(idx, each);
                         }
+                    }
+                    Err(KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+                    )) => {
+                        // `auto.offset.reset = error`: a fetch was out of range. The error does
+                        // not say which partition, so each is compared with its log start.
+                        t.skip_gaps(&self.node, self.on_gap, &self.metrics)?;
                     }
                     Err(e) => {
                         // Transport and leadership errors are retried inside librdkafka; they are

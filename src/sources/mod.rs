@@ -30,6 +30,21 @@ pub enum SourceError {
         /// The client error.
         source: rdkafka::error::KafkaError,
     },
+    /// Records the source was still to read are gone (retention, a deleted or recreated
+    /// topic), and its `on_gap` is `fail`.
+    #[error("kafka source {node}: {topic} partition {partition}: offsets {from} to {to} are gone (retention deleted them, or the topic was recreated) before they were read: {} records skipped would be lost; on_gap = \"fail\" stops here (on_gap = \"continue\" reads on from offset {to})", to - from)]
+    Gap {
+        /// Source node.
+        node: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The first offset that was still to read.
+        from: i64,
+        /// The oldest offset there now.
+        to: i64,
+    },
     /// A topic named in the pipeline does not exist.
     #[error("kafka source {node}: topic \"{topic}\" does not exist on cluster \"{cluster}\"")]
     MissingTopic {

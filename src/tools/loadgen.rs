@@ -65,6 +65,11 @@ pub struct LoadgenOptions {
     /// Approximate payload size in bytes.
     #[arg(long, default_value_t = 300)]
     pub payload_bytes: usize,
+    /// Also send valid events of exactly these sizes in bytes (comma-separated) to region-a
+    /// after the load, listed in the ids file like the others: events too large for the
+    /// pipeline's outputs. The producers then take records of up to 2 MB.
+    #[arg(long, value_delimiter = ',', conflicts_with = "gateway")]
+    pub oversized: Vec<usize>,
     /// Where to write the acknowledged unique ids (for `tidemark verify --ids`).
     #[arg(long)]
     pub out: PathBuf,
@@ -187,12 +192,20 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
         anyhow::ensure!((0.0..1.0).contains(&share), "--{name} must be in [0, 1)");
     }
     let invalid = (events as f64 * o.invalid).round() as usize;
-    let total = events as usize + invalid;
+    // Record indices: the events, then the oversized events, then the invalid records.
+    let first_invalid = events as usize + o.oversized.len();
+    let total = first_invalid + invalid;
     let ok: Arc<Vec<AtomicU32>> = Arc::new((0..total).map(|_| AtomicU32::new(0)).collect());
     let failed = Arc::new(AtomicU32::new(0));
     let producer = |bootstrap: &str| -> anyhow::Result<BaseProducer<Acks>> {
         let cluster = crate::kafka::ClusterConfig::at(bootstrap);
-        crate::kafka::producer(&cluster)
+        let mut config = crate::kafka::producer(&cluster);
+        if !o.oversized.is_empty() {
+            // The test producer must get them to the broker: it is the pipeline's limits that
+            // are under test.
+            config.set("message.max.bytes", "2000000");
+        }
+        config
             .create_with_context(Acks {
                 ok: Arc::clone(&ok),
                 failed: Arc::clone(&failed),
@@ -257,7 +270,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
             {
                 let payload = invalid_record(next_invalid, time);
                 let p = if next_invalid % 2 == 0 { &a } else { &b };
-                send(p, &o.topic, None, &payload, events as usize + next_invalid)?;
+                send(p, &o.topic, None, &payload, first_invalid + next_invalid)?;
                 summary.sent += 1;
                 next_invalid += 1;
             }
@@ -273,13 +286,22 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    for (k, &size) in o.oversized.iter().enumerate() {
+        let id = rng.next_u128();
+        let time = event_time(o, &mut rng);
+        generate_event(&mut buf, id, time, "region-a", 0, size);
+        let key = format!("{id:032x}");
+        send(&a, &o.topic, Some(&key), &buf, events as usize + k)?;
+        summary.sent += 1;
+        ids.push((key, time, buf.clone()));
+    }
     summary.elapsed_s = started.elapsed().as_secs_f64();
     a.flush(Duration::from_secs(120))
         .context("flushing region-a")?;
     b.flush(Duration::from_secs(120))
         .context("flushing region-b")?;
 
-    summary.invalid_acked = ok[events as usize..]
+    summary.invalid_acked = ok[first_invalid..]
         .iter()
         .filter(|n| n.load(Ordering::Relaxed) > 0)
         .count() as u64;

@@ -80,6 +80,10 @@ pub struct Report {
     pub foreign: u64,
     /// Ids whose send was never acknowledged but that were written anyway (allowed).
     pub unacknowledged_written: u64,
+    /// Sent events too large for the outputs, found as their `too_large_for_output` dead
+    /// letters (named by `tidemark-event-id`, their bytes or, truncated, a prefix of them and
+    /// their original size): accounted for, not lost.
+    pub too_large_for_output: u64,
     /// Invalid records without a reason header.
     pub reasonless: u64,
 }
@@ -130,6 +134,9 @@ impl fmt::Display for Report {
             "invalid             {:>10}  (distinct {}, sent {})",
             self.invalid, self.invalid_distinct, self.invalid_expected
         )?;
+        if self.too_large_for_output > 0 {
+            writeln!(f, "too large for output{:>10}", self.too_large_for_output)?;
+        }
         writeln!(f, "lost                {:>10}", self.lost)?;
         writeln!(f, "duplicated          {:>10}", self.duplicated)?;
         writeln!(f, "order violations    {:>10}", self.order_violations)?;
@@ -152,6 +159,11 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
     let mut invalid_payloads: std::collections::HashSet<&[u8]> = Default::default();
     for o in observed {
         if o.output == Output::Invalid {
+            if let Some(id) = refused_event(o, expected) {
+                r.too_large_for_output += 1;
+                *seen.entry(id).or_default() += 1;
+                continue;
+            }
             r.invalid += 1;
             r.invalid_distinct += u64::from(invalid_payloads.insert(&o.payload));
             r.reasonless += u64::from(!o.headers.contains_key("tidemark-reason"));
@@ -218,6 +230,25 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
         }
     }
     r
+}
+
+/// The id of the sent event that the dead letter `o` stands for, when it is one refused as too
+/// large for the outputs: the id it names, with the sent bytes (or, truncated, a prefix of them
+/// and their original size).
+fn refused_event<'e>(o: &Observed, expected: &'e Expected) -> Option<&'e str> {
+    if o.headers.get("tidemark-reason").map(String::as_str) != Some("too_large_for_output") {
+        return None;
+    }
+    let (id, (_, payload)) = expected
+        .events
+        .get_key_value(o.headers.get("tidemark-event-id")?.as_str())?;
+    let same = match o.headers.get("tidemark-original-bytes") {
+        Some(n) => {
+            n.parse::<usize>().ok() == Some(payload.len()) && payload.starts_with(&o.payload)
+        }
+        None => *payload == o.payload,
+    };
+    same.then_some(id.as_str())
 }
 
 /// Reads the ordered, late and invalid topics (`log-events-*`) of one cluster.
@@ -378,6 +409,11 @@ fn table(results: &[Checked], same: bool) -> String {
             false,
         ),
         ("invalid without reason", |r| r.reasonless.to_string(), true),
+        (
+            "too large for output",
+            |r| r.too_large_for_output.to_string(),
+            false,
+        ),
     ];
     for (name, value, must_be_zero) in rows {
         let _ = write!(out, "{name:<28}");

@@ -16,6 +16,11 @@ struct Setup {
 }
 
 fn setup(extra: &str) -> Setup {
+    setup_with(extra, "")
+}
+
+/// [`setup`], with `a_options` as region-a's `[clusters.region-a.options]` lines.
+fn setup_with(extra: &str, a_options: &str) -> Setup {
     let a = MockCluster::new(1).unwrap();
     let b = MockCluster::new(1).unwrap();
     for m in [&a, &b] {
@@ -40,7 +45,7 @@ fn setup(extra: &str) -> Setup {
         .collect();
     gateway.extend(extra.lines());
     let text = format!(
-        "[gateway]\n{}\n\n[clusters.region-a]\nbootstrap = \"{}\"\n\n[clusters.region-b]\nbootstrap = \"{}\"\n",
+        "[gateway]\n{}\n\n[clusters.region-a]\nbootstrap = \"{}\"\n\n[clusters.region-a.options]\n{a_options}\n\n[clusters.region-b]\nbootstrap = \"{}\"\n",
         gateway.join("\n"),
         a.bootstrap_servers(),
         b.bootstrap_servers()
@@ -202,6 +207,50 @@ fn every_error_status() {
 }
 
 #[test]
+fn an_item_too_large_for_kafka_is_the_items_fault_not_the_regions() {
+    // The body and the event are within the gateway's limits, but over what region-a's
+    // producer sends.
+    let s = setup_with("max_body_bytes = 65536", r#""message.max.bytes" = "3000""#);
+    let big = format!(r#"{{"eventId":"big","message":"{}"}}"#, "y".repeat(5000));
+    let r = post(&s, &[], &format!(r#"[{{"eventId":"small"}},{big}]"#));
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["tooLarge"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["results"][1]["status"], "too_large");
+    assert_eq!(v["results"][1]["eventId"], "big");
+    let r = post(&s, &[], &big);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["results"][0]["status"], "too_large");
+    // Region-a stays healthy and nothing was re-sent to region-b.
+    let m = &s.metrics;
+    assert_eq!(
+        m.gateway_region_healthy
+            .with_label_values(&["region-a"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        m.gateway_fallbacks
+            .with_label_values(&["region-a", "region-b"])
+            .get(),
+        0
+    );
+    assert_eq!(
+        m.gateway_rejected.with_label_values(&["too_large"]).get(),
+        2
+    );
+    assert_eq!(
+        read_ids(&s.a.bootstrap_servers()),
+        vec!["small".to_string()]
+    );
+    assert!(read_ids(&s.b.bootstrap_servers()).is_empty());
+}
+
+#[test]
 fn sticky_producer_falls_back_and_returns() {
     let mut s = setup("");
     let send = |s: &Setup, id: &str| {
@@ -294,6 +343,7 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
         late_by: Duration::from_secs(30),
         invalid: 0.0,
         payload_bytes: 200,
+        oversized: Vec::new(),
         out: out.clone().into(),
         gateway: Some(s.addr.clone()),
         batch: 7,

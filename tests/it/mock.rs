@@ -120,46 +120,79 @@ fn pipeline_with_region_a_options(
 }
 
 #[test]
-fn a_dead_letter_too_large_for_its_topic_is_counted_and_its_offset_advances() {
+fn records_too_large_for_the_outputs_are_written_truncated_and_their_offsets_advance() {
     let (a, b) = regions(2, 8);
     let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
     let good = tidemark::tools::demo::traffic(500, 3, 65_536);
     let mut records = good.region_a.clone();
     // Not JSON, so invalid; and larger than the region-a producer accepts.
     records.push((None, vec![b'x'; 30_000]));
+    // A valid event under max_event_bytes (64 KiB) but over what the outputs take (20,000).
+    let time = good
+        .expected
+        .events
+        .values()
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap();
+    let big = format!(
+        r#"{{"eventId":"too-big-1","timestamp":{time},"message":"{}"}}"#,
+        "y".repeat(30_000)
+    )
+    .into_bytes();
+    records.push((None, big.clone()));
     tidemark::tools::demo::produce(&ba, "log-events", &records).unwrap();
     tidemark::tools::demo::produce(&bb, "log-events", &good.region_b).unwrap();
     let (config, graph) =
         pipeline_with_region_a_options(&ba, &bb, &[("message.max.bytes", "20000")]);
     let metrics = tidemark::metrics::Metrics::new();
     tidemark::pipeline::run_bounded(&config, &graph, 2, &metrics).expect("the job does not stop");
-    // Ours, and the demo traffic's own 64 KiB too_large record.
+    // Ours, the big event's, and the demo traffic's own 64 KiB too_large record.
+    let count = |c: &prometheus::IntCounterVec, labels: &[&str]| c.with_label_values(labels).get();
+    assert_eq!(count(&metrics.dead_letters_truncated, &["invalid"]), 3);
     assert_eq!(
-        metrics
-            .dead_letters_dropped
-            .with_label_values(&["invalid", "too_large"])
-            .get(),
-        2
+        count(&metrics.dead_letters_dropped, &["invalid", "too_large"]),
+        0
     );
     let mut expected = good.expected.clone();
-    expected.sent += 1;
-    let report = verify(&expected, &read_outputs(&ba), &config.event);
+    expected.sent += 2;
+    expected
+        .events
+        .insert("too-big-1".into(), (time, big.clone()));
+    let observed = read_outputs(&ba);
+    let report = verify(&expected, &observed, &config.event);
     assert_eq!(
-        (report.lost, report.duplicated, report.order_violations),
-        (0, 0, 0),
+        (
+            report.lost,
+            report.duplicated,
+            report.order_violations,
+            report.foreign
+        ),
+        (0, 0, 0, 0),
         "{report}"
     );
+    assert_eq!(report.too_large_for_output, 1, "{report}");
+    assert_eq!(report.invalid, good.expected.invalid + 1, "{report}");
+    // The big event's dead letter names it, says why, and keeps what fits of its bytes.
+    let letter = observed
+        .iter()
+        .find(|o| o.headers.get("tidemark-event-id").map(String::as_str) == Some("too-big-1"))
+        .expect("the big event has a dead letter");
+    assert_eq!(letter.output, Output::Invalid);
+    assert_eq!(letter.headers["tidemark-reason"], "too_large_for_output");
+    assert_eq!(letter.headers["tidemark-truncated"], "true");
     assert_eq!(
-        report.invalid,
-        good.expected.invalid - 1,
-        "only the two oversized dead letters are missing"
+        letter.headers["tidemark-original-bytes"],
+        big.len().to_string()
     );
-    // Its offset advanced: a second run reads nothing.
+    assert!(big.starts_with(&letter.payload) && letter.payload.len() < 20_000);
+    assert!(letter.payload.len() > 15_000, "as much as fits is kept");
+    // Every offset advanced: a second run reads nothing.
     let again = tidemark::metrics::Metrics::new();
     let summary = tidemark::pipeline::run_bounded(&config, &graph, 2, &again).unwrap();
     assert_eq!(
         summary.read, 0,
-        "everything, the oversized record included, was committed"
+        "everything, the oversized records included, was committed"
     );
 }
 

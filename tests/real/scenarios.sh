@@ -28,6 +28,13 @@
 #                    stop, saying so). Each kill asserts the pid is gone and the new process
 #                    restored its state
 #   restart-broker   region-b's broker stopped mid-load and started again
+#   oversized-gap    region-a's pipeline alone: a load with two valid events too large for the
+#                    outputs (1,000,263 bytes, and 1,048,000: just under 1 MiB), which must
+#                    become too_large_for_output dead letters without stopping anything (strict
+#                    verify); then records deleted (DeleteRecords, as retention would) behind
+#                    the stopped pipeline, and again behind a frozen one (SIGSTOP, so the gap
+#                    opens while it runs): each gap counted exactly by
+#                    tidemark_source_gap_records_total and logged, and the job goes on
 #   gateway          load through the ingestion gateway (sticky producers on both regions);
 #                    region-b's broker stopped mid-load: its producers fall back to region-a,
 #                    and return once region-b has been healthy for 3 s (a second, short load
@@ -62,7 +69,7 @@ done
   echo "--duration below 20 s would leave no load on either side of a 5 s split" >&2
   exit 2
 }
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2 kill-pipeline restart-broker gateway)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2 kill-pipeline restart-broker oversized-gap gateway)
 
 BIN=$ROOT/target/release/tidemark
 WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
@@ -264,18 +271,23 @@ late_count() {
   awk -v c="$2" '$1 == "late" && $2 ~ /^[0-9]+$/ {print $(c + 1)}' "$1"
 }
 
+# fresh_regions NAME: the regions purged and started again, region-a's pipeline log emptied.
+fresh_regions() {
+  "$REGIONS" down --purge >/dev/null
+  "$REGIONS" up >"$WORK/$1.infra.log" 2>&1 || {
+    cat "$WORK/$1.infra.log"
+    return 1
+  }
+  : >"$WORK/region-a.log"
+}
+
 # scenario NAME HOLD FAULT [VERIFY_FLAGS]: fresh regions, both pipelines, load, the fault in
 # the middle of the load, drain, verify.
 scenario() {
   local name=$1 hold=$2 fault=$3 flags=${4:-}
   local started=$SECONDS out=$WORK/$name.verify recovered=yes
   log "== $name: $EVENTS events over ${DURATION}s, max_split_hold = $hold, fault: $fault"
-  "$REGIONS" down --purge >/dev/null
-  "$REGIONS" up >"$WORK/$name.infra.log" 2>&1 || {
-    cat "$WORK/$name.infra.log"
-    return 1
-  }
-  : >"$WORK/region-a.log"
+  fresh_regions "$name" || return 1
   : >"$WORK/region-b.log"
   start_pipeline region-a "$hold"
   start_pipeline region-b "$hold"
@@ -500,6 +512,109 @@ scenario() {
   fi
 }
 
+# gap_load IDS: 1,000 events into region-a's log-events only, waiting for every one to be
+# acknowledged; prints how many records the topic gained.
+gap_load() {
+  local before after
+  before=$("$REGIONS" records region-a log-events)
+  "$BIN" loadgen --events 1000 --duration 3s --region-b 127.0.0.1:19092 --failover 0 --retries 0 \
+    --invalid 0 --seed "$RANDOM" --out "$1" >"$1.log" 2>&1 || {
+    cat "$1.log" >&2
+    return 1
+  }
+  after=$("$REGIONS" records region-a log-events)
+  echo $((after - before))
+}
+
+# oversized_gap: see the list at the top.
+oversized_gap() {
+  local started=$SECONDS ok=yes out=$WORK/oversized-gap.verify pid added deleted expected
+  log "== oversized-gap: 2,000 events and two too large for the outputs; then two gaps"
+  fresh_regions oversized-gap || return 1
+  start_pipeline region-a 60s
+  sleep 3
+  "$BIN" loadgen --events 2000 --duration 10s --jitter 1s --oversized 1000263,1048000 \
+    --seed "$RANDOM" --out "$WORK/oversized.ids" >"$WORK/oversized.loadgen.log" 2>&1 || {
+    log "loadgen failed"
+    cat "$WORK/oversized.loadgen.log"
+    return 1
+  }
+  tail -n1 "$WORK/oversized.loadgen.log"
+  "$BIN" verify --bootstrap 127.0.0.1:19092 --ids "$WORK/oversized.ids" --wait 180s | tee "$out" || ok=no
+  local big
+  big=$(awk '$1 == "too" && $3 == "for" {print $5}' "$out")
+  [ "${big:-0}" = 2 ] || {
+    log "expected both oversized events as too_large_for_output dead letters, verify found ${big:-none}"
+    ok=no
+  }
+  pid=${PIPELINE_PID[region-a]}
+  kill -0 "$pid" 2>/dev/null || {
+    log "region-a's pipeline stopped on the oversized events"
+    return 1
+  }
+  # Gap 1: records deleted behind the stopped pipeline (it drained and committed at SIGTERM).
+  stop_pid "$pid"
+  wait_gone "$pid" || return 1
+  added=$(gap_load "$WORK/gap1.ids") || return 1
+  deleted=$("$REGIONS" delete-records region-a log-events) || return 1
+  expected=$added
+  log "gap 1: $added records written behind the stopped pipeline, $deleted deleted (the read ones too)"
+  start_pipeline region-a 60s
+  wait_restored region-a 2 || return 1
+  if wait_metric 9464 tidemark_source_gap_records_total "$expected" 60; then
+    log "gap 1 counted: $expected records"
+  else
+    log "expected tidemark_source_gap_records_total = $expected, got $(metric_sum 9464 tidemark_source_gap_records_total)"
+    ok=no
+  fi
+  # Gap 2: the pipeline frozen while records are written and deleted; on waking its next fetch
+  # is out of range.
+  pid=${PIPELINE_PID[region-a]}
+  kill -STOP "$pid"
+  added=$(gap_load "$WORK/gap2.ids") || {
+    kill -CONT "$pid"
+    return 1
+  }
+  deleted=$("$REGIONS" delete-records region-a log-events) || {
+    kill -CONT "$pid"
+    return 1
+  }
+  kill -CONT "$pid"
+  expected=$((expected + added))
+  log "gap 2: $added records written and deleted while the pipeline was frozen"
+  if wait_metric 9464 tidemark_source_gap_records_total "$expected" 60; then
+    log "gap 2 counted: $expected records in all"
+  else
+    log "expected tidemark_source_gap_records_total = $expected, got $(metric_sum 9464 tidemark_source_gap_records_total)"
+    ok=no
+  fi
+  [ "$(grep -c 'records still to read are gone' "$WORK/region-a.log")" -ge 2 ] || {
+    log "expected an error log line per gap"
+    ok=no
+  }
+  kill -0 "$pid" 2>/dev/null || {
+    log "region-a's pipeline stopped on the gap (on_gap is continue)"
+    ok=no
+  }
+  # Nothing written twice across the restart.
+  "$BIN" verify --bootstrap 127.0.0.1:19092 --ids "$WORK/oversized.ids" --wait 60s >"$out.after" || {
+    cat "$out.after"
+    ok=no
+  }
+  stop_pid "$pid"
+  unset "PIPELINE_PID[region-a]"
+  local line
+  line=$(printf '%-15s %-4s %6s/%-6s %7s/%-7s %8ss  %-3s %5ds' oversized-gap "$ok" - - - - - - \
+    $((SECONDS - started)))
+  RESULTS+=("$line")
+  log "$line (gaps counted: $(metric_sum 9464 tidemark_source_gap_records_total) of $expected)"
+  if [ $ok = no ]; then
+    FAILED=1
+    tail -n 30 "$WORK/region-a.log" || true
+    cp "$WORK/region-a.log" "$WORK/oversized-gap.region-a.log"
+  fi
+}
+
 # analyse_late: late-report on both regions' late topics after the split-hold-off run (while
 # Prometheus still has the run's metrics), then reconcile twice. Sets ADVISED_HOLD.
 analyse_late() {
@@ -550,6 +665,7 @@ for s in "${SCENARIOS[@]}"; do
     kill-mm2) scenario kill-mm2 60s kill-mm2 || FAILED=1 ;;
     kill-pipeline) scenario kill-pipeline 60s kill-pipeline || FAILED=1 ;;
     restart-broker) scenario restart-broker 60s restart-broker || FAILED=1 ;;
+    oversized-gap) oversized_gap || FAILED=1 ;;
     gateway) scenario gateway 60s gateway || FAILED=1 ;;
     *)
       echo "unknown scenario $s" >&2

@@ -295,6 +295,8 @@ enum Routed {
 struct Intake {
     state: WatermarkState,
     format: EventFormat,
+    /// The largest event the pipeline's event outputs take (see [`WorkerContext`]).
+    output_limit: Option<usize>,
     splits: Arc<Splits>,
     /// Split index -> partition position, as a vector: this lookup runs for every record.
     slot: Vec<usize>,
@@ -320,8 +322,18 @@ impl Intake {
         }
         let d = match decode(bytes, &self.format) {
             Ok(d) => d,
-            Err(r) => return self.invalid(r.reason, r.detail, bytes, split, offset),
+            Err(r) => return self.invalid(r.reason, r.detail, None, bytes, split, offset),
         };
+        // Before the watermark sees it: an event that cannot be written takes no part in time,
+        // and the same record is refused the same way on every replay.
+        if let Some(limit) = self.output_limit.filter(|&l| bytes.len() > l) {
+            let detail = format!(
+                "{} bytes; the event outputs take at most {limit}",
+                bytes.len()
+            );
+            let id = Some(d.id.as_str(bytes).to_string());
+            return self.invalid(Reason::TooLargeForOutput, detail, id, bytes, split, offset);
+        }
         let late = match self.state.event(i, d.time, now) {
             Verdict::OnTime => None,
             Verdict::Late { watermark } => Some(Box::new(Late {
@@ -330,7 +342,7 @@ impl Intake {
             })),
             Verdict::Future { ahead_ms } => {
                 let detail = format!("{ahead_ms} ms ahead of the wall clock");
-                return self.invalid(Reason::FutureTimestamp, detail, bytes, split, offset);
+                return self.invalid(Reason::FutureTimestamp, detail, None, bytes, split, offset);
             }
         };
         let id = match d.id {
@@ -350,6 +362,7 @@ impl Intake {
         &mut self,
         reason: Reason,
         detail: String,
+        id: Option<String>,
         bytes: &[u8],
         split: u32,
         offset: i64,
@@ -370,6 +383,7 @@ impl Intake {
             payload: bytes.to_vec(),
             split,
             offset,
+            id,
         })
     }
 
@@ -521,6 +535,7 @@ impl Shell {
             restored: Arc::clone(&ctx.restored),
             skipped: ctx.metrics.dead_letters_replayed.clone(),
             format,
+            output_limit: ctx.output_limit,
             counts: Counts::new(&mine, splits, &ctx.metrics),
             splits: Arc::clone(splits),
             slot,
