@@ -536,7 +536,10 @@ fn open_topic(
 
 impl TopicReader {
     /// Finds the partitions whose next offset is below their log start, reports each gap,
-    /// and (with `on_gap = "continue"`) reads on from the log start.
+    /// and (with `on_gap = "continue"`) reads on from the log start. librdkafka stops fetching
+    /// a partition whose offset was out of range and refuses to seek it, so the partitions are
+    /// assigned again, each at its next offset (what was fetched and not yet read is fetched
+    /// again: nothing is skipped or read twice).
     fn skip_gaps(
         &mut self,
         node: &str,
@@ -550,6 +553,7 @@ impl TopicReader {
                 source,
             }
         };
+        let mut gaps = false;
         for o in self.owned.iter_mut().filter(|o| !o.finished) {
             let (low, _) = self
                 .consumer
@@ -570,16 +574,21 @@ impl TopicReader {
             };
             gap.report(on_gap, metrics)?;
             o.next = low;
-            self.consumer
-                .seek(
-                    &self.topic,
-                    o.partition,
-                    Offset::Offset(low),
-                    METADATA_TIMEOUT,
-                )
-                .map_err(err(format!("seek {}/{} to {low}", self.topic, o.partition)))?;
+            gaps = true;
         }
-        Ok(())
+        if !gaps {
+            // Another partition's report of a gap already handled.
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        for o in self.owned.iter().filter(|o| !o.finished) {
+            assignment
+                .add_partition_offset(&self.topic, o.partition, Offset::Offset(o.next))
+                .map_err(err("assignment".into()))?;
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(err(format!("assign {} past the gap", self.topic)))
     }
 
     /// Reports the partitions whose reachability changed since the client last said.

@@ -601,13 +601,15 @@ oversized_gap() {
     cat "$out.after"
     ok=no
   }
+  local counted
+  counted=$(metric_sum 9464 tidemark_source_gap_records_total)
   stop_pid "$pid"
   unset "PIPELINE_PID[region-a]"
   local line
   line=$(printf '%-15s %-4s %6s/%-6s %7s/%-7s %8ss  %-3s %5ds' oversized-gap "$ok" - - - - - - \
     $((SECONDS - started)))
   RESULTS+=("$line")
-  log "$line (gaps counted: $(metric_sum 9464 tidemark_source_gap_records_total) of $expected)"
+  log "$line (gaps counted: $counted of $expected)"
   if [ $ok = no ]; then
     FAILED=1
     tail -n 30 "$WORK/region-a.log" || true
