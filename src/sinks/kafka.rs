@@ -357,7 +357,7 @@ impl Writer {
                 .map(|(k, v)| k.len() + v.len() + HEADER_FRAMING)
                 .sum::<usize>()
             + added
-            + HEADER_FRAMING;
+            + 2 * HEADER_FRAMING;
         let payload = item.payload().len();
         (payload + around > limit).then(|| limit.saturating_sub(around).min(payload))
     }
