@@ -241,6 +241,9 @@ fn check(file: &Path, connect: bool) -> bool {
             return false;
         }
     };
+    for w in tidemark::config::warnings(&config, &graph) {
+        println!("warning: {w}");
+    }
     if connect {
         let limits = match tidemark::pipeline::sink_limits(&config, &graph) {
             Ok((limits, _)) => limits,

@@ -217,6 +217,9 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
+    for w in crate::config::warnings(config, graph) {
+        tracing::warn!("{w}");
+    }
     let splits = Arc::new(sources::plan(
         &config.sources,
         &source_context(config, bounded_read(options), metrics),

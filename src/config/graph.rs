@@ -542,28 +542,70 @@ fn upstream_watermarks<'a>(
     out
 }
 
-fn check_horizons(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
+type DedupConfig = crate::operators::dedup::DedupConfig;
+type WatermarkConfig = crate::operators::watermark::WatermarkConfig;
+
+/// Every dedup with each watermark upstream of it: the pairs whose settings must agree.
+fn dedup_watermarks<'a>(
+    config: &'a PipelineConfig,
+    graph: &Graph,
+) -> Vec<(&'a str, &'a DedupConfig, &'a str, &'a WatermarkConfig)> {
+    let mut out = Vec::new();
     for (name, op) in &config.operators {
         let OperatorConfig::Dedup(d) = op else {
             continue;
         };
         for wm in upstream_watermarks(config, graph, name) {
-            let Some(OperatorConfig::Watermark(w)) = config.operators.get(wm) else {
-                continue;
-            };
-            if d.horizon < w.max_out_of_orderness {
-                err(
-                    errors,
-                    name,
-                    "horizon",
-                    format!(
-                        "{} is shorter than max_out_of_orderness of \"{wm}\" ({}): copies inside the disorder bound would be forgotten before the watermark passes them",
-                        d.horizon, w.max_out_of_orderness
-                    ),
-                );
+            if let Some(OperatorConfig::Watermark(w)) = config.operators.get(wm) {
+                out.push((name.as_str(), d, wm.as_str(), w));
             }
         }
     }
+    out
+}
+
+fn check_horizons(config: &PipelineConfig, graph: &Graph, errors: &mut Vec<ConfigError>) {
+    for (name, d, wm, w) in dedup_watermarks(config, graph) {
+        if d.horizon < w.max_out_of_orderness {
+            err(
+                errors,
+                name,
+                "horizon",
+                format!(
+                    "{} is shorter than max_out_of_orderness of \"{wm}\" ({}): copies inside the disorder bound would be forgotten before the watermark passes them",
+                    d.horizon, w.max_out_of_orderness
+                ),
+            );
+        }
+    }
+}
+
+/// What is allowed but likely a mistake, by node and field: `tidemark check` prints these and
+/// a run logs them.
+pub fn warnings(config: &PipelineConfig, graph: &Graph) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    for (name, d, wm, w) in dedup_watermarks(config, graph) {
+        let Some(hold) = w.max_split_hold else {
+            continue;
+        };
+        // A copy that waited out a whole split arrives about the hold plus the disorder bound
+        // behind the watermark. With less than a quarter of a horizon to spare, a split a
+        // little longer than the hold puts copies past the horizon, where dedup can no longer
+        // check them.
+        let reach = hold.0.saturating_add(w.max_out_of_orderness.0);
+        if reach.saturating_mul(4) > d.horizon.0.saturating_mul(3) {
+            err(
+                &mut out,
+                name,
+                "horizon",
+                format!(
+                    "{} leaves little room over max_split_hold ({}) plus max_out_of_orderness ({}) of \"{wm}\": copies delayed by a split a little longer than the hold would be past the horizon and pass unchecked (marked tidemark-beyond-horizon in the late output); keep the horizon above 4/3 of their sum",
+                    d.horizon, hold, w.max_out_of_orderness
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// Exactly-once needs a dedup between each watermark and each Kafka sink of events: a restart

@@ -15,7 +15,7 @@ mod gateway;
 mod graph;
 
 pub use gateway::{parse_gateway, GatewayConfig, GatewayFile};
-pub use graph::{to_dot, to_mermaid, Graph, NodeKind, NodeRef};
+pub use graph::{to_dot, to_mermaid, warnings, Graph, NodeKind, NodeRef};
 
 pub use crate::component::ConfigError;
 use crate::component::{deserialize, Millis};

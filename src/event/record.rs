@@ -93,6 +93,9 @@ pub struct Late {
     pub watermark: std::num::NonZeroU64,
     /// Wall-clock arrival time, epoch milliseconds.
     pub arrival_ms: u64,
+    /// Set by dedup when the event was older than its watermark minus the dedup horizon, so
+    /// an earlier copy may already have been forgotten: it passed unchecked.
+    pub beyond_horizon: bool,
 }
 
 /// An event id: a span of the payload (no allocation), or its own string when the JSON

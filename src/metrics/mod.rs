@@ -94,6 +94,10 @@ families! {
     /// `tidemark_dedup_conflicts_total`: duplicates whose payload differs from the first copy.
     dedup_conflicts: IntCounter = "tidemark_dedup_conflicts_total",
         "Duplicates with a different payload than the first copy", [];
+    /// `tidemark_dedup_beyond_horizon_total{region}`: late events older than the watermark minus
+    /// the dedup horizon, passed to the late output unchecked, by origin region.
+    dedup_beyond_horizon: IntCounterVec = "tidemark_dedup_beyond_horizon_total",
+        "Late events too old for dedup to check, passed unchecked", ["region"];
     /// `tidemark_dedup_unique_total`: events that passed dedup as first copies.
     dedup_unique: IntCounter = "tidemark_dedup_unique_total",
         "Events passed by dedup as first copies", [];

@@ -2,7 +2,9 @@
 //! counted, and a copy whose payload differs from the first is counted as a conflict.
 //!
 //! Records are exchanged by id hash, so every copy of an id meets the same worker. Ids are
-//! remembered until the input frontier (the watermark) is `horizon` past their event time.
+//! remembered until the input frontier (the watermark) is `horizon` past their event time. A
+//! late event older than that can no longer be checked: it goes to the late output marked
+//! `beyond_horizon` and counted, never silently passed as unique.
 //! Membership is exact over 128-bit id hashes (xxh3-128); two different ids collide with
 //! probability about n²/2¹²⁹, which at a billion live ids is 10⁻²¹.
 
@@ -163,6 +165,12 @@ impl DedupState {
         }
     }
 
+    /// True when an event of this time may have outlived its id: an earlier copy could already
+    /// be forgotten, so a first-seen verdict proves nothing.
+    pub fn beyond_horizon(&self, time_ms: u64) -> bool {
+        time_ms / 1000 < self.keep_from
+    }
+
     /// Ids remembered.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -239,6 +247,11 @@ pub fn dedup<'scope>(
         .iter()
         .map(|r| m.duplicates.with_label_values(&[r]))
         .collect();
+    let beyond_counters: Vec<_> = splits
+        .regions
+        .iter()
+        .map(|r| m.dedup_beyond_horizon.with_label_values(&[r]))
+        .collect();
 
     builder.build(move |caps: Vec<Capability<u64>>| {
         drop(caps);
@@ -257,22 +270,36 @@ pub fn dedup<'scope>(
             reported: (0, 0),
         };
         let mut dups = vec![0u64; dup_counters.len()];
+        let mut beyond = vec![0u64; beyond_counters.len()];
         let (mut conflicts, mut unique) = (0u64, 0u64);
         let mut verdicts = Vec::new();
         move |frontiers| {
             let mut on_handle = on_out.activate();
             let mut late_handle = late_out.activate();
+            // Evict first: every record still to come has a time at or past the frontier, so the
+            // cutoff it gives already holds for this batch, and an event behind it is told so.
+            // An empty frontier means the input has ended: the table goes with the operator, so
+            // a last sweep would read it all for nothing.
+            if let Some(frontier) = frontiers[0].frontier().iter().next() {
+                held.state.evict(*frontier);
+            }
             input.for_each(|cap, data| {
                 let on_cap = cap.retain_least(0).expect("a message has a time");
                 let late_cap = cap.retain_least(1).expect("a message has a time");
                 let mut on_time = on_handle.session(&on_cap);
                 let mut late = late_handle.session(&late_cap);
                 held.state.offer_all(data, &mut verdicts);
-                for (e, verdict) in data.drain(..).zip(verdicts.iter()) {
+                for (mut e, verdict) in data.drain(..).zip(verdicts.iter()) {
                     match *verdict {
                         Verdict::First => {
                             unique += 1;
-                            if e.late.is_some() {
+                            if let Some(l) = &mut e.late {
+                                // Only a late event can be this old: an on-time one is at or
+                                // past the frontier.
+                                if held.state.beyond_horizon(e.time) {
+                                    l.beyond_horizon = true;
+                                    beyond[splits.get(e.split).region_index] += 1;
+                                }
                                 late.give(e);
                             } else {
                                 on_time.give(e);
@@ -285,12 +312,11 @@ pub fn dedup<'scope>(
                     }
                 }
             });
-            // An empty frontier means the input has ended: the table goes with the operator, so
-            // a last sweep would read it all for nothing.
-            if let Some(frontier) = frontiers[0].frontier().iter().next() {
-                held.state.evict(*frontier);
-            }
-            for (c, n) in dup_counters.iter().zip(dups.iter_mut()) {
+            for (c, n) in dup_counters
+                .iter()
+                .zip(dups.iter_mut())
+                .chain(beyond_counters.iter().zip(beyond.iter_mut()))
+            {
                 if *n > 0 {
                     c.inc_by(std::mem::take(n));
                 }
@@ -336,5 +362,21 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s.offer(&ev("new", 16_000, "x")), Verdict::Duplicate);
         assert_eq!(s.offer(&ev("old", 5_000, "x")), Verdict::First);
+    }
+
+    #[test]
+    fn an_event_is_beyond_the_horizon_exactly_when_its_id_may_be_forgotten() {
+        let mut s = DedupState::new(10_000);
+        assert!(
+            !s.beyond_horizon(0),
+            "nothing is forgotten before a frontier"
+        );
+        s.evict(25_400);
+        // Cutoff 15.4 s: the whole second 15 is still kept, second 14 may be gone.
+        assert!(s.beyond_horizon(14_999));
+        assert!(!s.beyond_horizon(15_000));
+        // The frontier never moves back, and neither does the cutoff.
+        s.evict(20_000);
+        assert!(s.beyond_horizon(14_999));
     }
 }

@@ -179,6 +179,10 @@ impl SinkItem for Event {
                 (late.watermark.get() - self.time).to_string(),
             ));
             h.push(("tidemark-arrival-ms", late.arrival_ms.to_string()));
+            if late.beyond_horizon {
+                // Dedup could not check it: an earlier copy may have been written already.
+                h.push(("tidemark-beyond-horizon", "true".into()));
+            }
             if let Some(from) = &split.replicated_from {
                 // Tells the late-arrival analysis which knob applies: a replicated source's
                 // lateness is what `max_split_hold` is for.

@@ -1,8 +1,11 @@
 //! Checks the guarantees on what a run wrote: nothing lost, nothing duplicated, every ordered
 //! partition in event-time order, every late event really behind its watermark, every payload
 //! unchanged, every invalid record accounted for with a reason.
+//!
+//! Output records are read with serde_json, never with the pipeline's own decoder: a check must
+//! not share what it checks. Only the id is taken from a record; its time is what the sender
+//! recorded, and its bytes must equal what was sent.
 
-use crate::event::decode;
 use crate::event::EventFormat;
 use crate::tools::topic::read_topic;
 use anyhow::Context;
@@ -41,9 +44,9 @@ pub struct Expected {
     pub invalid: u64,
     /// Records sent in total (valid copies, duplicates, invalid).
     pub sent: u64,
-    /// Ids sent but never acknowledged (payloads too): they may or may not be in the output, but
-    /// at most once.
-    pub unacknowledged: HashMap<String, Vec<u8>>,
+    /// Ids sent but never acknowledged (times and payloads too): they may or may not be in the
+    /// output, but at most once.
+    pub unacknowledged: HashMap<String, (u64, Vec<u8>)>,
     /// The invalid records sent are pairwise distinct, so they are counted by distinct payload:
     /// a replication retry may deliver one twice, and that is no loss and no event duplicate.
     pub invalid_distinct: bool,
@@ -86,6 +89,14 @@ pub struct Report {
     pub too_large_for_output: u64,
     /// Invalid records without a reason header.
     pub reasonless: u64,
+    /// Late records marked `tidemark-beyond-horizon`: dedup could not check them.
+    pub beyond_horizon: u64,
+    /// Extra copies that are marked beyond the horizon: flagged, not silent, but still copies.
+    /// They fail the check unless `allow_beyond_horizon` is set.
+    pub duplicated_beyond_horizon: u64,
+    /// Accept extra copies marked beyond the horizon (a run that outlasts the horizon on
+    /// purpose); every unmarked extra copy still fails.
+    pub allow_beyond_horizon: bool,
 }
 
 impl Report {
@@ -109,6 +120,7 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.lost == 0
             && self.duplicated == 0
+            && (self.allow_beyond_horizon || self.duplicated_beyond_horizon == 0)
             && self.order_violations == 0
             && self.late_violations == 0
             && self.foreign == 0
@@ -139,6 +151,13 @@ impl fmt::Display for Report {
         }
         writeln!(f, "lost                {:>10}", self.lost)?;
         writeln!(f, "duplicated          {:>10}", self.duplicated)?;
+        if self.beyond_horizon > 0 {
+            writeln!(
+                f,
+                "beyond horizon      {:>10}  (of them copies: {})",
+                self.beyond_horizon, self.duplicated_beyond_horizon
+            )?;
+        }
         writeln!(f, "order violations    {:>10}", self.order_violations)?;
         writeln!(f, "late violations     {:>10}", self.late_violations)?;
         write!(f, "changed or unknown  {:>10}", self.foreign)
@@ -154,14 +173,15 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
         count_distinct_invalid: expected.invalid_distinct,
         ..Report::default()
     };
-    let mut seen: HashMap<&str, u32> = HashMap::new();
+    // id -> (copies written, copies marked beyond the dedup horizon).
+    let mut seen: HashMap<&str, (u32, u32)> = HashMap::new();
     let mut last_time: HashMap<i32, u64> = HashMap::new();
     let mut invalid_payloads: std::collections::HashSet<&[u8]> = Default::default();
     for o in observed {
         if o.output == Output::Invalid {
             if let Some(id) = refused_event(o, expected) {
                 r.too_large_for_output += 1;
-                *seen.entry(id).or_default() += 1;
+                seen.entry(id).or_default().0 += 1;
                 continue;
             }
             r.invalid += 1;
@@ -169,24 +189,27 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
             r.reasonless += u64::from(!o.headers.contains_key("tidemark-reason"));
             continue;
         }
-        let Ok(d) = decode(&o.payload, format) else {
+        let Some(id) = json_id(&o.payload, format) else {
             r.foreign += 1;
             continue;
         };
-        let id = d.id.as_str(&o.payload);
-        match expected.events.get_key_value(id) {
-            Some((id, (_, payload))) if *payload == o.payload => {
-                *seen.entry(id.as_str()).or_default() += 1
+        let marked = o.output == Output::Late
+            && o.headers.get("tidemark-beyond-horizon").map(String::as_str) == Some("true");
+        r.beyond_horizon += u64::from(marked);
+        let time = match expected.events.get_key_value(id.as_str()) {
+            Some((id, (time, payload))) if *payload == o.payload => {
+                let n = seen.entry(id.as_str()).or_default();
+                n.0 += 1;
+                n.1 += u32::from(marked);
+                *time
             }
-            None => match expected.unacknowledged.get_key_value(id) {
-                Some((id, payload)) if *payload == o.payload => {
+            None => match expected.unacknowledged.get_key_value(id.as_str()) {
+                Some((id, (time, payload))) if *payload == o.payload => {
                     let n = seen.entry(id.as_str()).or_default();
-                    *n += 1;
-                    if *n == 1 {
-                        r.unacknowledged_written += 1;
-                    } else {
-                        r.duplicated += 1;
-                    }
+                    n.0 += 1;
+                    n.1 += u32::from(marked);
+                    r.unacknowledged_written += u64::from(n.0 == 1);
+                    *time
                 }
                 _ => {
                     r.foreign += 1;
@@ -197,15 +220,15 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
                 r.foreign += 1;
                 continue;
             }
-        }
+        };
         match o.output {
             Output::Ordered(p) => {
                 r.ordered += 1;
                 let last = last_time.entry(p).or_insert(0);
-                if d.time < *last {
+                if time < *last {
                     r.order_violations += 1;
                 }
-                *last = (*last).max(d.time);
+                *last = (*last).max(time);
             }
             Output::Late => {
                 r.late += 1;
@@ -217,17 +240,23 @@ pub fn verify(expected: &Expected, observed: &[Observed], format: &EventFormat) 
                     .headers
                     .get("tidemark-lateness-ms")
                     .and_then(|v| v.parse::<u64>().ok());
-                let good = matches!((wm, lateness), (Some(w), Some(l)) if w > d.time && l == w - d.time && l > 0);
+                let good = matches!((wm, lateness), (Some(w), Some(l)) if w > time && l == w - time && l > 0);
                 r.late_violations += u64::from(!good);
             }
             Output::Invalid => unreachable!("handled above"),
         }
     }
-    for id in expected.events.keys() {
-        match seen.get(id.as_str()) {
-            None => r.lost += 1,
-            Some(&n) => r.duplicated += u64::from(n - 1),
-        }
+    r.lost = expected
+        .events
+        .keys()
+        .filter(|id| !seen.contains_key(id.as_str()))
+        .count() as u64;
+    for &(copies, marked) in seen.values() {
+        // A marked copy passed dedup unchecked and says so; any other extra copy is silent.
+        let extra = copies - 1;
+        let flagged = extra.min(marked);
+        r.duplicated += u64::from(extra - flagged);
+        r.duplicated_beyond_horizon += u64::from(flagged);
     }
     r
 }
@@ -288,12 +317,17 @@ pub fn output_ids(
     observed
         .iter()
         .filter(|o| o.output != Output::Invalid)
-        .filter_map(|o| {
-            decode(&o.payload, format)
-                .ok()
-                .map(|d| d.id.as_str(&o.payload).to_string())
-        })
+        .filter_map(|o| json_id(&o.payload, format))
         .collect()
+}
+
+/// The id of an output record, read with serde_json: a top-level string field.
+fn json_id(payload: &[u8], format: &EventFormat) -> Option<String> {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).ok()?;
+    match v.remove(&format.id_field)? {
+        serde_json::Value::String(id) => Some(id),
+        _ => None,
+    }
 }
 
 /// Options of `tidemark verify`.
@@ -319,6 +353,11 @@ pub struct VerifyOptions {
     /// job's outputs, in the side-by-side benchmarks).
     #[arg(long, default_value = "log-events")]
     pub outputs: String,
+    /// Accept extra copies on the late topic marked `tidemark-beyond-horizon` (a run that
+    /// outlasts the dedup horizon on purpose, where such copies are the documented outcome);
+    /// every unmarked extra copy still fails.
+    #[arg(long)]
+    pub allow_beyond_horizon: bool,
 }
 
 /// Runs `tidemark verify`: prints a table, one column per cluster, and returns whether every
@@ -340,7 +379,10 @@ pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
         loop {
             let observed = read_outputs_named(bootstrap, &o.outputs)
                 .map_err(|e| anyhow::anyhow!("reading the outputs of {bootstrap}: {e}"))?;
-            let report = verify(&expected, &observed, &format);
+            let report = Report {
+                allow_beyond_horizon: o.allow_beyond_horizon,
+                ..verify(&expected, &observed, &format)
+            };
             if report.complete() || std::time::Instant::now() >= deadline {
                 results.push((bootstrap.clone(), report, output_ids(&observed, &format)));
                 break;
@@ -355,6 +397,7 @@ pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
             if o.at_least_once {
                 Report {
                     duplicated: 0,
+                    duplicated_beyond_horizon: 0,
                     order_violations: 0,
                     ..r.clone()
                 }
@@ -395,6 +438,11 @@ fn table(results: &[Checked], same: bool) -> String {
         ("late", |r| r.late.to_string(), false),
         ("lost", |r| r.lost.to_string(), true),
         ("duplicated", |r| r.duplicated.to_string(), true),
+        (
+            "beyond horizon (copies)",
+            |r| format!("{} ({})", r.beyond_horizon, r.duplicated_beyond_horizon),
+            false,
+        ),
         ("order violations", |r| r.order_violations.to_string(), true),
         ("late violations", |r| r.late_violations.to_string(), true),
         ("changed or unknown", |r| r.foreign.to_string(), true),
@@ -476,7 +524,7 @@ pub fn read_ids(path: &std::path::Path) -> anyhow::Result<Expected> {
             .and_then(|t| t.parse().ok())
             .ok_or_else(bad)?;
         if acks == b"0" {
-            expected.unacknowledged.insert(id, payload.to_vec());
+            expected.unacknowledged.insert(id, (time, payload.to_vec()));
         } else {
             expected.events.insert(id, (time, payload.to_vec()));
         }
@@ -505,7 +553,7 @@ mod tests {
         assert_eq!((e.sent, e.invalid, e.events.len()), (5, 1, 2));
         // Never acknowledged: allowed in the output once, not required.
         let cc = br#"{"eventId":"cc","timestamp":3000}"#.to_vec();
-        assert_eq!(e.unacknowledged.get("cc"), Some(&cc));
+        assert_eq!(e.unacknowledged.get("cc"), Some(&(3000, cc.clone())));
         let out = |payload: &[u8]| Observed {
             output: Output::Ordered(0),
             payload: payload.to_vec(),
@@ -541,5 +589,52 @@ mod tests {
         std::fs::write(&path, "aa\tnot-a-time\t1\t{}\n").unwrap();
         assert!(read_ids(&path).unwrap_err().to_string().contains(":1:"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_copy_marked_beyond_the_horizon_is_flagged_and_fails_unless_allowed() {
+        let payload = br#"{"eventId":"a","timestamp":1000}"#.to_vec();
+        let mut expected = Expected {
+            sent: 2,
+            ..Default::default()
+        };
+        expected.events.insert("a".into(), (1000, payload.clone()));
+        let late = |marked: bool| Observed {
+            output: Output::Late,
+            payload: payload.clone(),
+            headers: [
+                ("tidemark-watermark", "5000"),
+                ("tidemark-lateness-ms", "4000"),
+            ]
+            .into_iter()
+            .chain(marked.then_some(("tidemark-beyond-horizon", "true")))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        };
+        let ordered = Observed {
+            output: Output::Ordered(0),
+            payload: payload.clone(),
+            headers: Default::default(),
+        };
+        let format = EventFormat::default();
+        let r = verify(&expected, &[ordered.clone(), late(true)], &format);
+        assert_eq!(
+            (r.duplicated, r.duplicated_beyond_horizon, r.beyond_horizon),
+            (0, 1, 1)
+        );
+        assert!(!r.ok(), "a copy is a copy, marked or not");
+        assert!(Report {
+            allow_beyond_horizon: true,
+            ..r
+        }
+        .ok());
+        // Unmarked, the same copy is a silent duplicate whatever is allowed.
+        let r = verify(&expected, &[ordered, late(false)], &format);
+        assert_eq!((r.duplicated, r.duplicated_beyond_horizon), (1, 0));
+        assert!(!Report {
+            allow_beyond_horizon: true,
+            ..r
+        }
+        .ok());
     }
 }

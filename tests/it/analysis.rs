@@ -397,12 +397,15 @@ fn reconciling_twice_writes_nothing_new() {
     assert_eq!(corrections.len() as u64, first.written);
     let mut ids = HashMap::new();
     for (_, payload, headers) in &corrections {
-        let d = tidemark::event::decode(payload, &config.event).unwrap();
+        // serde_json, not the pipeline's decoder: the check must not share what it checks.
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let time = v["timestamp"].as_u64().unwrap();
         let start: u64 = headers["tidemark-window-start"].parse().unwrap();
         let end: u64 = headers["tidemark-window-end"].parse().unwrap();
-        assert!(start <= d.time && d.time < end && end - start == 1_000);
+        assert!(start <= time && time < end && end - start == 1_000);
         assert!(headers.contains_key("tidemark-lateness-ms"));
-        *ids.entry(d.id.as_str(payload).to_string()).or_insert(0) += 1;
+        *ids.entry(v["eventId"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
     assert!(ids.values().all(|n| *n == 1), "a correction written twice");
 

@@ -124,6 +124,7 @@ fn metrics_doc_lists_exactly_the_declared_series() {
         .inc();
     m.dead_letters_truncated.with_label_values(&["s"]).inc();
     m.source_gap.with_label_values(&["s", "t", "0"]).inc();
+    m.dedup_beyond_horizon.with_label_values(&["r"]).inc();
     let link = ["region-b", "region-a"];
     m.replication_lag.with_label_values(&link).set(1.0);
     m.split_brain.with_label_values(&link).set(1);

@@ -27,6 +27,21 @@ region = "region-a"
     )
 }
 
+/// The base pipeline reading a remote topic (region left out), its watermark holding splits.
+fn replicated_with_hold(hold: &str) -> String {
+    base()
+        .replacen(
+            r#"region = "region-a""#,
+            r#"replicated_from = "region-b""#,
+            1,
+        )
+        .replacen(
+            r#"max_out_of_orderness = "2s""#,
+            &format!("max_out_of_orderness = \"2s\"\nmax_split_hold = \"{hold}\""),
+            1,
+        )
+}
+
 fn errors(text: &str) -> Vec<ConfigError> {
     parse(text).err().unwrap_or_default()
 }
@@ -238,17 +253,7 @@ fn replicated_sources() {
         "idle_timeout",
     );
     // A remote topic with the region left out is valid, and a hold is then accepted.
-    let text = base()
-        .replacen(
-            r#"region = "region-a""#,
-            r#"replicated_from = "region-b""#,
-            1,
-        )
-        .replacen(
-            r#"max_out_of_orderness = "2s""#,
-            "max_out_of_orderness = \"2s\"\nmax_split_hold = \"30s\"",
-            1,
-        );
+    let text = replicated_with_hold("30s");
     let (config, _) = parse(&text).expect("a remote-topic source is valid");
     let tidemark::sources::SourceConfig::Kafka(k) = &config.sources["src"] else {
         panic!("kafka source")
@@ -483,4 +488,28 @@ fn exactly_once_needs_a_dedup_before_each_kafka_sink_of_events() {
     // At-least-once is the user's explicit choice.
     let relaxed = format!("[pipeline]\nname = \"p\"\ndelivery = \"at_least_once\"\n{text}");
     assert!(errors(&relaxed).is_empty(), "{:?}", errors(&relaxed));
+}
+
+#[test]
+fn a_split_hold_near_the_horizon_is_warned_of_by_node_and_field() {
+    let held = |hold: &str, horizon: &str| {
+        let text = replicated_with_hold(hold).replacen(
+            r#"horizon = "10m""#,
+            &format!("horizon = \"{horizon}\""),
+            1,
+        );
+        let (config, graph) = parse(&text).expect("valid: it is a warning, not an error");
+        tidemark::config::warnings(&config, &graph)
+    };
+    // 2 s + 7 m 28 s = 7.5 m, exactly three quarters of 10 m: room enough.
+    assert!(held("448s", "10m").is_empty());
+    let warned = held("449s", "10m");
+    has(&warned, "dedup", "horizon", "max_split_hold (449s)");
+    assert!(held("30s", "10m").is_empty());
+    has(&held("9m", "10m"), "dedup", "horizon", "beyond-horizon");
+    // Without a hold nothing waits on a split, so there is nothing to warn of.
+    assert!(
+        tidemark::config::warnings(&parse(&base()).unwrap().0, &parse(&base()).unwrap().1)
+            .is_empty()
+    );
 }

@@ -339,6 +339,7 @@ impl Intake {
             Verdict::Late { watermark } => Some(Box::new(Late {
                 watermark,
                 arrival_ms: now,
+                beyond_horizon: false,
             })),
             Verdict::Future { ahead_ms } => {
                 let detail = format!("{ahead_ms} ms ahead of the wall clock");
