@@ -12,8 +12,8 @@ pub use server::{serve, MetricsServer};
 
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// A metric family that can be made from its name, help and labels.
@@ -48,6 +48,24 @@ plain_family!(IntCounter, IntGauge, Gauge);
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Event time minus the Kafka record's timestamp, in seconds, both signs: a healthy producer
+/// sits a little below zero (the event is made, then appended); one whose clock runs ahead sits
+/// above it. Fine from zero to tens of seconds, where disorder bounds usually lie, coarse out to
+/// ten minutes. With negative observations the `_sum` series can fall, so it is no counter for
+/// `rate()`: alerts read medians from the buckets, which only ever grow.
+const SKEW_BUCKETS: &[f64] = &[
+    -600.0, -120.0, -60.0, -30.0, -15.0, -10.0, -5.0, -3.0, -2.0, -1.0, -0.5, -0.25, -0.1, 0.0,
+    0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 600.0,
+];
+
+/// The labelled histogram is the event-time skew's; request latencies are unlabelled.
+impl Family for HistogramVec {
+    fn make(name: &str, help: &str, labels: &[&str]) -> Self {
+        let opts = HistogramOpts::new(name, help).buckets(SKEW_BUCKETS.to_vec());
+        HistogramVec::new(opts, labels).expect("valid metric")
+    }
+}
 
 impl Family for Histogram {
     fn make(name: &str, help: &str, _labels: &[&str]) -> Self {
@@ -98,6 +116,14 @@ families! {
     /// the dedup horizon, passed to the late output unchecked, by origin region.
     dedup_beyond_horizon: IntCounterVec = "tidemark_dedup_beyond_horizon_total",
         "Late events too old for dedup to check, passed unchecked", ["region"];
+    /// `tidemark_event_time_skew_seconds{source,region}`: event time minus the Kafka record's
+    /// timestamp, by source and origin region.
+    event_time_skew: HistogramVec = "tidemark_event_time_skew_seconds",
+        "Event time minus the Kafka record timestamp", ["source", "region"];
+    /// `tidemark_watermark_max_out_of_orderness_seconds{node}`: the disorder bound, so alerts
+    /// can compare skew with it.
+    watermark_bound: GaugeVec = "tidemark_watermark_max_out_of_orderness_seconds",
+        "The watermark node's max_out_of_orderness", ["node"];
     /// `tidemark_dedup_unique_total`: events that passed dedup as first copies.
     dedup_unique: IntCounter = "tidemark_dedup_unique_total",
         "Events passed by dedup as first copies", [];

@@ -150,6 +150,7 @@ impl SplitReader for FileReader {
                     split: f.split,
                     offset,
                     bytes: line,
+                    timestamp: None,
                 });
                 n += 1;
             }

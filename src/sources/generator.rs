@@ -235,6 +235,7 @@ impl SplitReader for GeneratorReader {
                         split: p.split,
                         offset,
                         bytes: &p.last,
+                        timestamp: None,
                     });
                 } else {
                     let id = (u128::from(p.rng.next_u64()) << 64) | u128::from(p.rng.next_u64());
@@ -257,6 +258,7 @@ impl SplitReader for GeneratorReader {
                         split: p.split,
                         offset,
                         bytes: &self.buf,
+                        timestamp: None,
                     });
                     std::mem::swap(&mut p.last, &mut self.buf);
                 }

@@ -663,6 +663,7 @@ impl SplitReader for KafkaReader {
                             split: o.split,
                             offset,
                             bytes: msg.payload().unwrap_or(&[]),
+                            timestamp: msg.timestamp().to_millis(),
                         });
                         n += 1;
                         if o.end.is_some_and(|e| offset + 1 >= e) {

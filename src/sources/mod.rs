@@ -77,6 +77,9 @@ pub enum Polled<'a> {
         offset: i64,
         /// Its bytes.
         bytes: &'a [u8],
+        /// The Kafka record's timestamp (epoch ms: log-append or create time, as the topic
+        /// keeps it), for the clock-skew histogram; `None` where there is none.
+        timestamp: Option<i64>,
     },
     /// The split is caught up with what exists now.
     End {

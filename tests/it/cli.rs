@@ -125,6 +125,10 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.dead_letters_truncated.with_label_values(&["s"]).inc();
     m.source_gap.with_label_values(&["s", "t", "0"]).inc();
     m.dedup_beyond_horizon.with_label_values(&["r"]).inc();
+    m.event_time_skew
+        .with_label_values(&["s", "r"])
+        .observe(-0.1);
+    m.watermark_bound.with_label_values(&["wm"]).set(2.0);
     let link = ["region-b", "region-a"];
     m.replication_lag.with_label_values(&link).set(1.0);
     m.split_brain.with_label_values(&link).set(1);

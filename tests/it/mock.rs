@@ -225,3 +225,60 @@ fn a_failed_delivery_stops_the_job_and_commits_nothing() {
         "no offset was committed past an unwritten event"
     );
 }
+
+/// Produces `n` events into `log-events` with record timestamps `lead_ms` behind their event
+/// times: a producer whose event clock runs `lead_ms` ahead of the broker's.
+fn produce_with_lead(bootstrap: &str, prefix: &str, n: u64, time: u64, lead_ms: i64) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for i in 0..n {
+        let t = time + i;
+        let payload = format!(r#"{{"eventId":"{prefix}-{i}","timestamp":{t}}}"#);
+        producer
+            .send(
+                BaseRecord::<(), _>::to("log-events")
+                    .payload(&payload)
+                    .timestamp(t as i64 - lead_ms),
+            )
+            .unwrap();
+    }
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn event_time_skew_is_measured_per_source_against_the_record_timestamp() {
+    let (a, b) = regions(2, 8);
+    let (ba, bb) = (a.bootstrap_servers(), b.bootstrap_servers());
+    let now = tidemark::runtime::wall_ms() - 60_000;
+    // region-a's producers are in step with their broker; region-b's run 4 s ahead.
+    produce_with_lead(&ba, "a", 300, now, 100);
+    produce_with_lead(&bb, "b", 200, now, 4_000);
+    let (config, graph) = tidemark::tools::demo::pipeline(&ba, &bb, 8).unwrap();
+    let metrics = tidemark::metrics::Metrics::new();
+    tidemark::pipeline::run_bounded(&config, &graph, 2, &metrics).unwrap();
+    let skew = |source: &str, region: &str| {
+        let h = metrics.event_time_skew.with_label_values(&[source, region]);
+        (h.get_sample_count(), h.get_sample_sum())
+    };
+    let (count_a, sum_a) = skew("src_a", "region-a");
+    let (count_b, sum_b) = skew("src_b", "region-b");
+    assert_eq!((count_a, count_b), (300, 200), "one sample per event read");
+    assert!(
+        (sum_a / 300.0 - 0.1).abs() < 1e-9,
+        "region-a mean {}",
+        sum_a / 300.0
+    );
+    assert!(
+        (sum_b / 200.0 - 4.0).abs() < 1e-9,
+        "region-b mean {}",
+        sum_b / 200.0
+    );
+    let bound = metrics.watermark_bound.with_label_values(&["wm"]).get();
+    assert_eq!(
+        bound, 2.0,
+        "the disorder bound alerts compare the skew with"
+    );
+}

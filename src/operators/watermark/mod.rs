@@ -129,6 +129,11 @@ impl OperatorNode for WatermarkConfig {
             mine,
         };
         let policy = WatermarkPolicy::from(self);
+        cx.worker
+            .metrics
+            .watermark_bound
+            .with_label_values(&[node])
+            .set(policy.max_out_of_orderness as f64 / 1000.0);
         let (out, handle) = watermark(cx.scope, node, policy, cx.event.clone(), owned, cx.worker);
         cx.handles.push(handle);
         Ok(vec![
@@ -312,7 +317,14 @@ struct Intake {
 impl Intake {
     /// One record: decoded, judged by the rules, and routed.
     #[inline]
-    fn record(&mut self, split: u32, offset: i64, bytes: &[u8], now: u64) -> Routed {
+    fn record(
+        &mut self,
+        split: u32,
+        offset: i64,
+        bytes: &[u8],
+        timestamp: Option<i64>,
+        now: u64,
+    ) -> Routed {
         let i = self.slot[split as usize];
         self.state.record(i, now);
         self.counts.read(i, bytes.len());
@@ -333,6 +345,9 @@ impl Intake {
             );
             let id = Some(d.id.as_str(bytes).to_string());
             return self.invalid(Reason::TooLargeForOutput, detail, id, bytes, split, offset);
+        }
+        if let Some(ts) = timestamp {
+            self.counts.skew(i, d.time as i64 - ts);
         }
         let late = match self.state.event(i, d.time, now) {
             Verdict::OnTime => None,
@@ -412,6 +427,8 @@ struct Counts {
     events_in: Vec<(prometheus::IntCounter, prometheus::IntCounter)>,
     late_in: Vec<prometheus::IntCounter>,
     invalid_in: Vec<prometheus::IntCounter>,
+    /// Per partition: event time minus record timestamp, added up locally between flushes.
+    skew: Vec<prometheus::local::LocalHistogram>,
 }
 
 impl Counts {
@@ -436,7 +453,17 @@ impl Counts {
             .iter()
             .map(|r| m.invalid_events.with_label_values(&[r.as_str()]))
             .collect();
+        let skew = mine
+            .iter()
+            .map(|&s| {
+                let sp = splits.get(s);
+                m.event_time_skew
+                    .with_label_values(&[sp.node.as_str(), sp.region.as_str()])
+                    .local()
+            })
+            .collect();
         Counts {
+            skew,
             events: vec![0; mine.len()],
             bytes: vec![0; mine.len()],
             late: vec![0; late_in.len()],
@@ -453,7 +480,15 @@ impl Counts {
         self.bytes[partition] += bytes as u64;
     }
 
+    #[inline]
+    fn skew(&mut self, partition: usize, skew_ms: i64) {
+        self.skew[partition].observe(skew_ms as f64 / 1000.0);
+    }
+
     fn flush(&mut self) {
+        for h in &self.skew {
+            h.flush();
+        }
         for (((events, bytes), n), b) in self
             .events_in
             .iter()
@@ -639,7 +674,8 @@ impl Shell {
                     split,
                     offset,
                     bytes,
-                } => match intake.record(split, offset, bytes, now) {
+                    timestamp,
+                } => match intake.record(split, offset, bytes, timestamp, now) {
                     Routed::OnTime(e) => on_time.give(e),
                     Routed::Late(e) => late.give(e),
                     Routed::Invalid(r) => invalid.give(r),
