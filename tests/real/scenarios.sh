@@ -27,7 +27,16 @@
 #                    copy of region-a's pipeline is started, which fences the first (it must
 #                    stop, saying so). Each kill asserts the pid is gone and the new process
 #                    restored its state
-#   restart-broker   region-b's broker stopped mid-load and started again
+#   partition        MM2 cut off from region-b by nftables in its own network namespace
+#                    (infra/regions up --netns) for 15 s, left running: the pipelines must see
+#                    the split, and MM2 must replicate again by itself after the heal
+#   beyond-horizon   pipelines with a 15 s dedup horizon and no hold, MM2 frozen (SIGSTOP) for
+#                    30 s: the copies that cross after it are past the horizon, so each goes to
+#                    the late topic marked tidemark-beyond-horizon; verify allows marked copies
+#                    only, and the marked records must equal the pipelines' counters
+#   restart-broker   region-b's broker stopped mid-load and started again: no event late
+#   kill-broker      region-b's broker SIGKILLed mid-load (its pid must be gone) and started
+#                    again 5 s later
 #   oversized-gap    region-a's pipeline alone: a load with two valid events too large for the
 #                    outputs (1,000,263 bytes, and 1,048,000: just under 1 MiB), which must
 #                    become too_large_for_output dead letters without stopping anything (strict
@@ -40,7 +49,10 @@
 #                    and return once region-b has been healthy for 3 s (a second, short load
 #                    after the recovery makes sure they have traffic to return with)
 #
-# Each scenario starts from fresh clusters, so each verifies only its own traffic. Everything
+# Every scenario proves its fault: a fault command that fails fails the scenario (each runs
+# with errexit on), a killed pid must be gone, and a cut in replication must show as a split in
+# the pipelines' metrics. Each scenario starts from fresh clusters, so each verifies only its
+# own traffic. Everything
 # this script starts is stopped by pid when it exits. Only loopback addresses are used.
 set -euo pipefail
 
@@ -69,7 +81,8 @@ done
   echo "--duration below 20 s would leave no load on either side of a 5 s split" >&2
   exit 2
 }
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2 kill-pipeline restart-broker oversized-gap gateway)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2 partition
+  beyond-horizon kill-pipeline restart-broker kill-broker oversized-gap gateway)
 
 BIN=$ROOT/target/release/tidemark
 WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
@@ -81,7 +94,6 @@ GATEWAY_LOAD_PID=
 MM2_START_PID=
 SAMPLER_PID=
 FAILED=0
-RESULTS=()
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
@@ -112,11 +124,12 @@ cleanup() {
 trap cleanup EXIT
 
 # start_pipeline REGION HOLD [WORKERS [FLAGS...]]: runs pipelines/REGION.toml with
-# max_split_hold = HOLD.
+# max_split_hold = HOLD (and the dedup horizon HORIZON, when the caller sets it).
 start_pipeline() {
   local r=$1 hold=$2 file=$WORK/$1.toml workers=${3:-2}
   shift $(($# < 3 ? $# : 3))
-  sed "s/^max_split_hold = .*/max_split_hold = \"$hold\"/" "pipelines/$r.toml" >"$file"
+  sed -e "s/^max_split_hold = .*/max_split_hold = \"$hold\"/" \
+    -e "s/^horizon = .*/horizon = \"${HORIZON:-10m}\"/" "pipelines/$r.toml" >"$file"
   "$BIN" run "$file" --workers "$workers" "$@" >>"$WORK/$r.log" 2>&1 &
   PIPELINE_PID[$r]=$!
 }
@@ -249,8 +262,8 @@ start_sampler() {
 }
 
 metric_sum() {
-  # metric_sum PORT NAME: the sum over all label sets of NAME.
-  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" |
+  # metric_sum PORT NAME: the sum over all label sets of NAME (0 when nothing answers).
+  { curl -s --max-time 2 "http://127.0.0.1:$1/metrics" || true; } |
     awk -v n="$2" 'index($1, n "{") == 1 || $1 == n {s += $2} END {printf "%d", s}'
 }
 
@@ -271,10 +284,11 @@ late_count() {
   awk -v c="$2" '$1 == "late" && $2 ~ /^[0-9]+$/ {print $(c + 1)}' "$1"
 }
 
-# fresh_regions NAME: the regions purged and started again, region-a's pipeline log emptied.
+# fresh_regions NAME [UP_FLAGS]: the regions purged and started again, region-a's pipeline log
+# emptied.
 fresh_regions() {
   "$REGIONS" down --purge >/dev/null
-  "$REGIONS" up >"$WORK/$1.infra.log" 2>&1 || {
+  "$REGIONS" up "${@:2}" >"$WORK/$1.infra.log" 2>&1 || {
     cat "$WORK/$1.infra.log"
     return 1
   }
@@ -287,7 +301,15 @@ scenario() {
   local name=$1 hold=$2 fault=$3 flags=${4:-}
   local started=$SECONDS out=$WORK/$name.verify recovered=yes
   log "== $name: $EVENTS events over ${DURATION}s, max_split_hold = $hold, fault: $fault"
-  fresh_regions "$name" || return 1
+  # A dedup horizon shorter than the pause, so the copies that cross after it are past it.
+  local HORIZON=10m
+  [ "$fault" != beyond-horizon ] || HORIZON=15s
+  if [ "$fault" = partition ]; then
+    # MM2 in a network namespace of its own, so the partition can cut its link for real.
+    fresh_regions "$name" --netns || return 1
+  else
+    fresh_regions "$name" || return 1
+  fi
   : >"$WORK/region-b.log"
   start_pipeline region-a "$hold"
   start_pipeline region-b "$hold"
@@ -358,10 +380,40 @@ scenario() {
       fi
       ;;
     kill-mm2)
-      log "kill -9 MM2 (pid $("$REGIONS" pid mm2))"
-      kill -KILL "$("$REGIONS" pid mm2)"
+      # `kill` fails unless the pid is gone.
+      "$REGIONS" kill mm2
       sleep 3
       "$REGIONS" start mm2
+      ;;
+    partition)
+      local mm2
+      mm2=$("$REGIONS" pid mm2)
+      log "cutting MM2 (pid $mm2) off from region-b for 15 s; MM2 keeps running"
+      "$REGIONS" partition region-b
+      sleep 15
+      kill -0 "$mm2" || {
+        log "MM2 (pid $mm2) died during the partition"
+        recovered=no
+      }
+      # heal waits for new replicated heartbeats in both regions: MM2 recovered by itself.
+      "$REGIONS" heal
+      [ "$("$REGIONS" pid mm2)" = "$mm2" ] || {
+        log "MM2 is not the process that was partitioned"
+        recovered=no
+      }
+      ;;
+    beyond-horizon)
+      log "freezing MM2 for 30 s, twice the dedup horizon"
+      "$REGIONS" pause-replication --freeze
+      sleep 30
+      "$REGIONS" resume-replication
+      ;;
+    kill-broker)
+      log "kill -9 region-b's broker mid-load; started again 5 s later"
+      "$REGIONS" kill region-b
+      sleep 5
+      "$REGIONS" start region-b
+      log "region-b's broker answers again"
       ;;
     kill-pipeline)
       kill_pipelines "$hold" || {
@@ -372,6 +424,10 @@ scenario() {
     restart-broker | gateway)
       log "stopping region-b's broker for 5 s"
       "$REGIONS" stop region-b
+      if "$REGIONS" pid region-b >/dev/null 2>&1; then
+        log "region-b's broker still runs after its stop"
+        recovered=no
+      fi
       sleep 5
       "$REGIONS" start region-b
       log "region-b's broker answers again"
@@ -449,6 +505,9 @@ scenario() {
   # Copies dropped by dedup in each region (after a restart, only the new process's count).
   da=$(metric_sum 9464 tidemark_duplicates_total)
   db=$(metric_sum 9465 tidemark_duplicates_total)
+  local ma mb
+  ma=$(metric_sum 9464 tidemark_dedup_beyond_horizon_total)
+  mb=$(metric_sum 9465 tidemark_dedup_beyond_horizon_total)
   for r in region-a region-b; do
     stop_pid "${PIPELINE_PID[$r]}"
     unset "PIPELINE_PID[$r]"
@@ -471,10 +530,40 @@ scenario() {
         ok=no
       fi
       ;;
-    kill-pipeline)
-      # MM2's kill must have been a split the pipelines saw, not just a pid that went away.
+    restart-broker)
+      # A graceful stop shorter than unreachable_hold: the README's figure is 0 late events.
+      if [ "${la:-1}" -ne 0 ] || [ "${lb:-1}" -ne 0 ]; then
+        log "expected no late events across a graceful broker restart, got $la and $lb"
+        ok=no
+      fi
+      ;;
+    beyond-horizon)
+      # The copies that crossed after the pause were past the horizon: marked, counted, and
+      # every extra copy among them marked (verify ran with --allow-beyond-horizon, so an
+      # unmarked copy still fails it).
+      local ba bb
+      ba=$(awk '$1 == "beyond" {print $4}' "$out")
+      bb=$(awk '$1 == "beyond" {print $6}' "$out")
+      log "beyond the horizon: $ba and $bb marked records in the late topics; counted $ma and $mb"
+      if [ "${ba:-0}" -eq 0 ] || [ "${bb:-0}" -eq 0 ] || [ "$ba" != "$ma" ] || [ "$bb" != "$mb" ]; then
+        log "expected marked records in both regions, as many as each pipeline counted"
+        ok=no
+      fi
+      ;;
+  esac
+  case $fault in
+    restart-broker | kill-broker)
+      # The broker's absence must have reached region-b's pipeline, not just its pid file.
+      grep -q "reachable=false" "$WORK/region-b.log" || {
+        log "region-b's pipeline never reported its broker unreachable"
+        ok=no
+      }
+      ;;
+    pause | kill-mm2 | kill-pipeline | partition | beyond-horizon)
+      # Replication must have stopped for real: a split the pipelines saw, not just a command
+      # that returned.
       if [ "$(split_seen)" != yes ]; then
-        log "expected the pipelines to report a split while MM2 was down"
+        log "expected the pipelines to report a split while replication was cut"
         ok=no
       fi
       ;;
@@ -501,14 +590,14 @@ scenario() {
   local line
   line=$(printf '%-15s %-4s %6s/%-6s %7s/%-7s %8ss  %-3s %5ds' \
     "$name" "$ok" "$la" "$lb" "$da" "$db" "$(max_lag)" "$(split_seen)" $((SECONDS - started)))
-  RESULTS+=("$line")
+  echo "$line" >>"$WORK/results"
   log "$line"
   if [ $ok = no ]; then
-    FAILED=1
     log "pipeline logs: $WORK/region-a.log $WORK/region-b.log"
     tail -n 20 "$WORK/region-a.log" "$WORK/region-b.log" || true
     cp "$WORK/region-a.log" "$WORK/$name.region-a.log"
     cp "$WORK/region-b.log" "$WORK/$name.region-b.log"
+    return 1
   fi
 }
 
@@ -608,17 +697,18 @@ oversized_gap() {
   local line
   line=$(printf '%-15s %-4s %6s/%-6s %7s/%-7s %8ss  %-3s %5ds' oversized-gap "$ok" - - - - - - \
     $((SECONDS - started)))
-  RESULTS+=("$line")
+  echo "$line" >>"$WORK/results"
   log "$line (gaps counted: $counted of $expected)"
   if [ $ok = no ]; then
-    FAILED=1
     tail -n 30 "$WORK/region-a.log" || true
     cp "$WORK/region-a.log" "$WORK/oversized-gap.region-a.log"
+    return 1
   fi
 }
 
 # analyse_late: late-report on both regions' late topics after the split-hold-off run (while
-# Prometheus still has the run's metrics), then reconcile twice. Sets ADVISED_HOLD.
+# Prometheus still has the run's metrics), then reconcile twice. Writes the advised hold to
+# $WORK/advised-hold.
 analyse_late() {
   local r bootstrap
   for r in region-a region-b; do
@@ -632,8 +722,10 @@ analyse_late() {
   done
   python3 tests/real/late_report_check.py --pause-start "$PAUSE_START" --pause-end "$PAUSE_END" \
     "$WORK/late-report-region-a.json" "$WORK/late-report-region-b.json" | tee "$WORK/late-check.log" || return 1
-  ADVISED_HOLD=$(sed -n 's/^ADVISED_HOLD=//p' "$WORK/late-check.log")
-  log "late-report advises max_split_hold = $ADVISED_HOLD (99.9 %)"
+  local advised
+  advised=$(sed -n 's/^ADVISED_HOLD=//p' "$WORK/late-check.log")
+  echo "$advised" >"$WORK/advised-hold"
+  log "late-report advises max_split_hold = $advised (99.9 %)"
   local first second run
   for run in 1 2; do
     "$BIN" reconcile --bootstrap 127.0.0.1:19092 --window 10s >"$WORK/reconcile-$run.txt" || return 1
@@ -652,25 +744,42 @@ log "building tidemark (release)"
 cargo build --release --quiet
 "$REGIONS" fetch
 total=$SECONDS
+# run_scenario FUNCTION ARGS...: one scenario in a subshell of its own with errexit on. (Under
+# `scenario ... || FAILED=1` errexit would be off inside it, and a fault command that failed
+# would leave a run with no fault that still passed.) Its exit trap stops what it started.
+run_scenario() {
+  (
+    set -eE
+    trap 'log "failed (status $?): $BASH_COMMAND"' ERR
+    trap cleanup EXIT
+    "$@"
+  ) &
+  wait $! || FAILED=1
+}
+
+: >"$WORK/results"
 for s in "${SCENARIOS[@]}"; do
   case $s in
-    split-hold-off) scenario split-hold-off 0s pause || FAILED=1 ;;
+    split-hold-off) run_scenario scenario split-hold-off 0s pause ;;
     split-advised)
-      if [ -z "${ADVISED_HOLD:-}" ]; then
+      if [ ! -s "$WORK/advised-hold" ]; then
         log "split-advised needs split-hold-off's advice first"
         FAILED=1
       else
-        scenario split-advised "$ADVISED_HOLD" pause || FAILED=1
+        run_scenario scenario split-advised "$(cat "$WORK/advised-hold")" pause
       fi
       ;;
     # The split is MM2's whole outage: the 5 s pause plus its JVM's restart, which takes 25 s
     # to well over a minute on this machine; the hold must outlast all of it.
-    split-hold-on) scenario split-hold-on 180s pause || FAILED=1 ;;
-    kill-mm2) scenario kill-mm2 60s kill-mm2 || FAILED=1 ;;
-    kill-pipeline) scenario kill-pipeline 60s kill-pipeline || FAILED=1 ;;
-    restart-broker) scenario restart-broker 60s restart-broker || FAILED=1 ;;
-    oversized-gap) oversized_gap || FAILED=1 ;;
-    gateway) scenario gateway 60s gateway || FAILED=1 ;;
+    split-hold-on) run_scenario scenario split-hold-on 180s pause ;;
+    kill-mm2) run_scenario scenario kill-mm2 60s kill-mm2 ;;
+    partition) run_scenario scenario partition 60s partition ;;
+    beyond-horizon) run_scenario scenario beyond-horizon 0s beyond-horizon --allow-beyond-horizon ;;
+    kill-pipeline) run_scenario scenario kill-pipeline 60s kill-pipeline ;;
+    restart-broker) run_scenario scenario restart-broker 60s restart-broker ;;
+    kill-broker) run_scenario scenario kill-broker 60s kill-broker ;;
+    oversized-gap) run_scenario oversized_gap ;;
+    gateway) run_scenario scenario gateway 60s gateway ;;
     *)
       echo "unknown scenario $s" >&2
       exit 2
@@ -679,6 +788,6 @@ for s in "${SCENARIOS[@]}"; do
 done
 echo
 echo "scenario        ok   late a/b       copies dropped a/b  max lag  split  time"
-printf '%s\n' "${RESULTS[@]}"
+cat "$WORK/results"
 echo "all scenarios: $((SECONDS - total)) s; work files in $WORK"
 exit $FAILED
