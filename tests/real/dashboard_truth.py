@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Checks the Grafana dashboard and the alerts against a real Prometheus.
 
-  dashboard_truth.py panels [--wait SECONDS]
-      Runs every panel query of grafana/dashboards/tidemark.json (variables set to "all") and
-      fails if any returns no series.
+  dashboard_truth.py panels --since EPOCH_SECONDS [--wait SECONDS] [--flat TITLE]...
+      Runs every panel query of grafana/dashboards/tidemark.json (variables set to "all") over
+      the range from --since to now, and fails unless each returns series and at least one of
+      them changed during that range: a panel stuck at one value shows nothing of the run. A
+      panel named by --flat (a title prefix) is one the scenario cannot move (no conflicting
+      copies are sent, say); it must still return series.
   dashboard_truth.py alert NAME firing|resolved [--timeout SECONDS]
       Waits until ALERTS{alertname=NAME, alertstate="firing"} exists (firing) or is gone
       (resolved), and fails on timeout.
-  dashboard_truth.py recorded
+  dashboard_truth.py recorded --min-split SECONDS
       Prints the largest replication lag and split duration Prometheus recorded in the last
-      10 minutes, per direction.
+      10 minutes, per direction, and fails unless some direction recorded a split episode and
+      a split lasting at least SECONDS.
 
 Standard library only; Prometheus at $PROMETHEUS (default http://127.0.0.1:9090).
 """
@@ -44,7 +48,24 @@ def substitute(expr):
     )
 
 
-def panels(wait):
+def query_range(expr, start, end):
+    step = max(1, int((end - start) / 200))
+    url = PROMETHEUS + "/api/v1/query_range?" + urllib.parse.urlencode(
+        {"query": expr, "start": start, "end": end, "step": step}
+    )
+    with urllib.request.urlopen(url, timeout=20) as r:
+        body = json.load(r)
+    if body.get("status") != "success":
+        raise RuntimeError(f"{expr}: {body}")
+    return body["data"]["result"]
+
+
+def changed(series):
+    """True when some series took more than one value over the range."""
+    return any(len({v for _, v in s["values"]}) > 1 for s in series)
+
+
+def panels(wait, since, flat):
     dash = json.load(open(DASHBOARD))
     targets = [
         (p["title"], t["refId"], substitute(t["expr"]))
@@ -53,24 +74,34 @@ def panels(wait):
         for t in p.get("targets", [])
     ]
     deadline = time.time() + wait
-    empty = []
+    failed = []
     for title, ref, expr in targets:
+        allowed_flat = any(title.startswith(f) for f in flat)
         while True:
             try:
-                n = len(query(expr))
+                series = query_range(expr, since, time.time())
             except Exception as e:  # a bad query is a failure, reported with the panel
                 print(f"ERROR  {title} [{ref}]: {e}")
-                n = -1
+                series = None
                 break
-            if n > 0 or time.time() > deadline:
+            good = bool(series) and (allowed_flat or changed(series))
+            if good or time.time() > deadline:
                 break
             time.sleep(2)
-        print(f"{'ok   ' if n > 0 else 'EMPTY'} {n:3d} series  {title} [{ref}]")
-        if n <= 0:
-            empty.append(f"{title} [{ref}]: {expr}")
-    print(f"{len(targets) - len(empty)}/{len(targets)} panel queries returned data")
-    if empty:
-        print("no data:\n  " + "\n  ".join(empty))
+        if series is None:
+            state = "ERROR"
+        elif not series:
+            state = "EMPTY"
+        elif changed(series):
+            state = "ok   "
+        else:
+            state = "flat " if allowed_flat else "FLAT "
+        print(f"{state} {len(series or []):3d} series  {title} [{ref}]")
+        if state not in ("ok   ", "flat "):
+            failed.append(f"{title} [{ref}]: {expr}")
+    print(f"{len(targets) - len(failed)}/{len(targets)} panel queries returned data that moved")
+    if failed:
+        print("no data, or never changed:\n  " + "\n  ".join(failed))
         return 1
     return 0
 
@@ -91,7 +122,8 @@ def alert(name, state, timeout):
     return 1
 
 
-def recorded():
+def recorded(min_split):
+    longest, episodes = 0.0, 0.0
     for label, expr in [
         ("max replication lag (s)", "max by (from, to) (max_over_time(tidemark_replication_lag_seconds[10m]))"),
         ("max split duration (s)", "max by (from, to) (max_over_time(tidemark_split_duration_seconds[10m]))"),
@@ -99,19 +131,28 @@ def recorded():
     ]:
         for r in query(expr):
             m = r["metric"]
-            print(f"{label:26s} {m.get('from')} -> {m.get('to')}: {float(r['value'][1]):.1f}")
+            value = float(r["value"][1])
+            print(f"{label:26s} {m.get('from')} -> {m.get('to')}: {value:.1f}")
+            if label.startswith("max split"):
+                longest = max(longest, value)
+            if label == "split episodes":
+                episodes = max(episodes, value)
+    if episodes < 1 or longest < min_split:
+        print(f"expected a split episode lasting at least {min_split:.0f} s; recorded {episodes:.0f} episodes, longest {longest:.1f} s")
+        return 1
     return 0
 
 
 def main(argv):
     args = argv[1:]
     opt = lambda name, default: float(args[args.index(name) + 1]) if name in args else default
-    if args[:1] == ["panels"]:
-        return panels(opt("--wait", 60))
+    if args[:1] == ["panels"] and "--since" in args:
+        flat = [args[i + 1] for i, a in enumerate(args) if a == "--flat"]
+        return panels(opt("--wait", 60), opt("--since", 0), flat)
     if args[:1] == ["alert"] and len(args) >= 3 and args[2] in ("firing", "resolved"):
         return alert(args[1], args[2], opt("--timeout", 60))
-    if args[:1] == ["recorded"]:
-        return recorded()
+    if args[:1] == ["recorded"] and "--min-split" in args:
+        return recorded(opt("--min-split", 0))
     print(__doc__)
     return 2
 
