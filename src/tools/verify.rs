@@ -409,7 +409,10 @@ pub fn run(o: &VerifyOptions) -> anyhow::Result<bool> {
     if o.at_least_once {
         println!("(--at-least-once: duplicates and order violations are reported, not failures)");
     }
-    let marked: u64 = results.iter().map(|(_, r, _)| r.duplicated_beyond_horizon).sum();
+    let marked: u64 = results
+        .iter()
+        .map(|(_, r, _)| r.duplicated_beyond_horizon)
+        .sum();
     if o.allow_beyond_horizon && marked > 0 {
         println!(
             "(--allow-beyond-horizon: {marked} extra copies marked tidemark-beyond-horizon are accepted; every other copy fails)"

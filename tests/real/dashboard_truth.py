@@ -5,7 +5,7 @@
       Runs every panel query of grafana/dashboards/tidemark.json (variables set to "all") over
       the range from --since to now, and fails unless each returns series and at least one of
       them changed during that range: a panel stuck at one value shows nothing of the run. A
-      panel named by --flat (a title prefix) is one the scenario cannot move (no conflicting
+      panel named by --flat (a title prefix, or "TITLE [REF]" for one query) is one the scenario cannot move (no conflicting
       copies are sent, say); it must still return series.
   dashboard_truth.py alert NAME firing|resolved [--timeout SECONDS]
       Waits until ALERTS{alertname=NAME, alertstate="firing"} exists (firing) or is gone
@@ -76,7 +76,7 @@ def panels(wait, since, flat):
     deadline = time.time() + wait
     failed = []
     for title, ref, expr in targets:
-        allowed_flat = any(title.startswith(f) for f in flat)
+        allowed_flat = any(title.startswith(f) or f == f"{title} [{ref}]" for f in flat)
         while True:
             try:
                 series = query_range(expr, since, time.time())

@@ -490,10 +490,11 @@ scenario() {
     # The split is the 5 s pause and more (MM2's restart), so Prometheus must have seen 5 s.
     python3 tests/real/dashboard_truth.py recorded --min-split 5 || ok=no
     # Flat by design here: no conflicting copies are sent, the hold leaves nothing late (let
-    # alone past the horizon), and no region goes down for the gateway.
+    # alone past the horizon), and no region goes down for the gateway (no fallbacks; its
+    # events/s query still has to move).
     python3 tests/real/dashboard_truth.py panels --wait 60 --since "$since" \
       --flat "Dedup conflicts" --flat "Late events/s" --flat "Late events past the dedup horizon" \
-      --flat "Gateway view of region health" || ok=no
+      --flat "Gateway view of region health" --flat "Gateway events/s by region, and fallbacks [B]" || ok=no
     [ "${ALERT_FIRED:-no}" = yes ] && [ "${ALERT_QUIET_BEFORE:-yes}" = yes ] || {
       log "TidemarkSplitBrain did not go from quiet before the pause to firing during it"
       ok=no
