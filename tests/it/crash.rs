@@ -6,10 +6,10 @@ use crate::support::Scratch;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Starts `tidemark run file` (unbounded) and returns once the ordered topic has output, or
-/// after 60 s at the most.
+/// Starts `tidemark run file` (unbounded) and returns once the ordered topic has output. Fails
+/// the test if none comes within 60 s, or if the process has already exited.
 fn start_until_output(file: &str, bootstrap: &str) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["run", file, "--workers", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -23,6 +23,14 @@ fn start_until_output(file: &str, bootstrap: &str) -> std::process::Child {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        Instant::now() < deadline,
+        "no output within 60 s: the fault would hit a run that never started"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the job exited on its own before the fault"
+    );
     child
 }
 
@@ -40,8 +48,20 @@ fn kill_and_restart_loses_nothing() {
     // Kill as soon as the ordered topic has some output: the run is then mid-way through.
     let mut first = start_until_output(&file, &ba);
     first.kill().unwrap();
-    first.wait().unwrap();
+    let status = first.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the job died of the SIGKILL: {status:?}"
+    );
     let written_before = read_outputs(&ba).len();
+    // Mid-run: something was written and something was still to write.
+    let total = t.expected.events.len() + t.expected.invalid as usize;
+    assert!(
+        written_before > 0 && written_before < total,
+        "killed with {written_before} of at least {total} records written: not mid-run"
+    );
 
     let second = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["run", &file, "--workers", "2", "--bounded"])
