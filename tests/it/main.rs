@@ -13,3 +13,4 @@ mod model;
 mod operators;
 mod processes;
 mod support;
+mod watermark_model;
