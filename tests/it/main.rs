@@ -4,6 +4,7 @@ mod analysis;
 mod cli;
 mod config;
 mod crash;
+mod decode_props;
 mod exactly_once;
 mod gateway;
 mod layers;
