@@ -5,7 +5,7 @@
 #
 #   tests/real/scenarios.sh [--duration SECONDS] [SCENARIO...]
 #
-# Scenarios (all but partition by default):
+# Scenarios (all by default):
 #   split-hold-off   replication paused for 5 s mid-load, max_split_hold = 0: late events, all of
 #                    them in the late topic; `tidemark late-report` on both late topics must find
 #                    the pause as a burst matched to a split-brain episode (chart:
@@ -83,10 +83,8 @@ done
   echo "--duration below 20 s would leave no load on either side of a 5 s split" >&2
   exit 2
 }
-# partition is run on demand: in one CI run MM2's region-a -> region-b flow had not caught up
-# 180 s after the heal (2,826 events missing in region-b), where local runs recover in ~10 s.
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2
-  beyond-horizon kill-pipeline restart-broker kill-broker oversized-gap gateway)
+  partition beyond-horizon kill-pipeline restart-broker kill-broker oversized-gap gateway)
 
 BIN=$ROOT/target/release/tidemark
 WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
@@ -608,6 +606,7 @@ scenario() {
     tail -n 20 "$WORK/region-a.log" "$WORK/region-b.log" || true
     cp "$WORK/region-a.log" "$WORK/$name.region-a.log"
     cp "$WORK/region-b.log" "$WORK/$name.region-b.log"
+    cp "$ROOT/infra/state/mm2.log" "$WORK/$name.mm2.log" 2>/dev/null || true
     return 1
   fi
 }
