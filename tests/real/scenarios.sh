@@ -39,6 +39,11 @@
 #   restart-broker   region-b's broker stopped mid-load and started again: no event late
 #   kill-broker      region-b's broker SIGKILLed mid-load (its pid must be gone) and started
 #                    again 5 s later
+#   disk-full        region-b's broker log dir on a 256 MiB tmpfs (infra/regions up --disk),
+#                    filled to the last byte mid-load: the broker must stop, saying "No space
+#                    left on device"; the space is freed and the broker started again; region-b's
+#                    pipeline has either ridden it out or stopped with an error (then it is
+#                    restarted), and strict verify finds nothing lost or duplicated
 #   oversized-gap    region-a's pipeline alone: a load with two valid events too large for the
 #                    outputs (1,000,263 bytes, and 1,048,000: just under 1 MiB), which must
 #                    become too_large_for_output dead letters without stopping anything (strict
@@ -84,7 +89,7 @@ done
   exit 2
 }
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2
-  partition beyond-horizon kill-pipeline restart-broker kill-broker oversized-gap gateway)
+  partition beyond-horizon kill-pipeline restart-broker kill-broker disk-full oversized-gap gateway)
 
 BIN=$ROOT/target/release/tidemark
 WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
@@ -160,6 +165,18 @@ wait_gone() {
   done
   log "pid $1 is still alive after SIGKILL"
   return 1
+}
+
+# wait_gone_within SECONDS PID: waits for PID (not a child of this shell) to stop by itself.
+wait_gone_within() {
+  local deadline=$((SECONDS + $1))
+  while kill -0 "$2" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || {
+      log "pid $2 still runs $1 s later"
+      return 1
+    }
+    sleep 0.5
+  done
 }
 
 # kill_restart REGION HOLD WORKERS: SIGKILLs REGION's pipeline once it is running, proves the
@@ -245,6 +262,48 @@ kill_pipelines() {
   log "pid $old stopped: $(grep -m1 -o 'fenced: another instance[^;]*' "$WORK/region-a.log")"
 }
 
+# disk_full HOLD: region-b's log dir filled mid-load (see the header), every step checked.
+disk_full() {
+  local broker pid log=$ROOT/infra/state/region-b.log
+  broker=$("$REGIONS" pid region-b) || return 1
+  log "filling region-b's log dir mid-load (broker pid $broker)"
+  "$REGIONS" fill-disk region-b || return 1
+  # The broker's next append fails. Kafka takes a log dir it cannot write offline, and this
+  # broker's only log dir also holds its metadata log, so it stops.
+  wait_gone_within 120 "$broker" || return 1
+  grep -q "No space left on device" "$log" || {
+    log "region-b's broker stopped, but its log does not say the disk was full"
+    tail -n 20 "$log"
+    return 1
+  }
+  log "region-b's broker (pid $broker) stopped: $(grep -m1 -o 'No space left on device' "$log")"
+  sleep 3
+  "$REGIONS" free-disk region-b || return 1
+  "$REGIONS" start region-b || return 1
+  log "region-b's broker answers again"
+  # Either outcome is allowed: riding it out, or stopping with an error a restart recovers from.
+  pid=${PIPELINE_PID[region-b]}
+  if kill -0 "$pid" 2>/dev/null; then
+    DISK_FULL_OUTCOME="rode it out"
+  else
+    if wait "$pid"; then
+      log "region-b's pipeline exited with status 0 while its broker was down"
+      return 1
+    fi
+    # main prints the error that stopped the job last, as "error: ...".
+    grep -q "^error: " "$WORK/region-b.log" || {
+      log "region-b's pipeline stopped without saying why"
+      return 1
+    }
+    DISK_FULL_OUTCOME="stopped: $(grep "^error: " "$WORK/region-b.log" | tail -n1 | cut -c1-200)"
+    local n
+    n=$(restored region-b)
+    start_pipeline region-b "$1"
+    wait_restored region-b $((n + 1)) || return 1
+  fi
+  log "region-b's pipeline: $DISK_FULL_OUTCOME"
+}
+
 metric() {
   # metric PORT NAME: the first sample of NAME on the pipeline's /metrics, or nothing.
   curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | awk -v n="$2" 'index($1, n "{") == 1 || $1 == n {print $2; exit}'
@@ -310,6 +369,9 @@ scenario() {
   if [ "$fault" = partition ]; then
     # MM2 in a network namespace of its own, so the partition can cut its link for real.
     fresh_regions "$name" --netns || return 1
+  elif [ "$fault" = disk-full ]; then
+    # Small enough to fill in a moment, large enough for the topics' first segments.
+    fresh_regions "$name" --disk 256m || return 1
   else
     fresh_regions "$name" || return 1
   fi
@@ -417,6 +479,12 @@ scenario() {
       sleep 5
       "$REGIONS" start region-b
       log "region-b's broker answers again"
+      ;;
+    disk-full)
+      disk_full "$hold" || {
+        log "the disk-full fault did not happen as planned"
+        recovered=no
+      }
       ;;
     kill-pipeline)
       kill_pipelines "$hold" || {
@@ -561,7 +629,7 @@ scenario() {
       ;;
   esac
   case $fault in
-    restart-broker | kill-broker)
+    restart-broker | kill-broker | disk-full)
       # The broker's absence must have reached region-b's pipeline, not just its pid file.
       grep -q "reachable=false" "$WORK/region-b.log" || {
         log "region-b's pipeline never reported its broker unreachable"
@@ -788,6 +856,7 @@ for s in "${SCENARIOS[@]}"; do
     kill-pipeline) run_scenario scenario kill-pipeline 60s kill-pipeline ;;
     restart-broker) run_scenario scenario restart-broker 60s restart-broker ;;
     kill-broker) run_scenario scenario kill-broker 60s kill-broker ;;
+    disk-full) run_scenario scenario disk-full 60s disk-full ;;
     oversized-gap) run_scenario oversized_gap ;;
     gateway) run_scenario scenario gateway 60s gateway ;;
     *)
