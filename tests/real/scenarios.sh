@@ -5,7 +5,7 @@
 #
 #   tests/real/scenarios.sh [--duration SECONDS] [SCENARIO...]
 #
-# Scenarios (all by default):
+# Scenarios (all but three-broker by default):
 #   split-hold-off   replication paused for 5 s mid-load, max_split_hold = 0: late events, all of
 #                    them in the late topic; `tidemark late-report` on both late topics must find
 #                    the pause as a burst matched to a split-brain episode (chart:
@@ -44,6 +44,12 @@
 #                    left on device"; the space is freed and the broker started again; region-b's
 #                    pipeline has either ridden it out or stopped with an error (then it is
 #                    restarted), and strict verify finds nothing lost or duplicated
+#   three-broker     (on demand: its six brokers take CI's time) each region three KRaft nodes
+#                    with replication factor 3 and min.insync.replicas 2 (infra/regions up
+#                    --brokers 3); region-b's second node, leader of some of log-events'
+#                    partitions, SIGKILLed mid-load and left down: its pid must be gone, the
+#                    cluster must move those leaders, both pipelines must still run at the end,
+#                    and strict verify finds nothing lost or duplicated
 #   oversized-gap    region-a's pipeline alone: a load with two valid events too large for the
 #                    outputs (1,000,263 bytes, and 1,048,000: just under 1 MiB), which must
 #                    become too_large_for_output dead letters without stopping anything (strict
@@ -262,6 +268,33 @@ kill_pipelines() {
   log "pid $old stopped: $(grep -m1 -o 'fenced: another instance[^;]*' "$WORK/region-a.log")"
 }
 
+# leaders_on REGION TOPIC NODE: how many partitions of TOPIC node NODE leads.
+leaders_on() {
+  "$REGIONS" topics "$1" --describe --topic "$2" 2>/dev/null |
+    awk -v n="$3" '$1 == "Topic:" && $3 == "Partition:" && $6 == n {c++} END {print c + 0}'
+}
+
+# three_broker: region-b's second node SIGKILLed mid-load (see the header), every step checked.
+three_broker() {
+  local led deadline
+  led=$(leaders_on region-b log-events 2)
+  [ "$led" -gt 0 ] || {
+    log "region-b's node 2 leads no partition of log-events: killing it would prove nothing"
+    return 1
+  }
+  log "kill -9 region-b's node 2, leader of $led of log-events' partitions; left down"
+  "$REGIONS" kill region-b-2 || return 1
+  deadline=$((SECONDS + 60))
+  until [ "$(leaders_on region-b log-events 2)" = 0 ]; do
+    [ $SECONDS -lt $deadline ] || {
+      log "region-b still names node 2 a leader 60 s after its kill"
+      return 1
+    }
+    sleep 1
+  done
+  log "region-b moved node 2's leaders to the other nodes"
+}
+
 # disk_full HOLD: region-b's log dir filled mid-load (see the header), every step checked.
 disk_full() {
   local broker pid log=$ROOT/infra/state/region-b.log
@@ -369,6 +402,8 @@ scenario() {
   if [ "$fault" = partition ]; then
     # MM2 in a network namespace of its own, so the partition can cut its link for real.
     fresh_regions "$name" --netns || return 1
+  elif [ "$fault" = three-broker ]; then
+    fresh_regions "$name" --brokers 3 || return 1
   elif [ "$fault" = disk-full ]; then
     # Small enough to fill in a moment, large enough for the topics' first segments.
     fresh_regions "$name" --disk 256m || return 1
@@ -480,6 +515,12 @@ scenario() {
       "$REGIONS" start region-b
       log "region-b's broker answers again"
       ;;
+    three-broker)
+      three_broker || {
+        log "the three-broker fault did not happen as planned"
+        recovered=no
+      }
+      ;;
     disk-full)
       disk_full "$hold" || {
         log "the disk-full fault did not happen as planned"
@@ -586,6 +627,10 @@ scenario() {
   ma=$(metric_sum 9464 tidemark_dedup_beyond_horizon_total)
   mb=$(metric_sum 9465 tidemark_dedup_beyond_horizon_total)
   for r in region-a region-b; do
+    if [ "$fault" = three-broker ] && ! kill -0 "${PIPELINE_PID[$r]}" 2>/dev/null; then
+      log "$r's pipeline did not ride out the loss of one of three brokers"
+      ok=no
+    fi
     stop_pid "${PIPELINE_PID[$r]}"
     unset "PIPELINE_PID[$r]"
   done
@@ -857,6 +902,7 @@ for s in "${SCENARIOS[@]}"; do
     restart-broker) run_scenario scenario restart-broker 60s restart-broker ;;
     kill-broker) run_scenario scenario kill-broker 60s kill-broker ;;
     disk-full) run_scenario scenario disk-full 60s disk-full ;;
+    three-broker) run_scenario scenario three-broker 60s three-broker ;;
     oversized-gap) run_scenario oversized_gap ;;
     gateway) run_scenario scenario gateway 60s gateway ;;
     *)
