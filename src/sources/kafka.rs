@@ -16,6 +16,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries of a start-up lookup that timed out. A group coordinator that is still loading, or a
+/// broker busy with a restart or a DeleteRecords, can take longer than one timeout to answer;
+/// three tries give it 30 s before the start fails.
+const LOOKUP_TRIES: u32 = 3;
+
+/// Runs a start-up lookup, trying again when it timed out (and only then: any other error is
+/// the answer).
+fn lookup<T>(
+    what: &dyn Fn() -> String,
+    mut ask: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    let mut tries = 1;
+    loop {
+        match ask() {
+            Err(e) if tries < LOOKUP_TRIES && timed_out(&e) => {
+                tracing::warn!(what = %what(), error = %e, tries, "lookup timed out; trying again");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn timed_out(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)
+}
 
 /// Where a Kafka source starts when its group has no committed offset.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -464,9 +490,10 @@ fn open_topic(
     for &(_, p) in mine {
         query.add_partition(topic, p);
     }
-    let committed = consumer
-        .committed_offsets(query, METADATA_TIMEOUT)
-        .map_err(err(format!("committed offsets of {topic}")))?;
+    let committed = lookup(&|| format!("committed offsets of {topic}"), || {
+        consumer.committed_offsets(query.clone(), METADATA_TIMEOUT)
+    })
+    .map_err(err(format!("committed offsets of {topic}")))?;
     let mut assignment = TopicPartitionList::new();
     let mut owned = Vec::new();
     let mut by_partition = Vec::new();
@@ -476,9 +503,10 @@ fn open_topic(
             .find_partition(topic, partition)
             .map(|e| e.offset())
             .unwrap_or(Offset::Invalid);
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-            .map_err(err(format!("end offsets of {topic}/{partition}")))?;
+        let (low, high) = lookup(&|| format!("end offsets of {topic}/{partition}"), || {
+            consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        })
+        .map_err(err(format!("end offsets of {topic}/{partition}")))?;
         let start = match stored {
             Offset::Offset(n) if n >= low => n,
             // The committed offset is gone: retention deleted what was still to read.
