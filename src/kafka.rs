@@ -8,14 +8,85 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// `[clusters.NAME]`: one Kafka cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `bootstrap.servers`.
     pub bootstrap: String,
-    /// Extra librdkafka settings for every client of this cluster (for example security).
+    /// Extra librdkafka settings for every client of this cluster (for example security). A
+    /// value may be a reference, `${env:NAME}` or `${file:PATH}`, replaced by
+    /// [`ClusterConfig::resolve`] when the file is loaded.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+/// A cluster as it may be printed: every secret option's value is hidden.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret(k) { REDACTED } else { v.as_str() }))
+            .collect();
+        f.debug_struct("ClusterConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+/// What a secret's value is printed as.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a librdkafka setting holds a secret (a password, a private key or what unlocks
+/// one, an OAuth client secret). Such values never reach a log, an error or an output.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password")
+        || key.contains("secret")
+        || key == "ssl.key.pem"
+        || key == "sasl.oauthbearer.config"
+}
+
+/// Why a `${...}` reference in a cluster's options cannot be replaced.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReferenceError {
+    /// `${env:NAME}` of a variable that is not set.
+    #[error("environment variable {0} is not set")]
+    UnsetVariable(String),
+    /// `${file:PATH}` of a file that cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// `${KIND:...}` of another kind (only the kind is kept: the rest may be a secret).
+    #[error("unknown reference kind `{0}` (expected ${{env:NAME}} or ${{file:PATH}})")]
+    Unknown(String),
+}
+
+/// The value a setting stands for: a `${env:NAME}` or `${file:PATH}` reference (the whole
+/// value) is replaced by the variable or the file's contents less a trailing newline; any
+/// other value is itself. References keep secrets out of the files a team commits.
+pub fn resolve_value(value: &str) -> Result<String, ReferenceError> {
+    let Some(inner) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+        return Ok(value.to_string());
+    };
+    if let Some(name) = inner.strip_prefix("env:") {
+        return std::env::var(name).map_err(|_| ReferenceError::UnsetVariable(name.into()));
+    }
+    if let Some(path) = inner.strip_prefix("file:") {
+        return std::fs::read_to_string(path)
+            .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_string())
+            .map_err(|e| ReferenceError::Unreadable {
+                path: path.into(),
+                reason: e.to_string(),
+            });
+    }
+    let kind = inner.split(':').next().unwrap_or_default();
+    Err(ReferenceError::Unknown(kind.chars().take(16).collect()))
 }
 
 impl ClusterConfig {
@@ -25,6 +96,19 @@ impl ClusterConfig {
             bootstrap: bootstrap.into(),
             options: BTreeMap::new(),
         }
+    }
+
+    /// Replaces every reference among the options by what it stands for, and returns the
+    /// options that could not be resolved, each with why.
+    pub fn resolve(&mut self) -> Vec<(String, ReferenceError)> {
+        let mut failed = Vec::new();
+        for (key, value) in self.options.iter_mut() {
+            match resolve_value(value) {
+                Ok(v) => *value = v,
+                Err(e) => failed.push((key.clone(), e)),
+            }
+        }
+        failed
     }
 }
 
@@ -349,4 +433,59 @@ pub fn topic_record_limits(
         }
     }
     Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_replaced_and_plain_values_kept() {
+        std::env::set_var("TIDEMARK_TEST_SECRET_REF", "s3cret");
+        assert_eq!(
+            resolve_value("${env:TIDEMARK_TEST_SECRET_REF}").unwrap(),
+            "s3cret"
+        );
+        assert_eq!(resolve_value("SASL_SSL").unwrap(), "SASL_SSL");
+        assert_eq!(resolve_value("${env:").unwrap(), "${env:");
+        let dir = std::env::temp_dir().join(format!("tidemark-ref-{}", std::process::id()));
+        std::fs::write(&dir, "from-a-file\n").unwrap();
+        let reference = format!("${{file:{}}}", dir.display());
+        assert_eq!(resolve_value(&reference).unwrap(), "from-a-file");
+        std::fs::remove_file(&dir).unwrap();
+        assert!(matches!(
+            resolve_value(&reference),
+            Err(ReferenceError::Unreadable { .. })
+        ));
+        assert_eq!(
+            resolve_value("${env:TIDEMARK_TEST_UNSET_VARIABLE}"),
+            Err(ReferenceError::UnsetVariable(
+                "TIDEMARK_TEST_UNSET_VARIABLE".into()
+            ))
+        );
+        // Only the kind of an unknown reference is repeated, never the rest of the value.
+        let e = resolve_value("${vault:hunter2}").unwrap_err().to_string();
+        assert!(e.contains("`vault`") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_prints_without_its_secrets() {
+        let mut c = ClusterConfig::at("127.0.0.1:9092");
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.username", "tidemark"),
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "keypass"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+            ("sasl.oauthbearer.client.secret", "oauth-secret"),
+        ] {
+            c.options.insert(k.into(), v.into());
+        }
+        let printed = format!("{c:?}");
+        for secret in ["hunter2", "keypass", "PRIVATE KEY", "oauth-secret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("SASL_SSL") && printed.contains("tidemark"));
+        assert_eq!(printed.matches(REDACTED).count(), 4);
+    }
 }

@@ -264,11 +264,24 @@ fn typed<T>(
     }
 }
 
+/// A `[clusters.NAME]` entry, with its `${env:...}` and `${file:...}` references replaced; one
+/// that cannot be is an error of its option.
 pub(crate) fn cluster_node(
     name: &str,
     table: &str,
     value: toml::Value,
     errors: &mut Vec<ConfigError>,
 ) -> Option<ClusterConfig> {
-    deserialize(&format!("{table}.{name}"), value, errors)
+    let node = format!("{table}.{name}");
+    let mut cluster: ClusterConfig = deserialize(&node, value, errors)?;
+    let failed = cluster.resolve();
+    let ok = failed.is_empty();
+    for (key, e) in failed {
+        errors.push(ConfigError {
+            node: node.clone(),
+            field: format!("options.{key}"),
+            message: e.to_string(),
+        });
+    }
+    ok.then_some(cluster)
 }

@@ -513,3 +513,40 @@ fn a_split_hold_near_the_horizon_is_warned_of_by_node_and_field() {
             .is_empty()
     );
 }
+
+/// A secret written as a reference is resolved at load; one that cannot be is an error of its
+/// option, naming the variable or the file and never a value.
+#[test]
+fn secret_references_resolve_or_name_what_is_missing() {
+    let options = |line: &str| {
+        with(
+            r#"bootstrap = "127.0.0.1:19092""#,
+            &format!("bootstrap = \"127.0.0.1:19092\"\n[clusters.a.options]\n{line}"),
+        )
+    };
+    has(
+        &options(r#""sasl.password" = "${env:TIDEMARK_IT_UNSET_PASSWORD}""#),
+        "clusters.a",
+        "options.sasl.password",
+        "environment variable TIDEMARK_IT_UNSET_PASSWORD is not set",
+    );
+    has(
+        &options(r#""ssl.key.password" = "${file:/nonexistent/tidemark/key-password}""#),
+        "clusters.a",
+        "options.ssl.key.password",
+        "cannot read /nonexistent/tidemark/key-password",
+    );
+    std::env::set_var("TIDEMARK_IT_SET_PASSWORD", "correct horse");
+    let text = base().replacen(
+        r#"bootstrap = "127.0.0.1:19092""#,
+        "bootstrap = \"127.0.0.1:19092\"\n[clusters.a.options]\n\"sasl.password\" = \"${env:TIDEMARK_IT_SET_PASSWORD}\"",
+        1,
+    );
+    let (config, _) = parse(&text).expect("a set variable resolves");
+    assert_eq!(
+        config.clusters["a"].options["sasl.password"],
+        "correct horse"
+    );
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("correct horse"), "{printed}");
+}
