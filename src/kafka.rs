@@ -468,6 +468,31 @@ mod tests {
         assert!(e.contains("`vault`") && !e.contains("hunter2"), "{e}");
     }
 
+    /// librdkafka refuses a security protocol or mechanism it was built without when a client
+    /// is created, before any connection: each one a secured cluster needs is accepted.
+    #[test]
+    fn tls_and_sasl_are_built_in() {
+        use rdkafka::producer::BaseProducer;
+        let secured = |protocol: &str, mechanism: Option<&str>| {
+            let mut c = ClientConfig::new();
+            c.set("bootstrap.servers", "127.0.0.1:9")
+                .set("security.protocol", protocol);
+            if let Some(m) = mechanism {
+                c.set("sasl.mechanism", m)
+                    .set("sasl.username", "u")
+                    .set("sasl.password", "p");
+            }
+            c.create::<BaseProducer>().map(drop)
+        };
+        for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] {
+            let made = secured("SASL_SSL", Some(mechanism));
+            assert!(made.is_ok(), "SASL_SSL with {mechanism}: {made:?}");
+        }
+        assert!(secured("SSL", None).is_ok(), "TLS");
+        // The check is real: a mechanism that is not built in is refused.
+        assert!(secured("SASL_SSL", Some("GSSAPI")).is_err());
+    }
+
     #[test]
     fn a_cluster_prints_without_its_secrets() {
         let mut c = ClusterConfig::at("127.0.0.1:9092");
