@@ -23,15 +23,12 @@ const LOOKUP_TRIES: u32 = 3;
 
 /// Runs a start-up lookup, trying again when it timed out (and only then: any other error is
 /// the answer).
-fn lookup<T>(
-    what: &dyn Fn() -> String,
-    mut ask: impl FnMut() -> Result<T, KafkaError>,
-) -> Result<T, KafkaError> {
+fn lookup<T>(what: &str, mut ask: impl FnMut() -> Result<T, KafkaError>) -> Result<T, KafkaError> {
     let mut tries = 1;
     loop {
         match ask() {
             Err(e) if tries < LOOKUP_TRIES && timed_out(&e) => {
-                tracing::warn!(what = %what(), error = %e, tries, "lookup timed out; trying again");
+                tracing::warn!(what, error = %e, tries, "lookup timed out; trying again");
                 tries += 1;
             }
             other => return other,
@@ -490,10 +487,11 @@ fn open_topic(
     for &(_, p) in mine {
         query.add_partition(topic, p);
     }
-    let committed = lookup(&|| format!("committed offsets of {topic}"), || {
+    let what = format!("committed offsets of {topic}");
+    let committed = lookup(&what, || {
         consumer.committed_offsets(query.clone(), METADATA_TIMEOUT)
     })
-    .map_err(err(format!("committed offsets of {topic}")))?;
+    .map_err(err(what))?;
     let mut assignment = TopicPartitionList::new();
     let mut owned = Vec::new();
     let mut by_partition = Vec::new();
@@ -503,10 +501,11 @@ fn open_topic(
             .find_partition(topic, partition)
             .map(|e| e.offset())
             .unwrap_or(Offset::Invalid);
-        let (low, high) = lookup(&|| format!("end offsets of {topic}/{partition}"), || {
+        let what = format!("end offsets of {topic}/{partition}");
+        let (low, high) = lookup(&what, || {
             consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)
         })
-        .map_err(err(format!("end offsets of {topic}/{partition}")))?;
+        .map_err(err(what))?;
         let start = match stored {
             Offset::Offset(n) if n >= low => n,
             // The committed offset is gone: retention deleted what was still to read.

@@ -163,18 +163,10 @@ wait_restored() {
   done
 }
 
-# wait_gone PID: waits up to 10 s for PID (not a child of this shell) to be gone.
-wait_gone() {
-  local _
-  for _ in $(seq 1 100); do
-    kill -0 "$1" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  log "pid $1 is still alive after SIGKILL"
-  return 1
-}
+# wait_gone PID: waits up to 10 s for a killed PID (not a child of this shell) to be gone.
+wait_gone() { wait_gone_within 10 "$1"; }
 
-# wait_gone_within SECONDS PID: waits for PID (not a child of this shell) to stop by itself.
+# wait_gone_within SECONDS PID: waits for PID (not a child of this shell) to be gone.
 wait_gone_within() {
   local deadline=$((SECONDS + $1))
   while kill -0 "$2" 2>/dev/null; do
