@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// What messages call it: its name in the file (`NAME`), or the address a tool was given.
+    #[serde(skip)]
+    pub name: String,
     /// `bootstrap.servers`.
     pub bootstrap: String,
     /// Extra librdkafka settings for every client of this cluster (for example security). A
@@ -29,6 +32,7 @@ impl std::fmt::Debug for ClusterConfig {
             .map(|(k, v)| (k.as_str(), if is_secret(k) { REDACTED } else { v.as_str() }))
             .collect();
         f.debug_struct("ClusterConfig")
+            .field("name", &self.name)
             .field("bootstrap", &self.bootstrap)
             .field("options", &options)
             .finish()
@@ -89,10 +93,47 @@ pub fn resolve_value(value: &str) -> Result<String, ReferenceError> {
     Err(ReferenceError::Unknown(kind.chars().take(16).collect()))
 }
 
+/// The clusters of the tools' `--cluster-config` file, set once by the command line.
+static TOOL_CLUSTERS: std::sync::OnceLock<BTreeMap<String, ClusterConfig>> =
+    std::sync::OnceLock::new();
+
+/// The clusters a tool's `--bootstrap` may name (`--cluster-config FILE`): the same
+/// `[clusters.NAME]` tables as a pipeline file, so a tool connects as the pipeline does.
+pub fn use_tool_clusters(clusters: BTreeMap<String, ClusterConfig>) {
+    let _ = TOOL_CLUSTERS.set(clusters);
+}
+
+/// The clusters [`tool_cluster`] has already connected to.
+static CHECKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The cluster a tool's `--bootstrap ARG` means, checked once with [`preflight`]: a cluster of
+/// `--cluster-config` named ARG, or whose bootstrap servers include ARG; otherwise a plaintext
+/// cluster at ARG.
+pub fn tool_cluster(arg: &str) -> Result<ClusterConfig, Refusal> {
+    let cluster = TOOL_CLUSTERS
+        .get()
+        .and_then(|clusters| {
+            clusters.get(arg).or_else(|| {
+                clusters
+                    .values()
+                    .find(|c| c.bootstrap.split(',').any(|a| a.trim() == arg))
+            })
+        })
+        .cloned()
+        .unwrap_or_else(|| ClusterConfig::at(arg));
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if !checked.contains(&cluster.name) {
+        preflight(&cluster, &[])?;
+        checked.push(cluster.name.clone());
+    }
+    Ok(cluster)
+}
+
 impl ClusterConfig {
-    /// A cluster given only by its bootstrap servers (the command-line tools' `--bootstrap`).
+    /// A plaintext cluster given only by its bootstrap servers.
     pub fn at(bootstrap: &str) -> ClusterConfig {
         ClusterConfig {
+            name: bootstrap.into(),
             bootstrap: bootstrap.into(),
             options: BTreeMap::new(),
         }
@@ -112,9 +153,130 @@ impl ClusterConfig {
     }
 }
 
+/// A cluster that will not serve tidemark as configured. librdkafka retries these for ever, as
+/// if the cluster were down; tidemark stops instead, naming the cluster and the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// SASL authentication failed: a wrong user, password or mechanism.
+    #[error("cluster {cluster}: authentication failed: {detail} (check sasl.mechanism, sasl.username and sasl.password)")]
+    Authentication {
+        /// The cluster.
+        cluster: String,
+        /// What librdkafka said.
+        detail: String,
+    },
+    /// The TLS handshake failed: a broker certificate that does not verify, or a client
+    /// certificate the broker refuses.
+    #[error("cluster {cluster}: TLS failed: {detail} (check ssl.ca.location, and ssl.certificate.location and ssl.key.location for mutual TLS)")]
+    Tls {
+        /// The cluster.
+        cluster: String,
+        /// What librdkafka said.
+        detail: String,
+    },
+    /// TLS was expected and the broker answered in plaintext, throughout a start.
+    #[error("cluster {cluster}: TLS was expected, and the broker does not speak it: {detail} (a plaintext listener; use the cluster's TLS listener, or set security.protocol to match)")]
+    Plaintext {
+        /// The cluster.
+        cluster: String,
+        /// What librdkafka said.
+        detail: String,
+    },
+    /// An ACL denies what tidemark must do.
+    #[error("cluster {cluster}: not authorized to {operation} {resource} (an ACL of the cluster denies it to this principal)")]
+    NotAuthorized {
+        /// The cluster.
+        cluster: String,
+        /// The operation (Read, Write, Describe, ...).
+        operation: String,
+        /// The resource, for example `topic log-events`.
+        resource: String,
+    },
+}
+
+/// What a client-level error says of the cluster's will to serve us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing: an ordinary error, retried inside librdkafka.
+    None,
+    /// Authentication failed: never transient.
+    Authentication,
+    /// TLS failed (a certificate, a protocol): never transient.
+    Tls,
+    /// A TLS handshake cut off at once, as a plaintext listener does. A broker restarting in
+    /// the middle of a handshake looks the same, so this counts only when nothing else was heard
+    /// during a whole start ([`preflight`]).
+    Plaintext,
+}
+
+fn verdict(error: &KafkaError, reason: &str) -> Verdict {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match error.rdkafka_error_code() {
+        Some(C::Authentication | C::SaslAuthenticationFailed) => Verdict::Authentication,
+        Some(C::SSL) => Verdict::Tls,
+        // "SSL handshake failed: Disconnected", or "Disconnected ... in state SSL_HANDSHAKE":
+        // the broker closed the connection on the client's hello.
+        Some(C::BrokerTransportFailure)
+            if reason.contains("SSL handshake failed") || reason.contains("SSL_HANDSHAKE") =>
+        {
+            Verdict::Plaintext
+        }
+        _ => Verdict::None,
+    }
+}
+
+/// The clusters this process has made clients for, by each of their bootstrap addresses: a
+/// client's error names a broker, and a refusal must name the cluster.
+static NAMES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn remember(cluster: &ClusterConfig) {
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    for address in cluster.bootstrap.split(',').map(str::trim) {
+        if !names.iter().any(|(a, _)| a == address) {
+            names.push((address.to_string(), cluster.name.clone()));
+        }
+    }
+}
+
+/// The cluster a client error is about: the one whose bootstrap address the error names.
+fn cluster_named_in(reason: &str) -> String {
+    let names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    names
+        .iter()
+        .find(|(address, _)| reason.contains(address.as_str()))
+        .map(|(address, name)| {
+            if name.is_empty() {
+                address.clone()
+            } else {
+                name.clone()
+            }
+        })
+        .unwrap_or_else(|| "(unknown)".into())
+}
+
+fn refusal(verdict: Verdict, cluster: String, reason: &str) -> Option<Refusal> {
+    let detail = reason.to_string();
+    match verdict {
+        Verdict::None => None,
+        Verdict::Authentication => Some(Refusal::Authentication { cluster, detail }),
+        Verdict::Tls => Some(Refusal::Tls { cluster, detail }),
+        Verdict::Plaintext => Some(Refusal::Plaintext { cluster, detail }),
+    }
+}
+
+/// The first authentication or TLS failure any client of this process met: a running job
+/// stops on it rather than retry for ever against a cluster that will not let it in.
+static REFUSED: std::sync::Mutex<Option<Refusal>> = std::sync::Mutex::new(None);
+
+/// The refusal that stops this process, if a client has met one.
+pub fn refused() -> Option<Refusal> {
+    REFUSED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// How client-level errors are logged. librdkafka retries transport and leadership errors
 /// itself, so they are warnings; end-of-partition is not an error at all. ERROR is kept for
-/// data at risk, which the sinks report themselves.
+/// data at risk, which the sinks report themselves, and for a cluster's refusal, which is
+/// also kept for [`refused`].
 pub fn log_client_error(error: &KafkaError, reason: &str) {
     if matches!(
         error,
@@ -123,7 +285,196 @@ pub fn log_client_error(error: &KafkaError, reason: &str) {
     ) {
         return;
     }
+    let v = verdict(error, reason);
+    if matches!(v, Verdict::Authentication | Verdict::Tls) {
+        if let Some(r) = refusal(v, cluster_named_in(reason), reason) {
+            tracing::error!(refusal = %r, "kafka client refused");
+            REFUSED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(r);
+            return;
+        }
+    }
     tracing::warn!(%error, reason, "kafka client");
+}
+
+/// For the tools whose errors are the client's: the refusal's whole message is kept.
+impl From<Refusal> for KafkaError {
+    fn from(refusal: Refusal) -> KafkaError {
+        KafkaError::ClientCreation(refusal.to_string())
+    }
+}
+
+/// What a refused request of `cluster` was not authorized to do, when `code` is an
+/// authorization error.
+pub fn not_authorized(
+    cluster: &str,
+    code: Option<rdkafka::types::RDKafkaErrorCode>,
+    operation: &str,
+    resource: &str,
+) -> Option<Refusal> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let (operation, resource) = match code? {
+        C::TopicAuthorizationFailed => (operation.to_string(), resource.to_string()),
+        C::GroupAuthorizationFailed => (operation.to_string(), "its consumer group".to_string()),
+        C::TransactionalIdAuthorizationFailed => {
+            ("Write".to_string(), "its transactional.id".to_string())
+        }
+        C::ClusterAuthorizationFailed => (operation.to_string(), "the cluster".to_string()),
+        _ => return None,
+    };
+    Some(Refusal::NotAuthorized {
+        cluster: cluster.to_string(),
+        operation,
+        resource,
+    })
+}
+
+/// [`preflight`] of each cluster with its topics, all at once: a start waits for the slowest
+/// cluster, not for their sum. A cluster that does not answer is a warning.
+pub fn preflight_all(clusters: &[(&ClusterConfig, Vec<String>)]) -> Result<(), Refusal> {
+    let results: Vec<Result<bool, Refusal>> = std::thread::scope(|scope| {
+        let running: Vec<_> = clusters
+            .iter()
+            .map(|(cluster, topics)| scope.spawn(move || preflight(cluster, topics)))
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Ok(false)))
+            .collect()
+    });
+    for (result, (cluster, _)) in results.into_iter().zip(clusters) {
+        if !result? {
+            tracing::warn!(cluster = %cluster.name, "no broker answered within {:?}; starting without it", PREFLIGHT_WAIT);
+        }
+    }
+    Ok(())
+}
+
+/// A context that keeps what the cluster said during [`preflight`].
+#[derive(Default)]
+struct Heard {
+    verdicts: std::sync::Mutex<Vec<(Verdict, String)>>,
+}
+
+impl Heard {
+    fn hear(&self, v: Verdict, reason: &str) {
+        if v != Verdict::None {
+            self.verdicts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((v, reason.to_string()));
+        }
+    }
+}
+
+impl ClientContext for Heard {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.hear(verdict(&error, reason), reason);
+    }
+
+    /// A broker's failure is logged by librdkafka's own thread as it happens, while its error
+    /// event waits in a queue (and, repeated, is held back for 30 s): the log is what a start
+    /// can wait on.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" {
+            let v = if message.contains("SASL authentication error") {
+                Verdict::Authentication
+            } else if message.contains("certificate verify failed")
+                || message.contains("Failed to verify broker certificate")
+            {
+                Verdict::Tls
+            } else if message.contains("SSL handshake failed") || message.contains("SSL_HANDSHAKE")
+            {
+                Verdict::Plaintext
+            } else {
+                Verdict::None
+            };
+            self.hear(v, message);
+        }
+        tracing::debug!(?level, fac, message, "preflight");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Heard {}
+
+/// How long a start waits for a cluster's first answer. A cluster that is down is not a
+/// refusal: the job starts and its sources report the partitions unreachable.
+pub const PREFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to `cluster` once, as every client of it will, and asks for the metadata of
+/// `topics`: a cluster that refuses the credentials or the TLS handshake, or does not speak TLS
+/// when it was asked to, or does not let this principal see a topic, is an error that names
+/// the cluster and the cause, within [`PREFLIGHT_WAIT`]. Returns whether the cluster answered.
+pub fn preflight(cluster: &ClusterConfig, topics: &[String]) -> Result<bool, Refusal> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::time::{Duration, Instant};
+    let mut config = consumer(cluster, "tidemark-preflight");
+    // Only errors on the queue, so draining it reaches every one.
+    config.set("statistics.interval.ms", "0");
+    let client: BaseConsumer<Heard> = match config.create_with_context(Heard::default()) {
+        Ok(c) => c,
+        // A setting librdkafka rejects is reported where the client is made for real.
+        Err(_) => return Ok(false),
+    };
+    let deadline = Instant::now() + PREFLIGHT_WAIT;
+    let mut plaintext = None;
+    loop {
+        // librdkafka can answer from no broker at all (an empty cache): that is not an answer.
+        let answered = client
+            .fetch_metadata(None, Duration::from_millis(500))
+            .is_ok_and(|md| !md.brokers().is_empty());
+        // Serves the error events that arrived meanwhile (each poll serves one).
+        for _ in 0..1000 {
+            if client.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        let heard = std::mem::take(
+            &mut *client
+                .context()
+                .verdicts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (v, reason) in heard {
+            match v {
+                Verdict::Plaintext => plaintext = Some(reason),
+                _ => {
+                    if let Some(r) = refusal(v, cluster.name.clone(), &reason) {
+                        return Err(r);
+                    }
+                }
+            }
+        }
+        if answered {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return match plaintext {
+                Some(reason) => Err(Refusal::Plaintext {
+                    cluster: cluster.name.clone(),
+                    detail: reason,
+                }),
+                None => Ok(false),
+            };
+        }
+    }
+    for topic in topics {
+        let Ok(md) = client.fetch_metadata(Some(topic.as_str()), Duration::from_secs(5)) else {
+            continue;
+        };
+        for t in md.topics().iter().filter(|t| t.name() == *topic) {
+            let code = t.error().map(rdkafka::types::RDKafkaErrorCode::from);
+            if let Some(r) =
+                not_authorized(&cluster.name, code, "Describe", &format!("topic {topic}"))
+            {
+                return Err(r);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// A context that only changes how errors are logged.
@@ -140,6 +491,7 @@ impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// Settings shared by every client of `cluster` (before the cluster's own `options`).
 fn base(cluster: &ClusterConfig) -> ClientConfig {
+    remember(cluster);
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cluster.bootstrap);
     // Stats feed the per-partition consumer-lag and producer-queue gauges.
@@ -356,11 +708,15 @@ pub fn partition_offsets<C: rdkafka::consumer::ConsumerContext>(
     let wait = std::time::Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(topic), wait)?;
     let mut out = Vec::new();
-    for t in md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-    {
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        let code = t.error().map(rdkafka::types::RDKafkaErrorCode::from);
+        match code {
+            None => {}
+            // Not there, as a reader of a missing topic expects.
+            Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) => continue,
+            // Anything else (an ACL) must not pass for an empty topic.
+            Some(code) => return Err(KafkaError::MetadataFetch(code)),
+        }
         for p in t.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), wait)?;
             out.push((p.id(), low, high));
@@ -491,6 +847,69 @@ mod tests {
         assert!(secured("SSL", None).is_ok(), "TLS");
         // The check is real: a mechanism that is not built in is refused.
         assert!(secured("SASL_SSL", Some("GSSAPI")).is_err());
+    }
+
+    /// Authentication and TLS failures are refusals at once; a handshake cut off is one only
+    /// when it lasts a whole start; anything else is retried.
+    #[test]
+    fn refusals_are_told_from_outages() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let global = |code| KafkaError::Global(code);
+        let auth = "sasl_ssl://127.0.0.1:19092/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512";
+        assert_eq!(
+            verdict(&global(C::Authentication), auth),
+            Verdict::Authentication
+        );
+        let tls = "ssl://127.0.0.1:19092/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed";
+        assert_eq!(verdict(&global(C::SSL), tls), Verdict::Tls);
+        let plain = "sasl_ssl://127.0.0.1:19093/bootstrap: SSL handshake failed: Disconnected: SSL connection closed by peer: connecting to a PLAINTEXT broker listener?";
+        assert_eq!(
+            verdict(&global(C::BrokerTransportFailure), plain),
+            Verdict::Plaintext
+        );
+        let refused =
+            "127.0.0.1:19092/bootstrap: Connect to ipv4#127.0.0.1:19092 failed: Connection refused";
+        assert_eq!(
+            verdict(&global(C::BrokerTransportFailure), refused),
+            Verdict::None
+        );
+        assert_eq!(
+            verdict(&global(C::AllBrokersDown), "1/1 brokers are down"),
+            Verdict::None
+        );
+        let denied = not_authorized(
+            "region-a",
+            Some(C::TopicAuthorizationFailed),
+            "Write",
+            "topic out",
+        )
+        .unwrap()
+        .to_string();
+        assert!(
+            denied.contains("cluster region-a") && denied.contains("Write topic out"),
+            "{denied}"
+        );
+        assert_eq!(
+            not_authorized("a", Some(C::RequestTimedOut), "Write", "topic out"),
+            None
+        );
+    }
+
+    /// A start against a cluster that answers goes on; one that answers in plaintext where TLS
+    /// was asked for is refused within the wait, naming the cluster.
+    #[test]
+    fn a_start_is_refused_by_a_plaintext_broker() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let mut cluster = ClusterConfig::at(&mock.bootstrap_servers());
+        cluster.name = "mock".into();
+        assert_eq!(preflight(&cluster, &[]), Ok(true));
+        cluster
+            .options
+            .insert("security.protocol".into(), "SSL".into());
+        match preflight(&cluster, &[]) {
+            Err(Refusal::Plaintext { cluster, .. }) => assert_eq!(cluster, "mock"),
+            other => panic!("expected a plaintext refusal, got {other:?}"),
+        }
     }
 
     #[test]

@@ -15,6 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "tidemark", version, about)]
 struct Cli {
+    /// A file whose `[clusters.NAME]` tables (a pipeline or gateway file will do) say how to
+    /// connect: each tool's `--bootstrap` may then be a cluster's NAME or one of its addresses,
+    /// and its clients take that cluster's security settings.
+    #[arg(long, global = true, value_name = "FILE")]
+    cluster_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -166,6 +171,9 @@ fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &cli.cluster_config {
+        tidemark::kafka::use_tool_clusters(tidemark::config::load_clusters(path)?);
+    }
     let success = |ok: bool| {
         if ok {
             ExitCode::SUCCESS
@@ -245,6 +253,10 @@ fn check(file: &Path, connect: bool) -> bool {
         println!("warning: {w}");
     }
     if connect {
+        if let Err(e) = tidemark::pipeline::preflight(&config) {
+            eprintln!("{}: {e}", file.display());
+            return false;
+        }
         let limits = match tidemark::pipeline::sink_limits(&config, &graph) {
             Ok((limits, _)) => limits,
             Err(e) => {

@@ -15,7 +15,7 @@ use crate::sinks::kafka::KafkaSink;
 use crate::sinks::restore::{self, RestorePlan};
 use crate::sinks::transaction::{Producers, FENCED_SLOTS};
 use crate::sinks::{SinkConfig, SinkContext, SinkError};
-use crate::sources::{self, ReadOptions, SourceContext, SourceError};
+use crate::sources::{self, ReadOptions, SourceConfig, SourceContext, SourceError};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -57,6 +57,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// A cluster refuses this pipeline: credentials, TLS, or an ACL.
+    #[error(transparent)]
+    Refused(#[from] crate::kafka::Refusal),
     /// A hostfile could not be read.
     #[error("hostfile {path}: {message}")]
     Hostfile {
@@ -220,6 +223,7 @@ pub fn run(
     for w in crate::config::warnings(config, graph) {
         tracing::warn!("{w}");
     }
+    preflight(config)?;
     let splits = Arc::new(sources::plan(
         &config.sources,
         &source_context(config, bounded_read(options), metrics),
@@ -292,6 +296,11 @@ pub fn run(
                 // Another worker failed and reported why.
                 return abort(worker, None);
             }
+            if let Some(refusal) = crate::kafka::refused() {
+                // Credentials or a certificate the cluster no longer takes: librdkafka would
+                // retry for ever, and an exactly-once restart resumes from the last checkpoint.
+                return abort(worker, Some(refusal.to_string()));
+            }
             worker.step_or_park(Some(Duration::from_millis(100)));
         }
         if let Some(message) = ctx.failure.borrow().clone() {
@@ -318,6 +327,33 @@ pub fn run(
             started.elapsed(),
         )),
     }
+}
+
+/// Connects to every cluster the pipeline uses, at once, and asks for its topics: a cluster
+/// that refuses the credentials, the TLS handshake or a topic stops the start here, naming the
+/// cluster and the cause, instead of leaving librdkafka to retry for ever.
+pub fn preflight(config: &PipelineConfig) -> Result<(), RunError> {
+    let mut topics: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for source in config.sources.values() {
+        if let SourceConfig::Kafka(k) = source {
+            let t = topics.entry(k.cluster.as_str()).or_default();
+            t.extend(k.topics.iter().cloned());
+            t.extend(k.heartbeats());
+        }
+    }
+    for sink in config.sinks.values() {
+        if let SinkConfig::Kafka(k) = sink {
+            topics
+                .entry(k.cluster.as_str())
+                .or_default()
+                .push(k.topic.clone());
+        }
+    }
+    let clusters: Vec<_> = topics
+        .into_iter()
+        .filter_map(|(name, topics)| config.clusters.get(name).map(|c| (c, topics)))
+        .collect();
+    Ok(crate::kafka::preflight_all(&clusters)?)
 }
 
 /// One process of `options.processes`, each with `options.workers` threads.

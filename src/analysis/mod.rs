@@ -22,6 +22,9 @@ pub enum AnalysisError {
     /// A Kafka client failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The cluster refuses the tool (credentials, TLS).
+    #[error(transparent)]
+    Refused(#[from] crate::kafka::Refusal),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

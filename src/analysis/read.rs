@@ -48,8 +48,8 @@ enum Inner {
     },
 }
 
-fn kafka_client(bootstrap: &str) -> ClusterConfig {
-    ClusterConfig::at(bootstrap)
+fn kafka_client(bootstrap: &str) -> Result<ClusterConfig, AnalysisError> {
+    Ok(crate::kafka::tool_cluster(bootstrap)?)
 }
 
 /// The partitions of `topic` and their (low, high) offsets; an error when it has none.
@@ -67,7 +67,7 @@ pub fn partitions(
 /// A consumer for the analysis tools: no group rebalance, nothing committed.
 pub fn consumer(bootstrap: &str) -> Result<BaseConsumer<crate::kafka::Quiet>, AnalysisError> {
     Ok(
-        crate::kafka::consumer(&kafka_client(bootstrap), "tidemark-analysis")
+        crate::kafka::consumer(&kafka_client(bootstrap)?, "tidemark-analysis")
             .create_with_context(crate::kafka::Quiet)?,
     )
 }

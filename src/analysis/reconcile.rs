@@ -12,7 +12,6 @@ use super::AnalysisError;
 use crate::component::Millis;
 use crate::event::decode;
 use crate::event::EventFormat;
-use crate::kafka::ClusterConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::{BTreeMap, HashSet};
@@ -154,7 +153,7 @@ pub fn reconcile(o: &ReconcileOptions) -> Result<Reconciled, AnalysisError> {
         return Ok(r);
     }
 
-    let cluster = ClusterConfig::at(&o.bootstrap);
+    let cluster = crate::kafka::tool_cluster(&o.bootstrap)?;
     crate::kafka::ensure_topic(
         &cluster,
         &o.late_topic,

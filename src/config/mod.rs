@@ -127,18 +127,101 @@ pub fn load_gateway(path: &Path) -> Result<GatewayFile, LoadError> {
     read_with(path, parse_gateway)
 }
 
+/// Reads the `[clusters.*]` tables of a file: a pipeline file, a gateway file, or one of
+/// clusters alone. The tools' `--cluster-config`, so a tool connects as the pipeline does.
+pub fn load_clusters(path: &Path) -> Result<BTreeMap<String, ClusterConfig>, LoadError> {
+    read_with(path, |text| {
+        let mut root = toml_root(text)?;
+        let mut errors = Vec::new();
+        let clusters = match root.remove("clusters") {
+            Some(v) => named("clusters", v, &mut errors, cluster_node),
+            None => {
+                errors.push(ConfigError {
+                    node: "clusters".into(),
+                    field: String::new(),
+                    message: "the file has no [clusters.NAME] table".into(),
+                });
+                BTreeMap::new()
+            }
+        };
+        if errors.is_empty() {
+            Ok(clusters)
+        } else {
+            Err(errors)
+        }
+    })
+}
+
 fn read_with<T>(
     path: &Path,
     parse: impl Fn(&str) -> Result<T, Vec<ConfigError>>,
 ) -> Result<T, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = read_including(path, 0)?;
     parse(&text).map_err(|errors| LoadError::Invalid {
         path: path.display().to_string(),
         errors,
     })
+}
+
+/// How deep `include`s may nest: enough for a variant of a variant, and a loop stops here.
+const MAX_INCLUDE_DEPTH: usize = 4;
+
+/// The text of `path` with its `include = "FILE"` resolved: FILE (relative to `path`'s folder)
+/// is read first and this file's tables are laid over it key by key, so a variant (the secure
+/// regions' pipeline, say) states only what differs from its base.
+fn read_including(path: &Path, depth: usize) -> Result<String, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let invalid = |message: String| LoadError::Invalid {
+        path: path.display().to_string(),
+        errors: vec![ConfigError {
+            node: "include".into(),
+            field: String::new(),
+            message,
+        }],
+    };
+    // A file that is not TOML is reported by the parser, with its position.
+    let Ok(mut root) = text.parse::<toml::Table>() else {
+        return Ok(text);
+    };
+    let Some(include) = root.remove("include") else {
+        return Ok(text);
+    };
+    let toml::Value::String(name) = include else {
+        return Err(invalid("must be a file name".into()));
+    };
+    if depth >= MAX_INCLUDE_DEPTH {
+        return Err(invalid(format!(
+            "includes nest more than {MAX_INCLUDE_DEPTH} deep (a loop?)"
+        )));
+    }
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(&name);
+    let mut base: toml::Table =
+        read_including(&base_path, depth + 1)?
+            .parse()
+            .map_err(|e: toml::de::Error| {
+                invalid(format!(
+                    "{}: not valid TOML: {}",
+                    base_path.display(),
+                    e.message().trim()
+                ))
+            })?;
+    lay_over(&mut base, root);
+    Ok(base.to_string())
+}
+
+/// Lays `over` on `base`: tables merge key by key, anything else replaces.
+fn lay_over(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => lay_over(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// The top-level table of a TOML text, or the one error that it is not TOML.
@@ -274,6 +357,7 @@ pub(crate) fn cluster_node(
 ) -> Option<ClusterConfig> {
     let node = format!("{table}.{name}");
     let mut cluster: ClusterConfig = deserialize(&node, value, errors)?;
+    cluster.name = name.into();
     let failed = cluster.resolve();
     let ok = failed.is_empty();
     for (key, e) in failed {

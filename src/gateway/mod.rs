@@ -44,6 +44,9 @@ pub enum GatewayError {
         /// Client error.
         source: rdkafka::error::KafkaError,
     },
+    /// A region's cluster refuses the gateway (credentials, TLS, an ACL).
+    #[error(transparent)]
+    Refused(#[from] crate::kafka::Refusal),
     /// Binding the listener, or starting a thread or the runtime.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -106,6 +109,12 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
         .iter()
         .map(|(n, c)| (n.clone(), c.clone()))
         .collect();
+    let checks: Vec<_> = file
+        .clusters
+        .values()
+        .map(|c| (c, vec![file.gateway.topic.clone()]))
+        .collect();
+    crate::kafka::preflight_all(&checks)?;
     let regions = Regions::open(&clusters, &file.gateway.topic)?;
     let local = names
         .iter()

@@ -28,8 +28,8 @@ struct Report {
     time: u64,
     /// The record may be dropped, counted, when Kafka refuses it as too large.
     droppable: bool,
-    /// The error, if the write failed, and whether it was "too large".
-    error: Option<(String, bool)>,
+    /// The error, if the write failed, and its code.
+    error: Option<(String, Option<RDKafkaErrorCode>)>,
 }
 
 /// Delivery reports, collected by librdkafka's callback (run inside `poll`, on our thread) and
@@ -39,8 +39,8 @@ pub struct Deliveries {
     reports: Mutex<Vec<Report>>,
 }
 
-fn too_large(e: &rdkafka::error::KafkaError) -> bool {
-    e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+fn too_large(code: Option<RDKafkaErrorCode>) -> bool {
+    code == Some(RDKafkaErrorCode::MessageSizeTooLarge)
 }
 
 /// Producer context that records delivery reports.
@@ -69,7 +69,7 @@ impl ProducerContext for DeliveryContext {
         let error = result
             .as_ref()
             .err()
-            .map(|(e, _)| (e.to_string(), too_large(e)));
+            .map(|(e, _)| (e.to_string(), e.rdkafka_error_code()));
         if let Ok(mut r) = self.deliveries.reports.lock() {
             r.push(Report {
                 time,
@@ -140,7 +140,7 @@ impl SinkNode for KafkaSink {
             }
         };
         Ok(on_either!(input, s => {
-            kafka_sink(s, node, (producer, deliveries, txn), &self.topic, worker)
+            kafka_sink(s, node, (producer, deliveries, txn), (&self.cluster, &self.topic), worker)
         }))
     }
 }
@@ -266,6 +266,7 @@ struct Writer {
     producer: BaseProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
     topic: String,
+    cluster: String,
     sink: String,
     splits: Arc<Splits>,
     written: prometheus::IntCounter,
@@ -324,7 +325,7 @@ impl Writer {
                     self.producer.poll(Duration::from_millis(50));
                     record = r;
                 }
-                Err((e, _)) if droppable && too_large(&e) => {
+                Err((e, _)) if droppable && too_large(e.rdkafka_error_code()) => {
                     // A dead letter too large even for its topic: counted and logged, and its
                     // offset still advances.
                     self.dropped.inc();
@@ -380,12 +381,22 @@ impl Writer {
         } in reports
         {
             let error = match error {
-                Some((_, true)) if droppable => {
+                Some((_, code)) if droppable && too_large(code) => {
                     self.dropped.inc();
                     tracing::error!(sink = %self.sink, topic = %self.topic, "dead letter refused by the broker as too large; dropped");
                     None
                 }
-                Some((e, _)) => Some(e),
+                Some((e, code)) => Some(
+                    match crate::kafka::not_authorized(
+                        &self.cluster,
+                        code,
+                        "Write",
+                        &format!("topic {}", self.topic),
+                    ) {
+                        Some(refusal) => format!("{refusal} ({e})"),
+                        None => e,
+                    },
+                ),
                 None => {
                     ok += 1;
                     None
@@ -473,7 +484,16 @@ impl Writer {
                     return;
                 };
                 txn.aborted.inc();
-                let message = transaction::describe(&txn.id, what, &e);
+                let mut message = transaction::describe(&txn.id, what, &e);
+                let topic = format!("topic {}", self.topic);
+                if let Some(refusal) = crate::kafka::not_authorized(
+                    &self.cluster,
+                    e.rdkafka_error_code(),
+                    "Write",
+                    &topic,
+                ) {
+                    message = format!("{refusal}: {message}");
+                }
                 tracing::error!(sink = %self.sink, %message, "checkpoint failed");
                 *self.failure.borrow_mut() = Some(format!("kafka sink {}: {message}", self.sink));
                 self.failed = true;
@@ -500,7 +520,7 @@ pub fn kafka_sink<'scope, T: SinkItem>(
     input: Stream<'scope, u64, Vec<T>>,
     name: &str,
     (producer, deliveries, txn): (BaseProducer<DeliveryContext>, Arc<Deliveries>, Option<Txn>),
-    topic: &str,
+    (cluster, topic): (&str, &str),
     ctx: &WorkerContext,
 ) -> Stream<'scope, u64, Vec<()>> {
     let scope = input.scope();
@@ -513,6 +533,7 @@ pub fn kafka_sink<'scope, T: SinkItem>(
         producer,
         deliveries,
         topic: topic.to_string(),
+        cluster: cluster.to_string(),
         sink: name.to_string(),
         splits: Arc::clone(&ctx.splits),
         written: ctx.metrics.events_out.with_label_values(&[name]),

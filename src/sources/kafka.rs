@@ -718,6 +718,17 @@ impl SplitReader for KafkaReader {
                         t.skip_gaps(&self.node, self.on_gap, &self.metrics)?;
                     }
                     Err(e) => {
+                        let resource = format!("topic {}", t.topic);
+                        let code = e.rdkafka_error_code();
+                        if let Some(refusal) =
+                            crate::kafka::not_authorized(&self.cluster, code, "Read", &resource)
+                        {
+                            // An ACL is not retried away: the job stops, saying which.
+                            return Err(SourceError::Refused {
+                                node: self.node.clone(),
+                                refusal,
+                            });
+                        }
                         // Transport and leadership errors are retried inside librdkafka; they are
                         // reported, and the partitions simply deliver nothing meanwhile.
                         tracing::warn!(node = %self.node, topic = %t.topic, error = %e, "consumer error");

@@ -55,6 +55,14 @@ pub enum SourceError {
         /// Topic.
         topic: String,
     },
+    /// The cluster refuses the source what it must do (an ACL).
+    #[error("kafka source {node}: {refusal}")]
+    Refused {
+        /// Source node.
+        node: String,
+        /// What was refused.
+        refusal: crate::kafka::Refusal,
+    },
     /// A file could not be read.
     #[error("file source {node}: {path}: {source}")]
     File {

@@ -198,7 +198,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
     let ok: Arc<Vec<AtomicU32>> = Arc::new((0..total).map(|_| AtomicU32::new(0)).collect());
     let failed = Arc::new(AtomicU32::new(0));
     let producer = |bootstrap: &str| -> anyhow::Result<BaseProducer<Acks>> {
-        let cluster = crate::kafka::ClusterConfig::at(bootstrap);
+        let cluster = crate::kafka::tool_cluster(bootstrap)?;
         let mut config = crate::kafka::producer(&cluster);
         if !o.oversized.is_empty() {
             // The test producer must get them to the broker: it is the pipeline's limits that

@@ -26,7 +26,7 @@ pub fn read_topic_with<T>(
     mut keep: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
 ) -> Result<Vec<T>, rdkafka::error::KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let cluster = crate::kafka::ClusterConfig::at(bootstrap);
+    let cluster = crate::kafka::tool_cluster(bootstrap)?;
     let consumer: BaseConsumer<crate::kafka::Quiet> =
         crate::kafka::consumer(&cluster, "tidemark-read")
             .create_with_context(crate::kafka::Quiet)?;

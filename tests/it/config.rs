@@ -550,3 +550,39 @@ fn secret_references_resolve_or_name_what_is_missing() {
     let printed = format!("{config:?}");
     assert!(!printed.contains("correct horse"), "{printed}");
 }
+
+/// A variant file states only what differs: its `include` is read first and its own tables are
+/// laid over it key by key; the tools' `--cluster-config` reads the clusters of such a file.
+#[test]
+fn an_included_file_is_laid_under_the_variant() {
+    let dir = std::env::temp_dir().join(format!("tidemark-include-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("base.toml"), base()).unwrap();
+    std::fs::write(
+        dir.join("secure.toml"),
+        "include = \"base.toml\"\n[clusters.a.options]\n\"security.protocol\" = \"SASL_SSL\"\n[pipeline]\nname = \"variant\"\n",
+    )
+    .unwrap();
+    let (config, _) = tidemark::config::load(&dir.join("secure.toml")).expect("the variant loads");
+    let a = &config.clusters["a"];
+    assert_eq!(a.bootstrap, "127.0.0.1:19092", "kept from the base");
+    assert_eq!(a.options["security.protocol"], "SASL_SSL", "laid over it");
+    assert_eq!(a.name, "a");
+    assert_eq!(config.pipeline.name, "variant");
+    assert_eq!(config.sources.len(), 1, "the base's nodes are all there");
+    let clusters = tidemark::config::load_clusters(&dir.join("secure.toml")).unwrap();
+    assert_eq!(clusters["a"].options["security.protocol"], "SASL_SSL");
+    // A file including itself stops at the nesting limit, with an error of its include.
+    std::fs::write(dir.join("loop.toml"), "include = \"loop.toml\"\n").unwrap();
+    let e = tidemark::config::load(&dir.join("loop.toml")).unwrap_err();
+    assert!(
+        e.errors()
+            .iter()
+            .any(|e| e.node == "include" && e.message.contains("nest")),
+        "{e}"
+    );
+    std::fs::write(dir.join("missing.toml"), "include = \"nowhere.toml\"\n").unwrap();
+    let e = tidemark::config::load(&dir.join("missing.toml")).unwrap_err();
+    assert!(e.to_string().contains("nowhere.toml"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

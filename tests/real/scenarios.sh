@@ -62,6 +62,18 @@
 #                    region-b's broker stopped mid-load: its producers fall back to region-a,
 #                    and return once region-b has been healthy for 3 s (a second, short load
 #                    after the recovery makes sure they have traffic to return with)
+#   secure           the regions on SASL_SSL with SCRAM users and ACLs (infra/regions up
+#                    --secure), MM2 over SASL_SSL, both pipelines (pipelines/REGION.secure.toml)
+#                    and the gateway (gateway.secure.toml) each as its own principal; the whole
+#                    load through the gateway, replication paused for 5 s mid-load with a hold
+#                    longer than the split (no event late), strict verify as admin
+#                    (--cluster-config infra/secure-clusters.toml). Then the refusals, each of
+#                    which must stop a pipeline, the gateway and verify within 30 s with an error
+#                    naming the cluster and the cause: a wrong password, an untrusted CA, and
+#                    plaintext where TLS was expected (the controller port); an ACL that denies
+#                    region-a's running pipeline the write to its ordered topic must stop it,
+#                    naming the topic and the operation. No password may appear in any log of the
+#                    run, in `tidemark graph`, on the status page or in the metrics
 #
 # Every scenario proves its fault: a fault command that fails fails the scenario (each runs
 # with errexit on), a killed pid must be gone, and a cut in replication must show as a split in
@@ -96,7 +108,8 @@ done
   exit 2
 }
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2
-  partition beyond-horizon kill-pipeline restart-broker kill-broker disk-full oversized-gap gateway)
+  partition beyond-horizon kill-pipeline restart-broker kill-broker disk-full oversized-gap gateway
+  secure)
 
 BIN=$ROOT/target/release/tidemark
 WORK=$(mktemp -d /tmp/tidemark-scenarios.XXXXXX)
@@ -144,6 +157,11 @@ start_pipeline() {
   shift $(($# < 3 ? $# : 3))
   sed -e "s/^max_split_hold = .*/max_split_hold = \"$hold\"/" \
     -e "s/^horizon = .*/horizon = \"${HORIZON:-10m}\"/" "pipelines/$r.toml" >"$file"
+  if [ -n "${SECURE_RUN:-}" ]; then
+    # pipelines/REGION.secure.toml laid over this copy (its include), as a user would.
+    { echo "include = \"$r.toml\"" && grep -v '^include' "pipelines/$r.secure.toml"; } >"$WORK/$r.secure.toml"
+    file=$WORK/$r.secure.toml
+  fi
   "$BIN" run "$file" --workers "$workers" "$@" >>"$WORK/$r.log" 2>&1 &
   PIPELINE_PID[$r]=$!
 }
@@ -397,6 +415,9 @@ scenario() {
     fresh_regions "$name" --netns || return 1
   elif [ "$fault" = three-broker ]; then
     fresh_regions "$name" --brokers 3 || return 1
+  elif [ "$name" = secure ]; then
+    fresh_regions "$name" --secure || return 1
+    local SECURE_RUN=yes
   elif [ "$fault" = disk-full ]; then
     # Small enough to fill in a moment, large enough for the topics' first segments.
     fresh_regions "$name" --disk 256m || return 1
@@ -421,6 +442,12 @@ scenario() {
       --seed "$RANDOM" --out "$WORK/$name.gateway.ids" >"$WORK/$name.gateway-load.log" 2>&1 &
     GATEWAY_LOAD_PID=$!
     ids+=(--ids "$WORK/$name.gateway.ids")
+  fi
+  if [ "$name" = secure ]; then
+    # The whole load through the gateway, as its own principal.
+    "$BIN" gateway --config gateway.secure.toml >"$WORK/gateway.log" 2>&1 &
+    GATEWAY_PID=$!
+    load+=(--gateway 127.0.0.1:8080 --batch 10 --connections 4 --producers 8)
   fi
   if [ "$fault" = gateway ]; then
     # Long enough for region-b to come back and be healthy for return_after before the end.
@@ -583,8 +610,16 @@ scenario() {
   local ok=yes
   [ "$recovered" = yes ] || ok=no
   # shellcheck disable=SC2086
-  "$BIN" verify --bootstrap 127.0.0.1:19092 --bootstrap 127.0.0.1:29092 \
+  local tools=()
+  # On the secure regions the tools connect as admin.
+  [ -z "${SECURE_RUN:-}" ] || tools=(--cluster-config infra/secure-clusters.toml)
+  "$BIN" "${tools[@]}" verify --bootstrap 127.0.0.1:19092 --bootstrap 127.0.0.1:29092 \
     "${ids[@]}" --wait 180s $flags | tee "$out" || ok=no
+  if [ "$name" = secure ]; then
+    secure_refusals || ok=no
+    stop_pid "$GATEWAY_PID"
+    GATEWAY_PID=
+  fi
   if [ "$name" = split-hold-on ]; then
     # Prometheus scraped the whole run: every dashboard panel must have data, the split-brain
     # alert must have fired during the pause and be resolved now.
@@ -645,7 +680,7 @@ scenario() {
         ok=no
       fi
       ;;
-    split-hold-on | partition)
+    split-hold-on | partition | secure)
       # A split shorter than the hold costs latency, not late events.
       if [ "${la:-1}" -ne 0 ] || [ "${lb:-1}" -ne 0 ]; then
         log "expected no late events with a hold longer than the split, got $la and $lb"
@@ -716,6 +751,121 @@ scenario() {
     cp "$ROOT/infra/state/mm2.log" "$WORK/$name.mm2.log" 2>/dev/null || true
     return 1
   fi
+}
+
+# refused WHAT EXPECT COMMAND...: COMMAND must exit non-zero within 30 s, and its output must
+# say EXPECT (which names the cluster and the cause).
+refused() {
+  local what=$1 expect=$2 started=$SECONDS rc=0 out
+  out=$WORK/refused.$(echo "$what" | tr -c 'a-z0-9\n' -).log
+  shift 2
+  timeout 60 "$@" >"$out" 2>&1 || rc=$?
+  local took=$((SECONDS - started))
+  if [ $rc = 0 ] || [ $rc = 124 ] || [ $took -gt 30 ]; then
+    log "$what: exit status $rc after $took s; expected a refusal within 30 s"
+    tail -n 5 "$out"
+    return 1
+  fi
+  grep -q -- "$expect" "$out" || {
+    log "$what: exit status $rc, but its output does not say \"$expect\""
+    tail -n 5 "$out"
+    return 1
+  }
+  log "$what: refused in $took s: $(grep -m1 -o "$expect.\{0,100\}" "$out")"
+}
+
+# secure_refusals: on the secure regions, after the verified load (see the header): each
+# misconfiguration must stop a pipeline, the gateway and a tool; an ACL taken away from a
+# running pipeline must stop it; and no password appears anywhere tidemark writes.
+secure_refusals() {
+  local case variant expect ok=yes
+  cp gateway.toml "$WORK/gateway.toml"
+  for case in password ca plaintext; do
+    case $case in
+      password)
+        variant=('s/"sasl.password" = .*/"sasl.password" = "not-the-password"/')
+        expect="cluster region-a: authentication failed"
+        ;;
+      ca)
+        variant=('s#"ssl.ca.location" = .*#"ssl.ca.location" = "infra/state/secure/untrusted-ca.pem"#')
+        expect="cluster region-a: TLS failed"
+        ;;
+      plaintext)
+        # Each region's controller port: a Kafka listener in plaintext (region-b's is unused by
+        # region-a's pipeline).
+        variant=('$a [clusters.region-a]\nbootstrap = "127.0.0.1:19093"\n[clusters.region-b]\nbootstrap = "127.0.0.1:29093"')
+        expect="cluster region-a: TLS was expected, and the broker does not speak it"
+        ;;
+    esac
+    { echo 'include = "region-a.toml"' && grep -v '^include' pipelines/region-a.secure.toml; } |
+      sed -e "${variant[0]}" >"$WORK/refuse-$case.toml"
+    { echo 'include = "gateway.toml"' && grep -v '^include' gateway.secure.toml; } |
+      sed -e "${variant[0]}" >"$WORK/refuse-$case.gateway.toml"
+    refused "pipeline, $case" "$expect" "$BIN" run "$WORK/refuse-$case.toml" \
+      --metrics-listen 127.0.0.1:9470 || ok=no
+    refused "gateway, $case" "$expect" "$BIN" gateway --config "$WORK/refuse-$case.gateway.toml" \
+      --listen 127.0.0.1:8090 || ok=no
+    refused "verify, $case" "$expect" "$BIN" --cluster-config "$WORK/refuse-$case.gateway.toml" \
+      verify --bootstrap region-a --ids "$WORK/secure.ids" || ok=no
+  done
+  # The running region-a pipeline loses the right to write its ordered topic: with traffic to
+  # write, it must stop, naming the topic and the operation.
+  local pid=${PIPELINE_PID[region-a]} started
+  kill -0 "$pid" || {
+    log "region-a's pipeline is not running"
+    return 1
+  }
+  "$REGIONS" acls region-a --add --deny-principal User:pipeline-region-a --operation Write \
+    --topic log-events-ordered >"$WORK/acl-deny.log" 2>&1 || {
+    cat "$WORK/acl-deny.log"
+    return 1
+  }
+  started=$SECONDS
+  "$BIN" --cluster-config infra/secure-clusters.toml loadgen --events 200 --duration 3s \
+    --seed "$RANDOM" --out "$WORK/secure.denied.ids" >"$WORK/secure.denied.log" 2>&1 || {
+    cat "$WORK/secure.denied.log"
+    return 1
+  }
+  if wait_gone_within 30 "$pid"; then
+    if wait "$pid"; then
+      log "region-a's pipeline exited with status 0 when its write was denied"
+      ok=no
+    fi
+    local said="not authorized to Write topic log-events-ordered"
+    if grep -q "^error: .*$said" "$WORK/region-a.log"; then
+      log "denied the write: region-a's pipeline stopped $((SECONDS - started)) s after the load began: $said"
+    else
+      log "region-a's pipeline stopped without saying \"$said\""
+      ok=no
+    fi
+  else
+    ok=no
+  fi
+  # Every password infra/regions made, looked for in everything tidemark wrote or serves.
+  "$BIN" graph pipelines/region-a.secure.toml >"$WORK/graph.secure.txt" 2>&1
+  "$BIN" graph "$WORK/refuse-password.gateway.toml" >>"$WORK/graph.secure.txt" 2>&1 || true
+  curl -s --max-time 5 http://127.0.0.1:9465/ >"$WORK/status.secure.html" || true
+  curl -s --max-time 5 http://127.0.0.1:9465/metrics >"$WORK/metrics.secure.txt" || true
+  curl -s --max-time 5 http://127.0.0.1:8080/metrics >"$WORK/gateway-metrics.secure.txt" || true
+  local secret found=0 files
+  files=("$WORK"/*.log "$WORK/graph.secure.txt" "$WORK/status.secure.html" "$WORK/metrics.secure.txt" \
+    "$WORK/gateway-metrics.secure.txt")
+  [ -s "$WORK/status.secure.html" ] && [ -s "$WORK/metrics.secure.txt" ] || {
+    log "region-b's status page or metrics did not answer: nothing to search"
+    ok=no
+  }
+  for secret in infra/state/secure/*.password; do
+    if grep -l -F -- "$(cat "$secret")" "${files[@]}"; then
+      log "the password of $(basename "$secret" .password) is in the files above"
+      found=1
+    fi
+  done
+  if [ $found = 0 ]; then
+    log "no password in ${#files[@]} logs and outputs (graph, status page, metrics)"
+  else
+    ok=no
+  fi
+  [ $ok = yes ]
 }
 
 # gap_load IDS: 1,000 events into region-a's log-events only, waiting for every one to be
@@ -900,6 +1050,8 @@ for s in "${SCENARIOS[@]}"; do
     three-broker) run_scenario scenario three-broker 60s three-broker ;;
     oversized-gap) run_scenario oversized_gap ;;
     gateway) run_scenario scenario gateway 60s gateway ;;
+    # As long as split-hold-on's: the pause is MM2's stop and start.
+    secure) run_scenario scenario secure 180s pause ;;
     *)
       echo "unknown scenario $s" >&2
       exit 2

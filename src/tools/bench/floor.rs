@@ -43,7 +43,7 @@ pub struct Floor {
 /// Copies `from` to `to` once, on `--threads` threads (each with its own consumer and producer
 /// and a share of the partitions, as tidemark's workers have), and reports the rate.
 pub fn floor(o: &FloorOptions) -> Result<Floor, KafkaError> {
-    let cluster = ClusterConfig::at(&o.bootstrap);
+    let cluster = crate::kafka::tool_cluster(&o.bootstrap)?;
     crate::kafka::ensure_topic(&cluster, &o.from, &o.to, 1)?;
     let threads = o.threads.max(1);
     type Share = Result<(Floor, Option<(Instant, Instant)>), KafkaError>;

@@ -147,7 +147,7 @@ pub fn follow(o: &LatencyOptions) -> Result<Latency, rdkafka::error::KafkaError>
     use std::time::Instant;
     let format = EventFormat::default();
     let delay = o.delay.as_millis() as u64;
-    let cluster = crate::kafka::ClusterConfig::at(&o.bootstrap);
+    let cluster = crate::kafka::tool_cluster(&o.bootstrap)?;
     let mut config = crate::kafka::consumer(&cluster, "tidemark-latency");
     // The fetch wait would be counted in every record's latency: a fetch returns at once.
     config.set("fetch.wait.max.ms", "5");

@@ -44,7 +44,7 @@ const PACKED: u64 = 10_000;
 
 /// Writes the ids (unless `--no-write`), restores them, and prints the figures.
 pub fn run(o: &RestoreOptions) -> anyhow::Result<()> {
-    let cluster = ClusterConfig::at(&o.bootstrap);
+    let cluster = crate::kafka::tool_cluster(&o.bootstrap)?;
     let topic = o
         .topic
         .clone()
