@@ -379,6 +379,11 @@ impl ClientContext for Heard {
     /// can wait on.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         if fac == "FAIL" {
+            // librdkafka's "[thrd:NAME]: " prefix repeats the broker the message names.
+            let message = match message.strip_prefix("[thrd:") {
+                Some(rest) => rest.split_once("]: ").map_or(message, |(_, m)| m),
+                None => message,
+            };
             let v = if message.contains("SASL authentication error") {
                 Verdict::Authentication
             } else if message.contains("certificate verify failed")

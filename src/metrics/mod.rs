@@ -5,7 +5,7 @@
 //! dedup itself on two workers. `docs/METRICS.md` documents each series; a test checks that the
 //! document and this module list the same names.
 
-mod server;
+pub mod server;
 mod status;
 
 pub use server::{serve, MetricsServer};

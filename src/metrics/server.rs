@@ -1,12 +1,32 @@
 //! A minimal HTTP/1.1 endpoint for `GET /metrics` and the status page (`GET /`,
-//! `GET /status.json`), on a thread of its own so that scrapes never wait on a busy worker.
+//! `GET /status.json`), on threads of its own so that scrapes never wait on a busy worker.
+//!
+//! It has no authentication: it binds loopback by default, and warns when it does not. Each
+//! connection is served on its own thread, up to [`MAX_CONNECTIONS`] at once, and a request
+//! must arrive whole, within [`MAX_REQUEST_BYTES`] and [`REQUEST_DEADLINE`], so one slow or
+//! oversized client cannot hold the endpoint from Prometheus.
 
 use super::Metrics;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Connections served at once; one more is answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 16;
+/// The most a request line and its headers may take (a GET has no body).
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// How long a client may take to send its request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What to warn of an endpoint bound to `addr`: anyone who can reach a non-loopback address
+/// can read the metrics and the status page.
+pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!("metrics endpoint {addr} is not on loopback, and it has no authentication: anyone who can reach it can read the metrics and the status page (bind 127.0.0.1, or put it behind a proxy that authenticates)")
+    })
+}
 
 /// A running endpoint; stops when dropped.
 pub struct MetricsServer {
@@ -31,6 +51,9 @@ impl Drop for MetricsServer {
 pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
+    if let Some(warning) = exposure_warning(addr) {
+        tracing::warn!("{warning}");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let rates = Arc::new(std::sync::Mutex::new(super::status::Rates::default()));
@@ -50,12 +73,33 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServe
     let thread = std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
+            let active = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Ok(stream) = conn {
-                    let _ = answer(stream, &metrics, &rates);
+                let Ok(mut stream) = conn else { continue };
+                if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = respond(
+                        &mut stream,
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "busy\n",
+                    );
+                    continue;
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (metrics, rates, mine) =
+                    (metrics.clone(), Arc::clone(&rates), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-conn".into())
+                    .spawn(move || {
+                        let _ = answer(stream, &metrics, &rates);
+                        mine.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         })?;
@@ -71,15 +115,34 @@ fn answer(
     metrics: &Metrics,
     rates: &std::sync::Mutex<super::status::Rates>,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers; the body of a GET is empty.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
+    let mut stream = stream;
+    stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
+    let head = match read_head(&mut stream)? {
+        Head::Whole(head) => head,
+        Head::TooLarge => {
+            respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            )?;
+            // Closing with the rest unread would reset the connection, and the client might
+            // lose the answer: take a little more first, briefly.
+            stream.shutdown(std::net::Shutdown::Write)?;
+            stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let _ = std::io::copy(&mut (&mut stream).take(64 * 1024), &mut std::io::sink());
+            return Ok(());
+        }
+        Head::TooSlow => {
+            return respond(
+                &mut stream,
+                "408 Request Timeout",
+                "text/plain",
+                "too slow\n",
+            )
+        }
+    };
+    let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path) {
@@ -107,11 +170,64 @@ fn answer(
             "GET only\n".to_string(),
         ),
     };
-    let mut stream = stream;
+    respond(&mut stream, status, content_type, &body)
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()
+}
+
+/// A request's line and headers, as they arrived.
+enum Head {
+    /// Up to the blank line.
+    Whole(String),
+    /// Past [`MAX_REQUEST_BYTES`] without one.
+    TooLarge,
+    /// Not whole within [`REQUEST_DEADLINE`] (a client trickling bytes, or silent).
+    TooSlow,
+}
+
+fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        // Each read may wait only for what is left of the deadline, however the bytes trickle.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Head::TooSlow);
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(Head::TooSlow),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(Head::TooSlow)
+            }
+            Err(e) => return Err(e),
+        };
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            head.truncate(end);
+            return Ok(Head::Whole(String::from_utf8_lossy(&head).into_owned()));
+        }
+        if head.len() > MAX_REQUEST_BYTES {
+            return Ok(Head::TooLarge);
+        }
+    }
 }

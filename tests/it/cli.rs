@@ -284,3 +284,53 @@ fn dashboard_uses_only_declared_metrics_and_every_panel_has_a_query() {
         assert!(used.contains(signal), "{signal} missing from the dashboard");
     }
 }
+
+/// A client that trickles its request, or never finishes it, holds one connection and no
+/// more: a scrape beside it is answered, and the trickler is cut off at the deadline. A
+/// request larger than the endpoint takes is refused without reading it all.
+#[test]
+fn metrics_endpoint_serves_beside_slow_and_oversized_clients() {
+    use std::io::{Read, Write};
+    use tidemark::metrics::server::{MAX_REQUEST_BYTES, REQUEST_DEADLINE};
+    let m = tidemark::metrics::Metrics::new();
+    m.dedup_unique.inc_by(3);
+    let server = tidemark::metrics::serve("127.0.0.1:0".parse().unwrap(), m).unwrap();
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /metr").unwrap();
+    let mut scrape = std::net::TcpStream::connect(server.addr).unwrap();
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    scrape.read_to_string(&mut body).unwrap();
+    assert!(body.contains("tidemark_dedup_unique_total 3"), "{body}");
+    // Served while the trickler still holds its connection, unanswered.
+    slow.set_nonblocking(true).unwrap();
+    let pending = slow.read(&mut [0u8; 16]).unwrap_err();
+    assert_eq!(pending.kind(), std::io::ErrorKind::WouldBlock);
+    slow.set_nonblocking(false).unwrap();
+    // The trickler is answered 408 once the deadline has passed, never served.
+    slow.set_read_timeout(Some(REQUEST_DEADLINE * 3)).unwrap();
+    let mut cut = String::new();
+    slow.read_to_string(&mut cut).unwrap();
+    assert!(cut.starts_with("HTTP/1.1 408"), "{cut}");
+    let mut big = std::net::TcpStream::connect(server.addr).unwrap();
+    let header = format!(
+        "GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n",
+        "a".repeat(MAX_REQUEST_BYTES)
+    );
+    // The server may close before all of it is written; its answer is what counts.
+    let _ = big.write_all(header.as_bytes());
+    let mut refused = String::new();
+    let _ = big.read_to_string(&mut refused);
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
+}
+
+#[test]
+fn a_metrics_endpoint_off_loopback_is_warned_of() {
+    use tidemark::metrics::server::exposure_warning;
+    assert_eq!(exposure_warning("127.0.0.1:9464".parse().unwrap()), None);
+    assert_eq!(exposure_warning("[::1]:9464".parse().unwrap()), None);
+    let w = exposure_warning("0.0.0.0:9464".parse().unwrap()).unwrap();
+    assert!(w.contains("no authentication"), "{w}");
+}

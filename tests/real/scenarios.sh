@@ -757,7 +757,7 @@ scenario() {
 # say EXPECT (which names the cluster and the cause).
 refused() {
   local what=$1 expect=$2 started=$SECONDS rc=0 out
-  out=$WORK/refused.$(echo "$what" | tr -c 'a-z0-9\n' -).log
+  out=$WORK/refused.$(echo "$what" | tr -cs 'a-z0-9\n' -).log
   shift 2
   timeout 60 "$@" >"$out" 2>&1 || rc=$?
   local took=$((SECONDS - started))
@@ -801,12 +801,20 @@ secure_refusals() {
       sed -e "${variant[0]}" >"$WORK/refuse-$case.toml"
     { echo 'include = "gateway.toml"' && grep -v '^include' gateway.secure.toml; } |
       sed -e "${variant[0]}" >"$WORK/refuse-$case.gateway.toml"
+    # The three at once: each must be refused on its own within 30 s.
+    local pids=() p
     refused "pipeline, $case" "$expect" "$BIN" run "$WORK/refuse-$case.toml" \
-      --metrics-listen 127.0.0.1:9470 || ok=no
+      --metrics-listen 127.0.0.1:9470 &
+    pids+=($!)
     refused "gateway, $case" "$expect" "$BIN" gateway --config "$WORK/refuse-$case.gateway.toml" \
-      --listen 127.0.0.1:8090 || ok=no
+      --listen 127.0.0.1:8090 &
+    pids+=($!)
     refused "verify, $case" "$expect" "$BIN" --cluster-config "$WORK/refuse-$case.gateway.toml" \
-      verify --bootstrap region-a --ids "$WORK/secure.ids" || ok=no
+      verify --bootstrap region-a --ids "$WORK/secure.ids" &
+    pids+=($!)
+    for p in "${pids[@]}"; do
+      wait "$p" || ok=no
+    done
   done
   # The running region-a pipeline loses the right to write its ordered topic: with traffic to
   # write, it must stop, naming the topic and the operation.
