@@ -352,6 +352,17 @@ pub fn preflight_all(clusters: &[(&ClusterConfig, Vec<String>)]) -> Result<(), R
     Ok(())
 }
 
+/// Whether a broker failure logged by librdkafka is the broker refusing the credentials or the
+/// mechanism. "SASL authentication error: SaslAuthenticateRequest failed: Local: ..." is not:
+/// it is the connection failing under the request, which librdkafka also logs at times for a
+/// connection it is closing anyway.
+fn is_authentication_refused(message: &str) -> bool {
+    (message.contains("SASL authentication error")
+        && !message.contains("SaslAuthenticateRequest failed")
+        && !message.contains("SaslAuthenticateResponse parsing failed"))
+        || message.contains("mechanism handshake failed")
+}
+
 /// A context that keeps what the cluster said during [`preflight`].
 #[derive(Default)]
 struct Heard {
@@ -384,7 +395,7 @@ impl ClientContext for Heard {
                 Some(rest) => rest.split_once("]: ").map_or(message, |(_, m)| m),
                 None => message,
             };
-            let v = if message.contains("SASL authentication error") {
+            let v = if is_authentication_refused(message) {
                 Verdict::Authentication
             } else if message.contains("certificate verify failed")
                 || message.contains("Failed to verify broker certificate")
@@ -882,6 +893,10 @@ mod tests {
             verdict(&global(C::AllBrokersDown), "1/1 brokers are down"),
             Verdict::None
         );
+        // What librdkafka logs: the broker's refusal, and a connection failing under the request.
+        assert!(is_authentication_refused(auth));
+        assert!(is_authentication_refused("sasl_ssl://b:9092/bootstrap: SASL SCRAM-SHA-512 mechanism handshake failed: Broker: Unsupported SASL mechanism"));
+        assert!(!is_authentication_refused("GroupCoordinator: SASL authentication error: SaslAuthenticateRequest failed: Local: Broker transport failure (after 0ms in state DOWN)"));
         let denied = not_authorized(
             "region-a",
             Some(C::TopicAuthorizationFailed),
