@@ -267,9 +267,14 @@ fn refusal(verdict: Verdict, cluster: String, reason: &str) -> Option<Refusal> {
 /// The first authentication or TLS failure any client of this process met: a running job
 /// stops on it rather than retry for ever against a cluster that will not let it in.
 static REFUSED: std::sync::Mutex<Option<Refusal>> = std::sync::Mutex::new(None);
+/// Whether [`REFUSED`] holds one: workers ask between steps, and mostly the answer is no.
+static ANY_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The refusal that stops this process, if a client has met one.
 pub fn refused() -> Option<Refusal> {
+    if !ANY_REFUSED.load(std::sync::atomic::Ordering::Acquire) {
+        return None;
+    }
     REFUSED.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
@@ -293,6 +298,7 @@ pub fn log_client_error(error: &KafkaError, reason: &str) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert(r);
+            ANY_REFUSED.store(true, std::sync::atomic::Ordering::Release);
             return;
         }
     }
