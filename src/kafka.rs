@@ -214,14 +214,31 @@ fn verdict(error: &KafkaError, reason: &str) -> Verdict {
     match error.rdkafka_error_code() {
         Some(C::Authentication | C::SaslAuthenticationFailed) => Verdict::Authentication,
         Some(C::SSL) => Verdict::Tls,
+        // A transport failure is a refusal only by what it says.
+        Some(C::BrokerTransportFailure) => said(reason),
+        _ => Verdict::None,
+    }
+}
+
+/// What a broker failure's text says, the one table for error events and for librdkafka's
+/// FAIL log lines alike.
+fn said(message: &str) -> Verdict {
+    if is_authentication_refused(message) {
+        Verdict::Authentication
+    } else if message.contains("certificate verify failed")
+        || message.contains("Failed to verify broker certificate")
+        // An alert the broker sent: it refused the handshake, most often this client's
+        // certificate under mutual TLS ("bad certificate", "certificate required"). A
+        // plaintext listener or a restarting broker sends none.
+        || message.contains("SSL alert number")
+    {
+        Verdict::Tls
+    } else if message.contains("SSL handshake failed") || message.contains("SSL_HANDSHAKE") {
         // "SSL handshake failed: Disconnected", or "Disconnected ... in state SSL_HANDSHAKE":
         // the broker closed the connection on the client's hello.
-        Some(C::BrokerTransportFailure)
-            if reason.contains("SSL handshake failed") || reason.contains("SSL_HANDSHAKE") =>
-        {
-            Verdict::Plaintext
-        }
-        _ => Verdict::None,
+        Verdict::Plaintext
+    } else {
+        Verdict::None
     }
 }
 
@@ -337,6 +354,16 @@ pub fn not_authorized(
     })
 }
 
+/// `error`, or the refusal it is when an ACL of `cluster` denies `operation` on `topic`: a tool's
+/// error names what it may not do, not just "Topic authorization failed".
+pub fn named_denial(error: KafkaError, cluster: &str, operation: &str, topic: &str) -> KafkaError {
+    let resource = format!("topic {topic}");
+    match not_authorized(cluster, error.rdkafka_error_code(), operation, &resource) {
+        Some(refusal) => refusal.into(),
+        None => error,
+    }
+}
+
 /// [`preflight`] of each cluster with its topics, all at once: a start waits for the slowest
 /// cluster, not for their sum. A cluster that does not answer is a warning.
 pub fn preflight_all(clusters: &[(&ClusterConfig, Vec<String>)]) -> Result<(), Refusal> {
@@ -401,19 +428,7 @@ impl ClientContext for Heard {
                 Some(rest) => rest.split_once("]: ").map_or(message, |(_, m)| m),
                 None => message,
             };
-            let v = if is_authentication_refused(message) {
-                Verdict::Authentication
-            } else if message.contains("certificate verify failed")
-                || message.contains("Failed to verify broker certificate")
-            {
-                Verdict::Tls
-            } else if message.contains("SSL handshake failed") || message.contains("SSL_HANDSHAKE")
-            {
-                Verdict::Plaintext
-            } else {
-                Verdict::None
-            };
-            self.hear(v, message);
+            self.hear(said(message), message);
         }
         tracing::debug!(?level, fac, message, "preflight");
     }
@@ -889,6 +904,15 @@ mod tests {
             verdict(&global(C::BrokerTransportFailure), plain),
             Verdict::Plaintext
         );
+        // Mutual TLS without a certificate: TLS 1.3 finishes the handshake, then the broker's
+        // alert arrives on the first read.
+        let no_certificate = "ssl://127.0.0.1:19094/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42 (after 0ms in state APIVERSION_QUERY)";
+        assert_eq!(
+            verdict(&global(C::BrokerTransportFailure), no_certificate),
+            Verdict::Tls
+        );
+        assert_eq!(said(tls), Verdict::Tls);
+        assert_eq!(said(plain), Verdict::Plaintext);
         let refused =
             "127.0.0.1:19092/bootstrap: Connect to ipv4#127.0.0.1:19092 failed: Connection refused";
         assert_eq!(

@@ -96,6 +96,21 @@ pub struct LoadgenOptions {
 struct Acks {
     ok: Arc<Vec<AtomicU32>>,
     failed: Arc<AtomicU32>,
+    /// The cluster, for a refusal's message.
+    cluster: String,
+    /// The first ACL denial a delivery met: the load stops on it, rather than count every
+    /// record that follows as failed.
+    denied: std::sync::Mutex<Option<crate::kafka::Refusal>>,
+}
+
+impl Acks {
+    /// The refusal that stops the load, if the cluster has denied it.
+    fn denied(&self) -> Option<crate::kafka::Refusal> {
+        self.denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl ClientContext for Acks {
@@ -112,9 +127,17 @@ impl ProducerContext for Acks {
             Ok(_) => {
                 self.ok[index].fetch_add(1, Ordering::Relaxed);
             }
-            Err((e, _)) => {
+            Err((e, m)) => {
                 tracing::warn!(error = %e, "a loadgen record was not acknowledged");
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                let resource = format!("topic {}", rdkafka::Message::topic(m));
+                let code = e.rdkafka_error_code();
+                if let Some(r) =
+                    crate::kafka::not_authorized(&self.cluster, code, "Write", &resource)
+                {
+                    let mut denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+                    denied.get_or_insert(r);
+                }
             }
         }
     }
@@ -209,6 +232,8 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
             .create_with_context(Acks {
                 ok: Arc::clone(&ok),
                 failed: Arc::clone(&failed),
+                cluster: cluster.name.clone(),
+                denied: std::sync::Mutex::new(None),
             })
             .with_context(|| format!("creating a producer for {bootstrap}"))
     };
@@ -300,6 +325,9 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
         .context("flushing region-a")?;
     b.flush(Duration::from_secs(120))
         .context("flushing region-b")?;
+    if let Some(r) = a.context().denied().or_else(|| b.context().denied()) {
+        return Err(r.into());
+    }
 
     summary.invalid_acked = ok[first_invalid..]
         .iter()
@@ -584,6 +612,9 @@ fn send(
     if let Some(k) = key {
         record = record.key(k);
     }
+    if let Some(r) = p.context().denied() {
+        return Err(r.into());
+    }
     loop {
         match p.send(record) {
             Ok(()) => return Ok(()),
@@ -593,7 +624,18 @@ fn send(
                 p.poll(Duration::from_millis(20));
                 record = r;
             }
-            Err((e, _)) => return Err(e).context("sending a loadgen record"),
+            Err((e, _)) => {
+                // An idempotent producer that may not write at all fails for good, and says
+                // why only in its fatal error.
+                let cluster = &p.context().cluster;
+                let fatal = p.client().fatal_error().map(|(code, _)| code);
+                if let Some(r) =
+                    crate::kafka::not_authorized(cluster, fatal, "IdempotentWrite", "the cluster")
+                {
+                    return Err(r.into());
+                }
+                return Err(e).context("sending a loadgen record");
+            }
         }
     }
 }

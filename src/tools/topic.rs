@@ -32,7 +32,10 @@ pub fn read_topic_with<T>(
             .create_with_context(crate::kafka::Quiet)?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut remaining = 0usize;
-    for (p, low, high) in crate::kafka::partition_offsets(&consumer, topic)? {
+    let denied = |e, operation| crate::kafka::named_denial(e, &cluster.name, operation, topic);
+    let offsets =
+        crate::kafka::partition_offsets(&consumer, topic).map_err(|e| denied(e, "Describe"))?;
+    for (p, low, high) in offsets {
         if high > low {
             tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))?;
             remaining += 1;
@@ -48,7 +51,7 @@ pub fn read_topic_with<T>(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => out.push(keep(&m)),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => remaining -= 1,
-            Some(Err(e)) => return Err(e),
+            Some(Err(e)) => return Err(denied(e, "Read")),
             None => {}
         }
     }

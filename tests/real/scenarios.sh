@@ -63,17 +63,21 @@
 #                    and return once region-b has been healthy for 3 s (a second, short load
 #                    after the recovery makes sure they have traffic to return with)
 #   secure           the regions on SASL_SSL with SCRAM users and ACLs (infra/regions up
-#                    --secure), MM2 over SASL_SSL, both pipelines (pipelines/REGION.secure.toml)
-#                    and the gateway (gateway.secure.toml) each as its own principal; the whole
-#                    load through the gateway, replication paused for 5 s mid-load with a hold
-#                    longer than the split (no event late), strict verify as admin
-#                    (--cluster-config infra/secure-clusters.toml). Then the refusals, each of
-#                    which must stop a pipeline, the gateway and verify within 30 s with an error
-#                    naming the cluster and the cause: a wrong password, an untrusted CA, and
-#                    plaintext where TLS was expected (the controller port); an ACL that denies
-#                    region-a's running pipeline the write to its ordered topic must stop it,
-#                    naming the topic and the operation. No password may appear in any log of the
-#                    run, in `tidemark graph`, on the status page or in the metrics
+#                    --secure), MM2 over SASL_SSL, both pipelines (pipelines/REGION.secure.toml;
+#                    region-a's with SCRAM-SHA-512, region-b's with SCRAM-SHA-256) and the
+#                    gateway (gateway.secure.toml) each as its own principal; the whole load
+#                    through the gateway, replication paused for 5 s mid-load with a hold longer
+#                    than the split (no event late), strict verify as admin by mutual TLS to
+#                    region-a and SASL PLAIN to region-b (infra/secure-clusters-mtls-plain.toml).
+#                    Then the refusals, each of which must stop a pipeline, the gateway and
+#                    verify within 30 s with an error naming the cluster and the cause: a wrong
+#                    password, an untrusted CA, plaintext where TLS was expected (the controller
+#                    port), and mutual TLS without a client certificate; verify and loadgen as
+#                    principals without the ACL they need must say which topic and operation.
+#                    ACLs taken away from the running pipelines (region-a's write to its ordered
+#                    topic, region-b's read of its events) must stop them, naming the topic and
+#                    the operation. No password may appear in any log of the run, in `tidemark
+#                    graph`, on the status page or in the metrics
 #
 # Every scenario proves its fault: a fault command that fails fails the scenario (each runs
 # with errexit on), a killed pid must be gone, and a cut in replication must show as a split in
@@ -159,7 +163,16 @@ start_pipeline() {
     -e "s/^horizon = .*/horizon = \"${HORIZON:-10m}\"/" "pipelines/$r.toml" >"$file"
   if [ -n "${SECURE_RUN:-}" ]; then
     # pipelines/REGION.secure.toml laid over this copy (its include), as a user would.
-    { echo "include = \"$r.toml\"" && grep -v '^include' "pipelines/$r.secure.toml"; } >"$WORK/$r.secure.toml"
+    # Region-b's pipeline signs in with SCRAM-SHA-256, so that both SCRAM mechanisms carry a
+    # whole run (everything else uses SCRAM-SHA-512; verify uses mutual TLS and PLAIN).
+    local mechanism=SCRAM-SHA-512
+    [ "$r" = region-a ] || mechanism=SCRAM-SHA-256
+    { echo "include = \"$r.toml\"" && grep -v '^include' "pipelines/$r.secure.toml"; } |
+      sed -e "s/^\"sasl.mechanism\" = .*/\"sasl.mechanism\" = \"$mechanism\"/" >"$WORK/$r.secure.toml"
+    grep -q "\"sasl.mechanism\" = \"$mechanism\"" "$WORK/$r.secure.toml" || {
+      log "pipelines/$r.secure.toml has no sasl.mechanism to set"
+      return 1
+    }
     file=$WORK/$r.secure.toml
   fi
   "$BIN" run "$file" --workers "$workers" "$@" >>"$WORK/$r.log" 2>&1 &
@@ -612,10 +625,15 @@ scenario() {
   local ok=yes
   [ "$recovered" = yes ] || ok=no
   # shellcheck disable=SC2086
-  local tools=()
-  # On the secure regions the tools connect as admin.
-  [ -z "${SECURE_RUN:-}" ] || tools=(--cluster-config infra/secure-clusters.toml)
-  "$BIN" "${tools[@]}" verify --bootstrap 127.0.0.1:19092 --bootstrap 127.0.0.1:29092 \
+  local tools=() a=127.0.0.1:19092 b=127.0.0.1:29092
+  if [ -n "${SECURE_RUN:-}" ]; then
+    # On the secure regions verify connects as admin by the brokers' two other ways in: mutual
+    # TLS to region-a, SASL PLAIN to region-b.
+    tools=(--cluster-config infra/secure-clusters-mtls-plain.toml)
+    a=region-a
+    b=region-b
+  fi
+  "$BIN" "${tools[@]}" verify --bootstrap "$a" --bootstrap "$b" \
     "${ids[@]}" --wait 180s $flags | tee "$out" || ok=no
   if [ "$name" = secure ]; then
     secure_refusals || ok=no
@@ -782,27 +800,33 @@ refused() {
 secure_refusals() {
   local case variant expect ok=yes
   cp gateway.toml "$WORK/gateway.toml"
-  for case in password ca plaintext; do
+  for case in password ca plaintext certificate; do
     case $case in
       password)
-        variant=('s/"sasl.password" = .*/"sasl.password" = "not-the-password"/')
+        variant=(-e 's/"sasl.password" = .*/"sasl.password" = "not-the-password"/')
         expect="cluster region-a: authentication failed"
         ;;
       ca)
-        variant=('s#"ssl.ca.location" = .*#"ssl.ca.location" = "infra/state/secure/untrusted-ca.pem"#')
+        variant=(-e 's#"ssl.ca.location" = .*#"ssl.ca.location" = "infra/state/secure/untrusted-ca.pem"#')
         expect="cluster region-a: TLS failed"
         ;;
       plaintext)
         # Each region's controller port: a Kafka listener in plaintext (region-b's is unused by
         # region-a's pipeline).
-        variant=('$a [clusters.region-a]\nbootstrap = "127.0.0.1:19093"\n[clusters.region-b]\nbootstrap = "127.0.0.1:29093"')
+        variant=(-e '$a [clusters.region-a]\nbootstrap = "127.0.0.1:19093"\n[clusters.region-b]\nbootstrap = "127.0.0.1:29093"')
         expect="cluster region-a: TLS was expected, and the broker does not speak it"
+        ;;
+      certificate)
+        # The mutual-TLS listener, with no client certificate to show.
+        variant=(-e 's/"security.protocol" = .*/"security.protocol" = "SSL"/'
+          -e '$a [clusters.region-a]\nbootstrap = "127.0.0.1:19094"\n[clusters.region-b]\nbootstrap = "127.0.0.1:29094"')
+        expect="cluster region-a: TLS failed: .*alert bad certificate"
         ;;
     esac
     { echo 'include = "region-a.toml"' && grep -v '^include' pipelines/region-a.secure.toml; } |
-      sed -e "${variant[0]}" >"$WORK/refuse-$case.toml"
+      sed "${variant[@]}" >"$WORK/refuse-$case.toml"
     { echo 'include = "gateway.toml"' && grep -v '^include' gateway.secure.toml; } |
-      sed -e "${variant[0]}" >"$WORK/refuse-$case.gateway.toml"
+      sed "${variant[@]}" >"$WORK/refuse-$case.gateway.toml"
     # The three at once: each must be refused on its own within 30 s.
     local pids=() p
     refused "pipeline, $case" "$expect" "$BIN" run "$WORK/refuse-$case.toml" \
@@ -818,15 +842,35 @@ secure_refusals() {
       wait "$p" || ok=no
     done
   done
-  # The running region-a pipeline loses the right to write its ordered topic: with traffic to
-  # write, it must stop, naming the topic and the operation.
-  local pid=${PIPELINE_PID[region-a]} started
-  kill -0 "$pid" || {
-    log "region-a's pipeline is not running"
-    return 1
-  }
+  # A tool whose principal lacks the ACL it needs: verify as the gateway (which may only write
+  # events), loadgen as region-a's pipeline (which may only read them).
+  local as
+  for as in gateway pipeline-region-a; do
+    sed -e "s/\"admin\"/\"$as\"/" -e "s#admin.password#$as.password#" infra/secure-clusters.toml \
+      >"$WORK/as-$as.toml"
+  done
+  refused "verify, no ACL" "cluster region-a: not authorized to Describe topic log-events-ordered" \
+    "$BIN" --cluster-config "$WORK/as-gateway.toml" verify --bootstrap region-a --ids "$WORK/secure.ids" || ok=no
+  refused "loadgen, no ACL" "cluster region-a: not authorized to Write topic log-events" \
+    "$BIN" --cluster-config "$WORK/as-pipeline-region-a.toml" loadgen --region-a region-a \
+    --region-b region-a --events 20 --duration 1s --out "$WORK/secure.no-acl.ids" || ok=no
+  # What the pipelines serve, taken while they run: it is searched for passwords below.
+  curl -s --max-time 5 http://127.0.0.1:9465/ >"$WORK/status.secure.html" || true
+  curl -s --max-time 5 http://127.0.0.1:9465/metrics >"$WORK/metrics.secure.txt" || true
+  curl -s --max-time 5 http://127.0.0.1:8080/metrics >"$WORK/gateway-metrics.secure.txt" || true
+  # The running pipelines lose a right each: region-a to write its ordered topic, region-b to
+  # read its events. With traffic to move, each must stop, naming the topic and the operation.
+  local region op topic said pid started
+  for region in region-a region-b; do
+    kill -0 "${PIPELINE_PID[$region]}" || {
+      log "$region's pipeline is not running"
+      return 1
+    }
+  done
   "$REGIONS" acls region-a --add --deny-principal User:pipeline-region-a --operation Write \
-    --topic log-events-ordered >"$WORK/acl-deny.log" 2>&1 || {
+    --topic log-events-ordered >"$WORK/acl-deny.log" 2>&1 &&
+    "$REGIONS" acls region-b --add --deny-principal User:pipeline-region-b --operation Read \
+      --topic log-events >>"$WORK/acl-deny.log" 2>&1 || {
     cat "$WORK/acl-deny.log"
     return 1
   }
@@ -836,27 +880,30 @@ secure_refusals() {
     cat "$WORK/secure.denied.log"
     return 1
   }
-  if wait_gone_within 30 "$pid"; then
+  for region in region-a region-b; do
+    pid=${PIPELINE_PID[$region]}
+    op=Write topic=log-events-ordered
+    [ "$region" = region-a ] || op=Read topic=log-events
+    said="not authorized to $op topic $topic"
+    if ! wait_gone_within $((30 - (SECONDS - started))) "$pid"; then
+      log "$region's pipeline still runs $((SECONDS - started)) s after its $op was denied"
+      ok=no
+      continue
+    fi
     if wait "$pid"; then
-      log "region-a's pipeline exited with status 0 when its write was denied"
+      log "$region's pipeline exited with status 0 when its $op was denied"
       ok=no
     fi
-    local said="not authorized to Write topic log-events-ordered"
-    if grep -q "^error: .*$said" "$WORK/region-a.log"; then
-      log "denied the write: region-a's pipeline stopped $((SECONDS - started)) s after the load began: $said"
+    if grep -q "^error: .*$said" "$WORK/$region.log"; then
+      log "denied the $op: $region's pipeline stopped within $((SECONDS - started)) s of the load: $said"
     else
-      log "region-a's pipeline stopped without saying \"$said\""
+      log "$region's pipeline stopped without saying \"$said\""
       ok=no
     fi
-  else
-    ok=no
-  fi
+  done
   # Every password infra/regions made, looked for in everything tidemark wrote or serves.
   "$BIN" graph pipelines/region-a.secure.toml >"$WORK/graph.secure.txt" 2>&1
   "$BIN" graph "$WORK/refuse-password.gateway.toml" >>"$WORK/graph.secure.txt" 2>&1 || true
-  curl -s --max-time 5 http://127.0.0.1:9465/ >"$WORK/status.secure.html" || true
-  curl -s --max-time 5 http://127.0.0.1:9465/metrics >"$WORK/metrics.secure.txt" || true
-  curl -s --max-time 5 http://127.0.0.1:8080/metrics >"$WORK/gateway-metrics.secure.txt" || true
   local secret found=0 files
   files=("$WORK"/*.log "$WORK/graph.secure.txt" "$WORK/status.secure.html" "$WORK/metrics.secure.txt" \
     "$WORK/gateway-metrics.secure.txt")
