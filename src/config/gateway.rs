@@ -43,9 +43,22 @@ pub struct GatewayConfig {
     /// Topic events are written to in every region.
     #[serde(default = "default_topic")]
     pub topic: String,
-    /// Largest request body accepted (413 above it).
+    /// Largest request body accepted (413 above it), after decompression for a compressed one.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Time to receive a request's head, from its first byte (for a connection's first request,
+    /// from the connection): a client that trickles its headers is cut after it.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Millis,
+    /// Time to receive a request's body, from its head (408 after it).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Millis,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Millis,
+    /// Connections held at most; one more is answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
     /// A send not acknowledged within this goes to the other region.
     #[serde(default = "default_send_timeout")]
     pub send_timeout: Millis,
@@ -77,6 +90,18 @@ fn default_topic() -> String {
 }
 fn default_max_body() -> u64 {
     8 << 20
+}
+fn default_header_timeout() -> Millis {
+    Millis(10_000)
+}
+fn default_body_timeout() -> Millis {
+    Millis(30_000)
+}
+fn default_idle_timeout() -> Millis {
+    Millis(60_000)
+}
+fn default_max_connections() -> u32 {
+    1024
 }
 fn default_send_timeout() -> Millis {
     Millis(3_000)
@@ -172,6 +197,9 @@ pub fn parse_gateway(text: &str) -> Result<GatewayFile, Vec<ConfigError>> {
         ("send_timeout", g.send_timeout),
         ("probe_interval", g.probe_interval),
         ("probe_timeout", g.probe_timeout),
+        ("header_timeout", g.header_timeout),
+        ("body_timeout", g.body_timeout),
+        ("idle_timeout", g.idle_timeout),
     ] {
         if v.0 == 0 {
             err(field, "must be above zero".into());
@@ -179,6 +207,9 @@ pub fn parse_gateway(text: &str) -> Result<GatewayFile, Vec<ConfigError>> {
     }
     if g.max_in_flight == 0 {
         err("max_in_flight", "must be above zero".into());
+    }
+    if g.max_connections == 0 {
+        err("max_connections", "must be above zero".into());
     }
     if g.max_body_bytes < 2 {
         err("max_body_bytes", "must hold at least one event".into());

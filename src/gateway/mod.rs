@@ -13,6 +13,8 @@
 //! pipelines' dedup keeps one. Nothing is answered 2xx before Kafka has it, and a request that
 //! cannot be taken gets 503 with `Retry-After`; nothing is accepted and then dropped.
 
+pub mod conn;
+pub mod encoding;
 pub mod events;
 pub mod route;
 pub mod send;
@@ -135,6 +137,14 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
     for reason in ["invalid", "too_large", "unavailable"] {
         metrics.gateway_rejected.with_label_values(&[reason]);
     }
+    for reason in [
+        "header_timeout",
+        "body_timeout",
+        "idle_timeout",
+        "over_limit",
+    ] {
+        metrics.gateway_connections_cut.with_label_values(&[reason]);
+    }
     let state = Arc::new(State {
         router: Mutex::new(Router::new(
             names.len(),
@@ -226,20 +236,49 @@ async fn serve(
     grace: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let g = &state.file.gateway;
+    let deadlines = conn::Deadlines {
+        header: g.header_timeout.as_duration(),
+        idle: g.idle_timeout.as_duration(),
+    };
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let st = Arc::clone(&state);
+                if open.load(Ordering::Relaxed) >= g.max_connections as usize {
+                    over_limit(&state, stream);
+                    continue;
+                }
+                let held = Held::new(&state, &open);
+                let cycle = conn::Cycle::new();
+                let (st, c) = (Arc::clone(&state), Arc::clone(&cycle));
                 let service = hyper::service::service_fn(move |req| {
-                    let st = Arc::clone(&st);
-                    async move { Ok::<_, std::convert::Infallible>(handle(&st, req).await) }
+                    let (st, c) = (Arc::clone(&st), Arc::clone(&c));
+                    async move {
+                        c.busy();
+                        let r = handle(&st, req).await;
+                        c.idle();
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
                 });
+                let io = conn::Guarded::new(stream, Arc::clone(&cycle), deadlines);
                 let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    // The deadlines are Guarded's: hyper's own header timer would also run
+                    // through the idle wait between requests.
+                    .header_read_timeout(None)
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), service);
                 let conn = graceful.watch(conn);
+                let st = Arc::clone(&state);
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    if let Some(cut) = cycle.cut() {
+                        st.metrics
+                            .gateway_connections_cut
+                            .with_label_values(&[cut.label()])
+                            .inc();
+                    }
+                    drop(held);
                 });
             }
             _ = &mut stop => break,
@@ -252,6 +291,58 @@ async fn serve(
             tracing::warn!("gateway shutdown: requests still open after the grace period");
         }
     }
+}
+
+/// One open connection, counted while it lives.
+struct Held {
+    state: Arc<State>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Held {
+    fn new(state: &Arc<State>, open: &Arc<AtomicUsize>) -> Held {
+        let n = open.fetch_add(1, Ordering::Relaxed) + 1;
+        state.metrics.gateway_connections.set(n as i64);
+        Held {
+            state: Arc::clone(state),
+            open: Arc::clone(open),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let n = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.state.metrics.gateway_connections.set(n as i64);
+    }
+}
+
+/// A connection beyond `max_connections`: answered 503 at once and closed, without waiting for
+/// its request. What it sends meanwhile is read and dropped for a moment, so that the close
+/// does not reset the connection before the client has read the answer.
+fn over_limit(state: &Arc<State>, mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    state
+        .metrics
+        .gateway_connections_cut
+        .with_label_values(&["over_limit"])
+        .inc();
+    let secs = state.file.gateway.retry_after.0.div_ceil(1000).max(1);
+    let body = r#"{"error":"too many connections; retry later","field":""}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: {secs}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn(async move {
+        let linger = async {
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+    });
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -383,6 +474,20 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
         },
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "X-Region", "not text"),
     };
+    let encoding = match encoding::Encoding::from_header(
+        headers
+            .get(hyper::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        Ok(e) => e,
+        Err(message) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding",
+                message,
+            )
+        }
+    };
     let producer = headers
         .get("x-producer-id")
         .and_then(|v| v.to_str().ok())
@@ -402,18 +507,57 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
     {
         return too_large();
     }
-    let body = match Limited::new(req.into_body(), g.max_body_bytes as usize)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => {
+    let collect = Limited::new(req.into_body(), g.max_body_bytes as usize).collect();
+    let body = match tokio::time::timeout(g.body_timeout.as_duration(), collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "",
                 format!("reading the body: {e}"),
             )
+        }
+        Err(_) => {
+            st.metrics
+                .gateway_connections_cut
+                .with_label_values(&["body_timeout"])
+                .inc();
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "",
+                format!("the body did not arrive within {}", g.body_timeout),
+            );
+            // The rest of the body is not waited for: the connection goes.
+            r.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+    };
+    let body = if encoding == encoding::Encoding::Identity {
+        body
+    } else {
+        // Inflating is CPU work of up to the body limit: off the runtime's two threads.
+        let limit = g.max_body_bytes as usize;
+        let inflated =
+            tokio::task::spawn_blocking(move || encoding::inflate(encoding, &body, limit)).await;
+        match inflated {
+            Ok(Ok(b)) => Bytes::from(b),
+            Ok(Err(e @ encoding::InflateError::TooLarge { .. })) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Content-Encoding",
+                    e.to_string(),
+                )
+            }
+            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "Content-Encoding", e.to_string()),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "",
+                    format!("inflating the body: {e}"),
+                )
+            }
         }
     };
     let items = match events::items(&body, framing) {

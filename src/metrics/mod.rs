@@ -208,6 +208,15 @@ families! {
     /// `tidemark_gateway_in_flight_events`: events waiting for a Kafka acknowledgement.
     gateway_in_flight: IntGauge = "tidemark_gateway_in_flight_events",
         "Events waiting for a Kafka acknowledgement", [];
+    /// `tidemark_gateway_connections_open`: HTTP connections the gateway holds.
+    gateway_connections: IntGauge = "tidemark_gateway_connections_open",
+        "HTTP connections the gateway holds", [];
+    /// `tidemark_gateway_connections_closed_total{reason}`: connections the gateway cut:
+    /// `header_timeout`, `body_timeout`, `idle_timeout`, or `over_limit` (refused at once,
+    /// `max_connections` being open).
+    gateway_connections_cut: IntCounterVec = "tidemark_gateway_connections_closed_total",
+        "Connections the gateway cut: header_timeout, body_timeout, idle_timeout, over_limit",
+        ["reason"];
     /// `tidemark_transactions_total{sink,outcome}`: checkpoint transactions, `committed` or
     /// `aborted` (an aborted one stops the job).
     transactions: IntCounterVec = "tidemark_transactions_total",

@@ -141,6 +141,9 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.gateway_events.with_label_values(&["region-a"]).inc();
     m.gateway_rejected.with_label_values(&["invalid"]).inc();
     m.gateway_fallbacks.with_label_values(&link).inc();
+    m.gateway_connections_cut
+        .with_label_values(&["header_timeout"])
+        .inc();
     m.gateway_region_healthy
         .with_label_values(&["region-a"])
         .set(1);

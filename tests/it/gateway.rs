@@ -416,3 +416,216 @@ fn shutdown_finishes_requests_in_flight() {
     // And the listener is closed.
     assert!(HttpClient::connect(&s.addr).is_err());
 }
+
+/// Whether the server has closed `stream`, waiting up to `within` for it to say so.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // An answer (a 408, say) before the close: read on.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Connections cut for `reason`. The count follows the close by a moment (the connection's
+/// task ends after the client has seen it), so a count still below `at_least` is waited for, 2 s
+/// at most.
+fn counted(s: &Setup, reason: &str, at_least: u64) -> u64 {
+    let get = || {
+        s.metrics
+            .gateway_connections_cut
+            .with_label_values(&[reason])
+            .get()
+    };
+    for _ in 0..20 {
+        if get() >= at_least {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    get()
+}
+
+/// A slowloris client (its head one byte at a time, steadily) is cut at the header timeout,
+/// while another client's requests are served meanwhile.
+#[test]
+fn a_trickled_head_is_cut_at_the_header_timeout() {
+    use std::io::Write;
+    let s = setup("header_timeout = \"1s\"\nidle_timeout = \"30s\"");
+    let mut attacker = std::net::TcpStream::connect(&s.addr).unwrap();
+    let head = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut cut = false;
+    let mut ok = 0;
+    // One byte every 100 ms: the whole head would take 12 s; the header timeout is 1 s.
+    while sent < head.len() {
+        if attacker.write_all(&head[sent..sent + 1]).is_err() {
+            cut = true;
+            break;
+        }
+        sent += 1;
+        if post(&s, &[], r#"{"message":"meanwhile"}"#).status == 200 {
+            ok += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    cut = cut || closed_within(&mut attacker, Duration::from_secs(3));
+    assert!(
+        cut,
+        "the trickling client still holds its connection after {sent} bytes"
+    );
+    assert!(sent < head.len(), "the whole head got through");
+    assert!(ok > 0, "no other request was served meanwhile");
+    assert_eq!(counted(&s, "header_timeout", 1), 1);
+}
+
+/// Between requests a kept-alive connection may idle longer than a head may take, but not
+/// longer than the idle timeout.
+#[test]
+fn a_kept_alive_connection_idles_up_to_the_idle_timeout() {
+    use std::io::{Read, Write};
+    let s = setup("header_timeout = \"500ms\"\nidle_timeout = \"2s\"");
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask = |c: &mut std::net::TcpStream| {
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert!(ask(&mut c).starts_with("HTTP/1.1 200"));
+    // Three header timeouts of idling, within the idle timeout: the connection still serves.
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = ask(&mut c);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(counted(&s, "idle_timeout", 0), 0);
+    // Then it idles past the idle timeout, and is closed.
+    assert!(
+        closed_within(&mut c, Duration::from_secs(6)),
+        "an idle connection was kept"
+    );
+    assert_eq!(counted(&s, "idle_timeout", 1), 1);
+}
+
+/// A body that stops arriving gets 408 at the body timeout, and the connection goes.
+#[test]
+fn a_stalled_body_gets_408() {
+    use std::io::{Read, Write};
+    let s = setup("body_timeout = \"1s\"");
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.write_all(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"message\":").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 1s"), "{answer}");
+    assert_eq!(counted(&s, "body_timeout", 1), 1);
+}
+
+/// Beyond `max_connections`, a connection is answered 503 with Retry-After at once; when one
+/// closes, a new one is served.
+#[test]
+fn connections_beyond_the_limit_get_503() {
+    let s = setup("max_connections = 2");
+    let mut held: Vec<HttpClient> = (0..2)
+        .map(|_| {
+            let mut c = HttpClient::connect(&s.addr).unwrap();
+            assert_eq!(c.request("GET", "/healthz", &[], b"").unwrap().status, 200);
+            c
+        })
+        .collect();
+    let mut third = HttpClient::connect(&s.addr).unwrap();
+    let r = third.request("GET", "/healthz", &[], b"").unwrap();
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(counted(&s, "over_limit", 1), 1);
+    held.pop();
+    // The closed connection is let go of promptly; a bounded wait for it.
+    let mut served = false;
+    for _ in 0..50 {
+        let mut c = HttpClient::connect(&s.addr).unwrap();
+        if c.request("GET", "/healthz", &[], b"").unwrap().status == 200 {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        served,
+        "no connection was served after one of the two closed"
+    );
+    assert_eq!(held.len(), 1);
+}
+
+/// gzip and zstd bodies are written as the events they inflate to; a bomb is 413 after
+/// inflating no more than the limit; an unknown encoding 415; a corrupt body 400.
+#[test]
+fn compressed_bodies() {
+    use std::io::Write;
+    let s = setup("max_body_bytes = 65536");
+    let ndjson = (0..50)
+        .map(|i| format!("{{\"eventId\":\"z-{i}\",\"message\":\"compressed\"}}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(ndjson.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let zst = ruzstd::encoding::compress_to_vec(
+        ndjson.as_bytes(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let send = |encoding: &str, body: &[u8]| {
+        let mut c = HttpClient::connect(&s.addr).unwrap();
+        let h = [
+            ("Content-Type", "application/x-ndjson"),
+            ("Content-Encoding", encoding),
+            ("X-Region", "region-a"),
+        ];
+        c.request("POST", "/v1/logs", &h, body).unwrap()
+    };
+    for (encoding, body) in [("gzip", &gz), ("zstd", &zst)] {
+        let r = send(encoding, body);
+        assert_eq!(
+            r.status,
+            200,
+            "{encoding}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["accepted"], 50, "{encoding}");
+    }
+    // Both bodies' events, each written once per body (the ids repeat across the two).
+    let ids = read_ids(&s.a.bootstrap_servers());
+    for i in 0..50 {
+        let n = ids.iter().filter(|id| **id == format!("z-{i}")).count();
+        assert_eq!(n, 2, "z-{i}");
+    }
+    // 16 MiB of zeros, a few KiB compressed, against a 64 KiB limit.
+    let bomb = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 16 << 20]).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 65536);
+    let r = send("gzip", &bomb);
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("inflates to more than 65536"));
+    assert_eq!(send("br", &gz).status, 415);
+    assert_eq!(send("zstd", &gz).status, 400);
+}
