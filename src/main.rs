@@ -86,13 +86,16 @@ enum Command {
     Latency(tidemark::tools::bench::latency::LatencyOptions),
     /// The HTTP ingestion gateway: routes producers to their region's Kafka (X-Region, sticky
     /// producers, health fallback) and answers only once Kafka has the write.
+    #[command(args_conflicts_with_subcommands = true)]
     Gateway {
         /// The gateway file (`[gateway]` and one `[clusters.REGION]` per region).
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required = true)]
+        config: Option<PathBuf>,
         /// Override `gateway.listen`.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        #[command(subcommand)]
+        action: Option<GatewayAction>,
     },
     /// Send log traffic to both regions' Kafka at a rate, with failover copies, retries,
     /// disorder and invalid records; write the acknowledged ids to a file.
@@ -107,6 +110,50 @@ enum Command {
     /// Write the late events of closed event-time windows, deduplicated against the ordered
     /// topic and earlier runs, to a corrections topic, each with the window it patches.
     Reconcile(tidemark::analysis::reconcile::ReconcileOptions),
+}
+
+/// `tidemark gateway SUBCOMMAND`.
+#[derive(Subcommand)]
+enum GatewayAction {
+    /// API tokens (`auth = "tokens"`): the file keeps only their SHA-256.
+    #[command(subcommand)]
+    Token(TokenAction),
+}
+
+/// `tidemark gateway token ...`.
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token and print it, once: the file keeps only its hash. A running gateway picks
+    /// it up within a second.
+    Add {
+        /// The token file (`[gateway] token_file`); made if missing.
+        #[arg(long)]
+        file: PathBuf,
+        /// Its name, for metrics and logs.
+        #[arg(long)]
+        name: String,
+        /// The producer id it writes as (the sticky key).
+        #[arg(long)]
+        producer: String,
+        /// A region it may write to (repeat it); all by default.
+        #[arg(long)]
+        region: Vec<String>,
+    },
+    /// Remove a token by its name.
+    Remove {
+        /// The token file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+    /// The tokens of a file: name, producer, regions.
+    List {
+        /// The token file.
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 /// mimalloc's `purge_delay` option (its index in `mi_option_t`; libmimalloc-sys names only some).
@@ -220,7 +267,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tidemark::tools::bench::latency::run(&options).map(|_| ExitCode::SUCCESS)
         }
         Command::Bench(options) => tidemark::tools::bench::run(&options).map(|_| ExitCode::SUCCESS),
-        Command::Gateway { config, listen } => {
+        Command::Gateway {
+            action: Some(GatewayAction::Token(action)),
+            ..
+        } => token(action),
+        Command::Gateway { config, listen, .. } => {
+            let config = config.context("--config FILE is required")?;
             gateway(&config, listen)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -346,6 +398,45 @@ fn run_pipeline(
         }
     }
     Ok(())
+}
+
+/// `tidemark gateway token ...`: the gateway's API tokens.
+fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
+    use tidemark::gateway::auth;
+    match action {
+        TokenAction::Add {
+            file,
+            name,
+            producer,
+            region,
+        } => {
+            let token = auth::add(&file, &name, &producer, &region)?;
+            eprintln!(
+                "token \"{name}\" (producer {producer}) added to {}; it is shown once, here:",
+                file.display()
+            );
+            println!("{token}");
+        }
+        TokenAction::Remove { file, name } => {
+            anyhow::ensure!(
+                auth::remove(&file, &name)?,
+                "{}: no token named \"{name}\"",
+                file.display()
+            );
+            eprintln!("token \"{name}\" removed from {}", file.display());
+        }
+        TokenAction::List { file } => {
+            for t in auth::read(&file)? {
+                let regions = if t.regions.is_empty() {
+                    "all regions".to_string()
+                } else {
+                    t.regions.join(", ")
+                };
+                println!("{}\tproducer {}\t{regions}", t.name, t.producer);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `tidemark gateway`: serves until SIGINT or SIGTERM, then finishes the requests in flight.

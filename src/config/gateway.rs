@@ -80,6 +80,41 @@ pub struct GatewayConfig {
     /// How long a graceful shutdown waits for requests in flight.
     #[serde(default = "default_drain")]
     pub shutdown_grace: Millis,
+    /// `[gateway.tls]`: serve HTTPS.
+    #[serde(default)]
+    pub tls: Option<GatewayTls>,
+    /// `tokens` (the default): every `POST /v1/logs` carries `Authorization: Bearer TOKEN`
+    /// of `token_file`. `none`: anyone who reaches the port may write, for local use.
+    #[serde(default)]
+    pub auth: Auth,
+    /// The token file (`tidemark gateway token add`), with `auth = "tokens"`.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// Who may write (`[gateway] auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// API tokens of `token_file`.
+    #[default]
+    Tokens,
+    /// Nobody is asked.
+    None,
+}
+
+/// `[gateway.tls]`: the listener speaks TLS. Paths are relative to where the gateway runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayTls {
+    /// PEM: the server's certificate, then its chain. Reloaded when it changes on disk.
+    pub cert: std::path::PathBuf,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// PEM: the CA clients' certificates must be signed by (mutual TLS). Without it, clients
+    /// show none.
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 fn default_listen() -> std::net::SocketAddr {
@@ -211,6 +246,35 @@ pub fn parse_gateway(text: &str) -> Result<GatewayFile, Vec<ConfigError>> {
     if g.max_connections == 0 {
         err("max_connections", "must be above zero".into());
     }
+    match (g.auth, &g.token_file) {
+        (Auth::Tokens, None) => err(
+            "token_file",
+            "auth = \"tokens\" (the default) needs a token file: make one with `tidemark gateway token add`, or set auth = \"none\" for local use".into(),
+        ),
+        (Auth::Tokens, Some(path)) => {
+            if let Err(e) = std::fs::metadata(path) {
+                err("token_file", format!("{}: {e}", path.display()));
+            }
+        }
+        (Auth::None, Some(_)) => err(
+            "token_file",
+            "set with auth = \"none\": the tokens would not be asked for".into(),
+        ),
+        (Auth::None, None) => {}
+    }
+    if let Some(tls) = &g.tls {
+        let files = [("tls.cert", Some(&tls.cert)), ("tls.key", Some(&tls.key))];
+        for (field, path) in files
+            .into_iter()
+            .chain([("tls.client_ca", tls.client_ca.as_ref())])
+        {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::metadata(path) {
+                    err(field, format!("{}: {e}", path.display()));
+                }
+            }
+        }
+    }
     if g.max_body_bytes < 2 {
         err("max_body_bytes", "must hold at least one event".into());
     }
@@ -222,5 +286,42 @@ pub fn parse_gateway(text: &str) -> Result<GatewayFile, Vec<ConfigError>> {
         })
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(gateway: &str) -> Vec<(String, String)> {
+        let text = format!(
+            "[gateway]\nlocal_region = \"a\"\n{gateway}\n[clusters.a]\nbootstrap = \"x:1\"\n[clusters.b]\nbootstrap = \"y:1\"\n"
+        );
+        match parse_gateway(&text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| (e.field, e.message)).collect(),
+        }
+    }
+
+    /// Tokens are the default, so a file must name its token file or say `auth = "none"`;
+    /// every file it names must exist; each error names its field.
+    #[test]
+    fn auth_and_tls_files_are_checked_by_field() {
+        let e = errors("");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "token_file");
+        assert!(e[0].1.contains("tidemark gateway token add"), "{e:?}");
+        assert!(errors("auth = \"none\"").is_empty());
+        let e = errors("auth = \"none\"\ntoken_file = \"t.toml\"");
+        assert_eq!(e[0].0, "token_file", "{e:?}");
+        let e = errors("token_file = \"/nonexistent/tokens.toml\"");
+        assert_eq!(e[0].0, "token_file", "{e:?}");
+        let e = errors(
+            "auth = \"none\"\n[gateway.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",
+        );
+        let fields: Vec<&str> = e.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["tls.cert", "tls.key"], "{e:?}");
+        let e = errors("auth = \"none\"\n[gateway.tls]\ncert = \"c.pem\"\nkeyfile = \"k.pem\"");
+        assert!(e.iter().any(|(_, m)| m.contains("keyfile")), "{e:?}");
     }
 }

@@ -14,7 +14,7 @@
 mod gateway;
 mod graph;
 
-pub use gateway::{parse_gateway, GatewayConfig, GatewayFile};
+pub use gateway::{parse_gateway, Auth, GatewayConfig, GatewayFile, GatewayTls};
 pub use graph::{to_dot, to_mermaid, warnings, Graph, NodeKind, NodeRef};
 
 pub use crate::component::ConfigError;

@@ -87,6 +87,11 @@ impl Cycle {
         self.set(Phase::Idle(Instant::now()));
     }
 
+    /// The connection was cut before it reached the reads (a TLS handshake too slow).
+    pub fn timed_out(&self, cut: Cut) {
+        *self.cut.lock().unwrap_or_else(|e| e.into_inner()) = Some(cut);
+    }
+
     /// Why the connection was cut, if it was.
     pub fn cut(&self) -> Option<Cut> {
         *self.cut.lock().unwrap_or_else(|e| e.into_inner())
@@ -151,7 +156,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     this.sleep.as_mut().reset(deadline);
                 }
                 if this.sleep.as_mut().poll(cx).is_ready() {
-                    *this.cycle.cut.lock().unwrap_or_else(|e| e.into_inner()) = Some(cut);
+                    this.cycle.timed_out(cut);
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, cut.label())));
                 }
                 Poll::Pending

@@ -13,11 +13,13 @@
 //! pipelines' dedup keeps one. Nothing is answered 2xx before Kafka has it, and a request that
 //! cannot be taken gets 503 with `Retry-After`; nothing is accepted and then dropped.
 
+pub mod auth;
 pub mod conn;
 pub mod encoding;
 pub mod events;
 pub mod route;
 pub mod send;
+pub mod tls;
 
 use crate::config::GatewayFile;
 use crate::event::EventFormat;
@@ -49,6 +51,12 @@ pub enum GatewayError {
     /// A region's cluster refuses the gateway (credentials, TLS, an ACL).
     #[error(transparent)]
     Refused(#[from] crate::kafka::Refusal),
+    /// The token file cannot be used.
+    #[error("gateway.token_file: {0}")]
+    Tokens(#[from] auth::TokenError),
+    /// `[gateway.tls]` cannot be served.
+    #[error("gateway.tls: {0}")]
+    Tls(#[from] tls::TlsError),
     /// Binding the listener, or starting a thread or the runtime.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -64,6 +72,8 @@ struct State {
     router: Mutex<Router>,
     metrics: Metrics,
     in_flight: AtomicUsize,
+    /// With `auth = "tokens"`.
+    tokens: Option<auth::Tokens>,
 }
 
 /// A running gateway.
@@ -116,6 +126,15 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
         .values()
         .map(|c| (c, vec![file.gateway.topic.clone()]))
         .collect();
+    // TLS and tokens first: a file that does not load is found before any cluster is asked.
+    let acceptor = file.gateway.tls.as_ref().map(tls::acceptor).transpose()?;
+    let tokens = match (file.gateway.auth, &file.gateway.token_file) {
+        (crate::config::Auth::Tokens, Some(path)) => Some(auth::Tokens::open(path)?),
+        _ => None,
+    };
+    if tokens.is_none() && !file.gateway.listen.ip().is_loopback() {
+        tracing::warn!(listen = %file.gateway.listen, "auth = \"none\" on an address that is not loopback: anyone who reaches it may write events");
+    }
     crate::kafka::preflight_all(&checks)?;
     let regions = Regions::open(&clusters, &file.gateway.topic)?;
     let local = names
@@ -145,6 +164,12 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
     ] {
         metrics.gateway_connections_cut.with_label_values(&[reason]);
     }
+    for reason in ["missing", "unknown", "region", "producer"] {
+        metrics.gateway_auth_refused.with_label_values(&[reason]);
+    }
+    for name in tokens.iter().flat_map(auth::Tokens::names) {
+        metrics.gateway_token_events.with_label_values(&[&name]);
+    }
     let state = Arc::new(State {
         router: Mutex::new(Router::new(
             names.len(),
@@ -156,6 +181,7 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
         regions: Arc::clone(&regions),
         metrics,
         in_flight: AtomicUsize::new(0),
+        tokens,
         file,
     });
     let probes = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -193,7 +219,7 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
         .spawn(move || {
             runtime.block_on(async move {
                 match tokio::net::TcpListener::from_std(std_listener) {
-                    Ok(listener) => serve(listener, state, stop_rx, grace).await,
+                    Ok(listener) => serve(listener, acceptor, state, stop_rx, grace).await,
                     Err(e) => tracing::error!(error = %e, "gateway listener"),
                 }
             });
@@ -231,6 +257,7 @@ fn set_health(st: &State, region: usize, healthy: bool, why: &str) {
 
 async fn serve(
     listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<State>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     grace: Duration,
@@ -247,31 +274,33 @@ async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 if open.load(Ordering::Relaxed) >= g.max_connections as usize {
-                    over_limit(&state, stream);
+                    over_limit(&state, stream, acceptor.is_some());
                     continue;
                 }
                 let held = Held::new(&state, &open);
-                let cycle = conn::Cycle::new();
-                let (st, c) = (Arc::clone(&state), Arc::clone(&cycle));
-                let service = hyper::service::service_fn(move |req| {
-                    let (st, c) = (Arc::clone(&st), Arc::clone(&c));
-                    async move {
-                        c.busy();
-                        let r = handle(&st, req).await;
-                        c.idle();
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let io = conn::Guarded::new(stream, Arc::clone(&cycle), deadlines);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    // The deadlines are Guarded's: hyper's own header timer would also run
-                    // through the idle wait between requests.
-                    .header_read_timeout(None)
-                    .serve_connection(hyper_util::rt::TokioIo::new(io), service);
-                let conn = graceful.watch(conn);
-                let st = Arc::clone(&state);
+                let (st, watcher, acceptor) = (Arc::clone(&state), graceful.watcher(), acceptor.clone());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let cycle = conn::Cycle::new();
+                    match acceptor {
+                        None => {
+                            let io = conn::Guarded::new(stream, Arc::clone(&cycle), deadlines);
+                            let _ = watcher.watch(connection(&st, io, &cycle)).await;
+                        }
+                        Some(acceptor) => {
+                            // The handshake is part of the head: it gets the header timeout.
+                            match tokio::time::timeout(deadlines.header, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    let io = conn::Guarded::new(tls, Arc::clone(&cycle), deadlines);
+                                    let _ = watcher.watch(connection(&st, io, &cycle)).await;
+                                }
+                                Ok(Err(e)) => {
+                                    st.metrics.gateway_tls_failures.inc();
+                                    tracing::debug!(error = %e, "gateway TLS handshake failed");
+                                }
+                                Err(_) => cycle.timed_out(conn::Cut::Header),
+                            }
+                        }
+                    }
                     if let Some(cut) = cycle.cut() {
                         st.metrics
                             .gateway_connections_cut
@@ -320,13 +349,17 @@ impl Drop for Held {
 /// A connection beyond `max_connections`: answered 503 at once and closed, without waiting for
 /// its request. What it sends meanwhile is read and dropped for a moment, so that the close
 /// does not reset the connection before the client has read the answer.
-fn over_limit(state: &Arc<State>, mut stream: tokio::net::TcpStream) {
+fn over_limit(state: &Arc<State>, mut stream: tokio::net::TcpStream, tls: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     state
         .metrics
         .gateway_connections_cut
         .with_label_values(&["over_limit"])
         .inc();
+    if tls {
+        // An answer would cost a handshake, which is what the limit is there to spare.
+        return;
+    }
     let secs = state.file.gateway.retry_after.0.div_ceil(1000).max(1);
     let body = r#"{"error":"too many connections; retry later","field":""}"#;
     let answer = format!(
@@ -343,6 +376,32 @@ fn over_limit(state: &Arc<State>, mut stream: tokio::net::TcpStream) {
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
     });
+}
+
+/// One connection served over `io`, its reads timed by `cycle`.
+fn connection<S>(
+    st: &Arc<State>,
+    io: conn::Guarded<S>,
+    cycle: &Arc<conn::Cycle>,
+) -> impl hyper_util::server::graceful::GracefulConnection + Send
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (st, c) = (Arc::clone(st), Arc::clone(cycle));
+    let service = hyper::service::service_fn(move |req| {
+        let (st, c) = (Arc::clone(&st), Arc::clone(&c));
+        async move {
+            c.busy();
+            let r = handle(&st, req).await;
+            c.idle();
+            Ok::<_, std::convert::Infallible>(r)
+        }
+    });
+    hyper::server::conn::http1::Builder::new()
+        // The deadlines are Guarded's: hyper's own header timer would also run through the
+        // idle wait between requests.
+        .header_read_timeout(None)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -444,9 +503,44 @@ enum Outcome {
     },
 }
 
+/// 401 or 403 for a request its token does not allow, counted by `reason`.
+fn refused(st: &State, status: StatusCode, reason: &str, message: String) -> Reply {
+    st.metrics
+        .gateway_auth_refused
+        .with_label_values(&[reason])
+        .inc();
+    let mut r = error(status, "Authorization", message);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tidemark\""),
+        );
+    }
+    r
+}
+
 async fn logs(st: &State, req: Request<Incoming>) -> Reply {
     let g = &st.file.gateway;
     let headers = req.headers();
+    let token = match &st.tokens {
+        None => None,
+        Some(tokens) => {
+            let header = headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match tokens.check(header) {
+                Ok(t) => Some(t),
+                Err(auth::Denied::Missing) => {
+                    let why = "send Authorization: Bearer TOKEN".to_string();
+                    return refused(st, StatusCode::UNAUTHORIZED, "missing", why);
+                }
+                Err(auth::Denied::Unknown) => {
+                    let why = "unknown token".to_string();
+                    return refused(st, StatusCode::UNAUTHORIZED, "unknown", why);
+                }
+            }
+        }
+    };
     let Some(framing) =
         Framing::from_content_type(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()))
     else {
@@ -488,10 +582,43 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
             )
         }
     };
-    let producer = headers
+    let mut producer = headers
         .get("x-producer-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // The regions the token may write to, by index; None for all.
+    let mut allowed: Option<Vec<usize>> = None;
+    let mut requested = requested;
+    if let Some(t) = &token {
+        // The token is the producer: its id is the sticky key, and no header can change it.
+        if producer.as_deref().is_some_and(|p| p != t.producer) {
+            let why = format!(
+                "token \"{}\" writes as producer \"{}\", not \"{}\"",
+                t.name,
+                t.producer,
+                producer.unwrap_or_default()
+            );
+            return refused(st, StatusCode::FORBIDDEN, "producer", why);
+        }
+        producer = Some(t.producer.clone());
+        if !t.regions.is_empty() {
+            let ok: Vec<usize> = (0..st.regions.names.len())
+                .filter(|i| t.regions.contains(&st.regions.names[*i]))
+                .collect();
+            if let Some(r) = requested.filter(|r| !ok.contains(r)) {
+                let why = format!(
+                    "token \"{}\" may not write to region {} (only {})",
+                    t.name,
+                    st.regions.names[r],
+                    t.regions.join(", ")
+                );
+                return refused(st, StatusCode::FORBIDDEN, "region", why);
+            }
+            // Without X-Region, its producer's home is a region it may write to.
+            requested = requested.or(ok.first().copied());
+            allowed = Some(ok);
+        }
+    }
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -582,7 +709,24 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
     }
     st.metrics.gateway_in_flight.set((before + valid) as i64);
 
-    let outcomes = write_all(st, prepared, producer.as_deref(), requested).await;
+    let outcomes = write_all(
+        st,
+        prepared,
+        producer.as_deref(),
+        requested,
+        allowed.as_deref(),
+    )
+    .await;
+    if let Some(t) = &token {
+        let written = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Written { .. }))
+            .count();
+        st.metrics
+            .gateway_token_events
+            .with_label_values(&[&t.name])
+            .inc_by(written as u64);
+    }
     let left = st.in_flight.fetch_sub(valid, Ordering::SeqCst) - valid;
     st.metrics.gateway_in_flight.set(left as i64);
     respond(st, outcomes)
@@ -595,6 +739,7 @@ async fn write_all(
     prepared: Vec<Result<events::Prepared, ItemError>>,
     producer: Option<&str>,
     requested: Option<usize>,
+    allowed: Option<&[usize]>,
 ) -> Vec<Outcome> {
     let g = &st.file.gateway;
     let mut outcomes = Vec::with_capacity(prepared.len());
@@ -628,6 +773,17 @@ async fn write_all(
             });
             continue;
         };
+        if allowed.is_some_and(|ok| !ok.contains(&route.target)) {
+            // Its own region is down, and the token may not fall back to the other.
+            outcomes.push(Outcome::Unwritten {
+                id: p.id,
+                error: format!(
+                    "the token's region is unhealthy, and it may not write to {}",
+                    st.regions.names[route.target]
+                ),
+            });
+            continue;
+        }
         let bytes = match events::finish(&p, &st.regions.names[route.target], &st.format) {
             Ok(b) => b,
             Err(e) => {

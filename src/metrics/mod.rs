@@ -217,6 +217,18 @@ families! {
     gateway_connections_cut: IntCounterVec = "tidemark_gateway_connections_closed_total",
         "Connections the gateway cut: header_timeout, body_timeout, idle_timeout, over_limit",
         ["reason"];
+    /// `tidemark_gateway_token_events_total{token}`: events acknowledged, by the name of the
+    /// API token that sent them (never the token).
+    gateway_token_events: IntCounterVec = "tidemark_gateway_token_events_total",
+        "Events acknowledged, by API token name", ["token"];
+    /// `tidemark_gateway_auth_refused_total{reason}`: requests refused: `missing` or `unknown`
+    /// token (401), `region` or `producer` the token may not use (403).
+    gateway_auth_refused: IntCounterVec = "tidemark_gateway_auth_refused_total",
+        "Requests refused for their token: missing, unknown, region, producer", ["reason"];
+    /// `tidemark_gateway_tls_handshake_failures_total`: TLS handshakes that failed (a client
+    /// that does not trust the certificate, or whose own is refused under mutual TLS).
+    gateway_tls_failures: IntCounter = "tidemark_gateway_tls_handshake_failures_total",
+        "TLS handshakes with the gateway that failed", [];
     /// `tidemark_transactions_total{sink,outcome}`: checkpoint transactions, `committed` or
     /// `aborted` (an aborted one stops the job).
     transactions: IntCounterVec = "tidemark_transactions_total",

@@ -31,22 +31,84 @@ impl HttpResponse {
     }
 }
 
+/// A connection, in plain text or TLS.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 /// One keep-alive connection to a server.
 pub struct HttpClient {
     host: String,
-    conn: BufReader<TcpStream>,
+    conn: BufReader<Box<dyn Stream>>,
+}
+
+/// How an [`HttpClient`] speaks TLS: the CA it trusts, and the certificate it shows, if any.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl ClientTls {
+    /// Trusts the CA certificates of the PEM file `ca`; shows `identity` (a certificate chain
+    /// and its key, PEM files) when the server asks for one.
+    pub fn new(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> std::io::Result<ClientTls> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| invalid(&e))? {
+            roots
+                .add(cert.map_err(|e| invalid(&e))?)
+                .map_err(|e| invalid(&e))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e))?
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| invalid(&e))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid(&e))?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(&e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| invalid(&e))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(ClientTls {
+            config: std::sync::Arc::new(config),
+        })
+    }
 }
 
 impl HttpClient {
     /// Connects to `addr` (`host:port`).
     pub fn connect(addr: &str) -> std::io::Result<HttpClient> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        // A gateway answers within its send timeouts; a minute means something is stuck.
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         Ok(HttpClient {
             host: addr.to_string(),
-            conn: BufReader::new(stream),
+            conn: BufReader::new(Box::new(tcp(addr)?)),
+        })
+    }
+
+    /// Connects to `addr` over TLS, checking the server's certificate against `addr`'s host.
+    /// The handshake happens with the first request, whose error says why it failed.
+    pub fn connect_tls(addr: &str, tls: &ClientTls) -> std::io::Result<HttpClient> {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let conn = rustls::ClientConnection::new(std::sync::Arc::clone(&tls.config), name)
+            .map_err(std::io::Error::other)?;
+        Ok(HttpClient {
+            host: addr.to_string(),
+            conn: BufReader::new(Box::new(rustls::StreamOwned::new(conn, tcp(addr)?))),
         })
     }
 
@@ -70,6 +132,7 @@ impl HttpClient {
         let stream = self.conn.get_mut();
         stream.write_all(head.as_bytes())?;
         stream.write_all(body)?;
+        stream.flush()?;
         self.read_response()
     }
 
@@ -146,4 +209,12 @@ impl HttpClient {
             body,
         })
     }
+}
+
+fn tcp(addr: &str) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    // A gateway answers within its send timeouts; a minute means something is stuck.
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    Ok(stream)
 }

@@ -36,6 +36,7 @@ fn setup_with(extra: &str, a_options: &str) -> Setup {
         r#"return_after = "1s""#,
         "max_body_bytes = 4096",
         r#"shutdown_grace = "1s""#,
+        r#"auth = "none""#,
     ];
     let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
     let overridden: Vec<String> = extra.lines().map(key).collect();
@@ -628,4 +629,316 @@ fn compressed_bodies() {
         .contains("inflates to more than 65536"));
     assert_eq!(send("br", &gz).status, 415);
     assert_eq!(send("zstd", &gz).status, 400);
+}
+
+/// Certificates made with the openssl command: two CAs, a server certificate for 127.0.0.1 from
+/// each, and a client certificate from each.
+fn certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for ca in ["ca1", "ca2"] {
+        let subject = format!("/CN=tidemark test {ca}");
+        let (key, pem) = (format!("{ca}.key"), format!("{ca}.pem"));
+        let mut args = vec![
+            "req", "-x509", "-days", "2", "-subj", &subject, "-keyout", &key, "-out", &pem,
+        ];
+        args.extend(ec);
+        run(&args);
+        for (who, ext, cn) in [
+            ("server", "server.ext", "127.0.0.1"),
+            ("client", "client.ext", "producer"),
+        ] {
+            let n = &ca[2..];
+            let (k, csr, cert) = (
+                format!("{who}{n}.key"),
+                format!("{who}{n}.csr"),
+                format!("{who}{n}.pem"),
+            );
+            let subject = format!("/CN={cn}");
+            let mut args = vec!["req", "-subj", &subject, "-keyout", &k, "-out", &csr];
+            args.extend(ec);
+            run(&args);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &pem,
+                "-CAkey",
+                &key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+                "-out",
+                &cert,
+            ]);
+        }
+    }
+}
+
+fn tls_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tidemark-gateway-tls-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    dir
+}
+
+fn post_tls(addr: &str, tls: &tidemark::tools::http::ClientTls) -> std::io::Result<HttpResponse> {
+    let mut c = HttpClient::connect_tls(addr, tls)?;
+    c.request(
+        "POST",
+        "/v1/logs",
+        &[("Content-Type", "application/json")],
+        br#"{"message":"over tls"}"#,
+    )
+}
+
+/// HTTPS with the configured pair; a client that does not trust it fails its handshake; a pair
+/// renewed on disk is served without a restart.
+#[test]
+fn tls_is_served_and_a_renewed_certificate_is_picked_up() {
+    use tidemark::tools::http::ClientTls;
+    let dir = tls_dir("reload");
+    let live = |from: &str| {
+        // Each file replaced whole, as a renewal tool does.
+        for ext in ["key", "pem"] {
+            std::fs::copy(
+                dir.join(format!("{from}.{ext}")),
+                dir.join(format!("live.{ext}.new")),
+            )
+            .unwrap();
+            std::fs::rename(
+                dir.join(format!("live.{ext}.new")),
+                dir.join(format!("live.{ext}")),
+            )
+            .unwrap();
+        }
+    };
+    live("server1");
+    let s = setup(&format!(
+        "[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        dir.join("live.pem").display(),
+        dir.join("live.key").display()
+    ));
+    let trusts1 = ClientTls::new(&dir.join("ca1.pem"), None).unwrap();
+    let trusts2 = ClientTls::new(&dir.join("ca2.pem"), None).unwrap();
+    let r = post_tls(&s.addr, &trusts1).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let e = post_tls(&s.addr, &trusts2).unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    // Plain HTTP on the TLS port is no way in either.
+    assert!(HttpClient::connect(&s.addr)
+        .and_then(|mut c| c.request("GET", "/healthz", &[], b""))
+        .map_or(true, |r| r.status != 200));
+    live("server2");
+    let mut renewed = false;
+    for _ in 0..50 {
+        if post_tls(&s.addr, &trusts2).is_ok_and(|r| r.status == 200) {
+            renewed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(renewed, "the renewed certificate was not served within 5 s");
+    // A client of its own: one that connected before would resume its TLS session, which
+    // skips the certificate.
+    let fresh1 = ClientTls::new(&dir.join("ca1.pem"), None).unwrap();
+    assert!(
+        post_tls(&s.addr, &fresh1).is_err(),
+        "the old certificate is still served"
+    );
+    assert!(s.metrics.gateway_tls_failures.get() >= 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With `client_ca`, only clients with a certificate of that CA get in.
+#[test]
+fn mutual_tls_refuses_clients_without_a_certificate_of_the_client_ca() {
+    use tidemark::tools::http::ClientTls;
+    let dir = tls_dir("mtls");
+    let s = setup(&format!(
+        "[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"",
+        dir.join("server1.pem").display(),
+        dir.join("server1.key").display(),
+        dir.join("ca1.pem").display()
+    ));
+    let ca = dir.join("ca1.pem");
+    let none = ClientTls::new(&ca, None).unwrap();
+    let untrusted = ClientTls::new(
+        &ca,
+        Some((&dir.join("client2.pem"), &dir.join("client2.key"))),
+    )
+    .unwrap();
+    let trusted = ClientTls::new(
+        &ca,
+        Some((&dir.join("client1.pem"), &dir.join("client1.key"))),
+    )
+    .unwrap();
+    assert!(
+        post_tls(&s.addr, &none).is_err(),
+        "no client certificate got in"
+    );
+    assert!(
+        post_tls(&s.addr, &untrusted).is_err(),
+        "a certificate of another CA got in"
+    );
+    let r = post_tls(&s.addr, &trusted).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(s.metrics.gateway_tls_failures.get() >= 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A graceful stop finishes a request in flight over TLS too.
+#[test]
+fn shutdown_finishes_tls_requests_in_flight() {
+    use tidemark::tools::http::ClientTls;
+    let dir = tls_dir("drain");
+    let mut s = setup(&format!(
+        "probe_timeout = \"5s\"\nsend_timeout = \"10s\"\n[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        dir.join("server1.pem").display(),
+        dir.join("server1.key").display()
+    ));
+    s.a.broker_round_trip_time(1, Duration::from_millis(100))
+        .unwrap();
+    let tls = ClientTls::new(&dir.join("ca1.pem"), None).unwrap();
+    let addr = s.addr.clone();
+    let request = std::thread::spawn(move || post_tls(&addr, &tls).unwrap());
+    std::thread::sleep(Duration::from_millis(60));
+    s.gateway.take().unwrap().stop();
+    let r = request.join().unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["results"][0]["region"], "region-a");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// API tokens: no token and an unknown one get 401; a token writes as its own producer and
+/// cannot pose as another (403), nor write to a region it is not given (403); what it writes
+/// counts under its name.
+#[test]
+fn tokens_say_who_may_write_where() {
+    let dir = std::env::temp_dir().join(format!("tidemark-gateway-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens.toml");
+    let add = |name: &str, producer: &str, regions: &[&str]| {
+        let regions: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+        tidemark::gateway::auth::add(&file, name, producer, &regions).unwrap()
+    };
+    let checkout = add("checkout", "checkout-service", &[]);
+    let billing = add("billing", "billing-service", &["region-b"]);
+    let s = setup(&format!(
+        "auth = \"tokens\"\ntoken_file = \"{}\"",
+        file.display()
+    ));
+    let send = |token: Option<&str>, extra: &[(&str, &str)]| {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut h: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(b) = &bearer {
+            h.push(("Authorization", b));
+        }
+        post(&s, &h, r#"{"message":"with a token"}"#)
+    };
+    let r = send(None, &[]);
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"tidemark\"")
+    );
+    assert_eq!(send(Some("tdm_0000"), &[]).status, 401);
+    // The bytes of a real token, one changed, are no token.
+    let mut forged = checkout.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    assert_eq!(
+        send(Some(std::str::from_utf8(&forged).unwrap()), &[]).status,
+        401
+    );
+    // Another producer's id, or a region not given: 403.
+    let r = send(Some(&checkout), &[("X-Producer-Id", "billing-service")]);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("writes as producer \"checkout-service\""));
+    let r = send(Some(&billing), &[("X-Region", "region-a")]);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    // Its own producer id is fine; billing, given only region-b, goes there without X-Region.
+    let r = send(Some(&checkout), &[("X-Producer-Id", "checkout-service")]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["results"][0]["region"], "region-a");
+    let r = send(Some(&billing), &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["results"][0]["region"], "region-b");
+    let events = |name: &str| {
+        s.metrics
+            .gateway_token_events
+            .with_label_values(&[name])
+            .get()
+    };
+    assert_eq!((events("checkout"), events("billing")), (1, 1));
+    let refused = |reason: &str| {
+        s.metrics
+            .gateway_auth_refused
+            .with_label_values(&[reason])
+            .get()
+    };
+    assert_eq!(
+        (
+            refused("missing"),
+            refused("unknown"),
+            refused("producer"),
+            refused("region")
+        ),
+        (1, 2, 1, 1)
+    );
+    // The metrics name tokens, never carry them.
+    let text = s.metrics.render();
+    assert!(
+        text.contains("tidemark_gateway_token_events_total{token=\"checkout\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains(&checkout) && !text.contains(&billing));
+    // A token removed from the file is refused within a second or so, without a restart.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(tidemark::gateway::auth::remove(&file, "checkout").unwrap());
+    let mut gone = false;
+    for _ in 0..30 {
+        if send(Some(&checkout), &[]).status == 401 {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone, "a removed token still writes");
+    let _ = std::fs::remove_dir_all(&dir);
 }
