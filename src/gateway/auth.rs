@@ -12,13 +12,12 @@
 //!
 //! A token is 32 random bytes, so a hash without salt or stretching is enough: nothing about it
 //! can be guessed, and a leaked file gives no token. The file is read again when it changes
-//! (looked at no more than once a second), so a token added or removed needs no restart.
+//! ([`super::watch`]), so a token added or removed needs no restart.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
 /// What a token file says of one token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,21 +186,9 @@ pub enum Denied {
     Unknown,
 }
 
-/// The tokens a gateway accepts, kept in step with their file.
+/// The tokens a gateway accepts, by hash, kept in step with their file ([`super::watch`]).
 #[derive(Debug)]
-pub struct Tokens {
-    path: PathBuf,
-    state: Mutex<Loaded>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    by_hash: HashMap<String, Arc<Token>>,
-    stamp: Option<SystemTime>,
-    looked: Instant,
-}
-
-const LOOK_EVERY: Duration = Duration::from_secs(1);
+pub struct Tokens(super::watch::Watched<HashMap<String, Arc<Token>>>);
 
 fn index(tokens: Vec<Token>) -> HashMap<String, Arc<Token>> {
     tokens
@@ -213,21 +200,19 @@ fn index(tokens: Vec<Token>) -> HashMap<String, Arc<Token>> {
 impl Tokens {
     /// The tokens of the file at `path`, read now.
     pub fn open(path: &Path) -> Result<Tokens, TokenError> {
-        let stamp = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        Ok(Tokens {
-            path: path.to_path_buf(),
-            state: Mutex::new(Loaded {
-                by_hash: index(read(path)?),
-                stamp,
-                looked: Instant::now(),
-            }),
-        })
+        let first = index(read(path)?);
+        let again = path.to_path_buf();
+        Ok(Tokens(super::watch::Watched::new(
+            "gateway token file",
+            vec![path.to_path_buf()],
+            first,
+            move || read(&again).map(index).map_err(|e| e.to_string()),
+        )))
     }
 
     /// Every token's name, for the metrics' series.
     pub fn names(&self) -> Vec<String> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.by_hash.values().map(|t| t.name.clone()).collect()
+        self.0.current().values().map(|t| t.name.clone()).collect()
     }
 
     /// The token an `Authorization` header carries.
@@ -239,30 +224,7 @@ impl Tokens {
             })
             .filter(|t| !t.is_empty())
             .ok_or(Denied::Missing)?;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.looked.elapsed() >= LOOK_EVERY {
-            state.looked = Instant::now();
-            let stamp = std::fs::metadata(&self.path)
-                .and_then(|m| m.modified())
-                .ok();
-            if stamp != state.stamp {
-                match read(&self.path) {
-                    Ok(tokens) => {
-                        state.by_hash = index(tokens);
-                        state.stamp = stamp;
-                        tracing::info!(file = %self.path.display(), tokens = state.by_hash.len(), "gateway tokens reloaded");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "gateway token file changed but does not read; keeping the tokens it had")
-                    }
-                }
-            }
-        }
-        state
-            .by_hash
-            .get(&hash(token))
-            .cloned()
-            .ok_or(Denied::Unknown)
+        self.0.current().get(&hash(token)).cloned().ok_or(Denied::Unknown)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod events;
 pub mod route;
 pub mod send;
 pub mod tls;
+pub mod watch;
 
 use crate::config::GatewayFile;
 use crate::event::EventFormat;

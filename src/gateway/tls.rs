@@ -1,10 +1,9 @@
 //! TLS for the gateway's listener (`[gateway.tls]`), served with rustls on *ring*.
 //!
 //! The certificate and key are read from their files at start, and again whenever either file
-//! changes on disk: each handshake looks at the files' modification times, at most once a
-//! second, and a renewed pair (certbot, cert-manager, a cron job) serves the next handshake, with
-//! no restart and no signal. A pair that fails to load (a half-written file, a key that does not
-//! match) is logged and the previous one kept. With `client_ca`, every client must present a
+//! changes on disk ([`super::watch`]): a renewed pair (certbot, cert-manager, a cron job) serves
+//! the next handshake, with no restart and no signal. A pair that fails to load (a half-written
+//! file, a key that does not match) is logged and the previous one kept. With `client_ca`, every client must present a
 //! certificate of that CA (mutual TLS).
 
 use crate::config::GatewayTls;
@@ -14,8 +13,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -62,56 +60,13 @@ fn load(tls: &GatewayTls, provider: &CryptoProvider) -> Result<CertifiedKey, Tls
     Ok(CertifiedKey::from_der(chain, key, provider)?)
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The pair being served, and what its files looked like when it was read.
+/// Serves the pair of [`load`], read again when its files change.
 #[derive(Debug)]
-struct Served {
-    key: Arc<CertifiedKey>,
-    stamps: (Option<SystemTime>, Option<SystemTime>),
-    looked: Instant,
-}
-
-/// Serves the pair of [`load`], reloading it when its files change.
-#[derive(Debug)]
-struct Reloading {
-    tls: GatewayTls,
-    provider: Arc<CryptoProvider>,
-    served: Mutex<Served>,
-}
-
-impl Reloading {
-    fn stamps(&self) -> (Option<SystemTime>, Option<SystemTime>) {
-        (modified(&self.tls.cert), modified(&self.tls.key))
-    }
-}
-
-/// How often a handshake may look at the files.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
+struct Reloading(super::watch::Watched<CertifiedKey>);
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        if served.looked.elapsed() >= LOOK_EVERY {
-            served.looked = Instant::now();
-            let stamps = self.stamps();
-            if stamps != served.stamps {
-                match load(&self.tls, &self.provider) {
-                    Ok(key) => {
-                        served.key = Arc::new(key);
-                        served.stamps = stamps;
-                        tracing::info!(cert = %self.tls.cert.display(), "gateway TLS certificate reloaded");
-                    }
-                    // Most likely caught between the two files' writes: the next look retries.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "gateway TLS certificate changed but does not load; still serving the previous one")
-                    }
-                }
-            }
-        }
-        Some(Arc::clone(&served.key))
+        Some(self.0.current())
     }
 }
 
@@ -119,15 +74,14 @@ impl ResolvesServerCert for Reloading {
 /// its files change.
 pub fn acceptor(tls: &GatewayTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let resolver = Reloading {
-        tls: tls.clone(),
-        provider: Arc::clone(&provider),
-        served: Mutex::new(Served {
-            key: Arc::new(load(tls, &provider)?),
-            stamps: (modified(&tls.cert), modified(&tls.key)),
-            looked: Instant::now(),
-        }),
-    };
+    let first = load(tls, &provider)?;
+    let (again, p) = (tls.clone(), Arc::clone(&provider));
+    let resolver = Reloading(super::watch::Watched::new(
+        "gateway TLS certificate",
+        vec![tls.cert.clone(), tls.key.clone()],
+        first,
+        move || load(&again, &p).map_err(|e| e.to_string()),
+    ));
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()?;
     let builder = match &tls.client_ca {
