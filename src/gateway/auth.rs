@@ -224,7 +224,11 @@ impl Tokens {
             })
             .filter(|t| !t.is_empty())
             .ok_or(Denied::Missing)?;
-        self.0.current().get(&hash(token)).cloned().ok_or(Denied::Unknown)
+        self.0
+            .current()
+            .get(&hash(token))
+            .cloned()
+            .ok_or(Denied::Unknown)
     }
 }
 
