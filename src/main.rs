@@ -138,6 +138,12 @@ enum TokenAction {
         /// A region it may write to (repeat it); all by default.
         #[arg(long)]
         region: Vec<String>,
+        /// Events a second it may write (429 over it); no limit by default.
+        #[arg(long)]
+        events_per_second: Option<f64>,
+        /// Request bytes a second it may send; no limit by default.
+        #[arg(long)]
+        bytes_per_second: Option<f64>,
     },
     /// Remove a token by its name.
     Remove {
@@ -409,8 +415,14 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
             name,
             producer,
             region,
+            events_per_second,
+            bytes_per_second,
         } => {
-            let token = auth::add(&file, &name, &producer, &region)?;
+            let limits = auth::Limits {
+                events_per_second,
+                bytes_per_second,
+            };
+            let token = auth::add(&file, &name, &producer, &region, limits)?;
             eprintln!(
                 "token \"{name}\" (producer {producer}) added to {}; it is shown once, here:",
                 file.display()

@@ -90,6 +90,18 @@ pub struct GatewayConfig {
     /// The token file (`tidemark gateway token add`), with `auth = "tokens"`.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// Events in flight at most for one API token, so that one producer cannot take all of
+    /// `max_in_flight` from the others: over it, 429. Default: a quarter of `max_in_flight`.
+    #[serde(default)]
+    pub token_max_in_flight: Option<u32>,
+}
+
+impl GatewayConfig {
+    /// `token_max_in_flight`, or its default.
+    pub fn token_in_flight_cap(&self) -> usize {
+        self.token_max_in_flight
+            .map_or((self.max_in_flight / 4).max(1), |n| n) as usize
+    }
 }
 
 /// Who may write (`[gateway] auth`).
@@ -242,6 +254,9 @@ pub fn parse_gateway(text: &str) -> Result<GatewayFile, Vec<ConfigError>> {
     }
     if g.max_in_flight == 0 {
         err("max_in_flight", "must be above zero".into());
+    }
+    if g.token_max_in_flight == Some(0) {
+        err("token_max_in_flight", "must be above zero".into());
     }
     if g.max_connections == 0 {
         err("max_connections", "must be above zero".into());

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What a token file says of one token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Token {
     /// Its name, for metrics and logs.
@@ -32,6 +32,12 @@ pub struct Token {
     pub regions: Vec<String>,
     /// SHA-256 of the token, lowercase hex.
     pub sha256: String,
+    /// Events a second it may write (a token bucket of one second); no limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_per_second: Option<f64>,
+    /// Request bytes a second (as inflated); no limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<f64>,
 }
 
 /// A token file: `[[token]]` tables.
@@ -107,6 +113,14 @@ pub fn read(path: &Path) -> Result<Vec<Token>, TokenError> {
         if !names.insert(t.name.clone()) {
             return Err(invalid(path, format!("{at}: the name is used twice")));
         }
+        for (field, rate) in [
+            ("events_per_second", t.events_per_second),
+            ("bytes_per_second", t.bytes_per_second),
+        ] {
+            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err(invalid(path, format!("{at}: {field} must be above zero")));
+            }
+        }
         if !hashes.insert(t.sha256.to_ascii_lowercase()) {
             return Err(invalid(
                 path,
@@ -124,6 +138,7 @@ pub fn add(
     name: &str,
     producer: &str,
     regions: &[String],
+    limits: Limits,
 ) -> Result<String, TokenError> {
     let mut tokens = if path.exists() {
         read(path)?
@@ -145,9 +160,20 @@ pub fn add(
         producer: producer.into(),
         regions: regions.to_vec(),
         sha256: hash(&token),
+        events_per_second: limits.events_per_second,
+        bytes_per_second: limits.bytes_per_second,
     });
     write(path, &tokens)?;
     Ok(token)
+}
+
+/// A token's rates (see [`Token`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Events a second.
+    pub events_per_second: Option<f64>,
+    /// Request bytes a second.
+    pub bytes_per_second: Option<f64>,
 }
 
 /// Removes the token named `name`; whether there was one.
@@ -242,11 +268,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tokens.toml");
         let _ = std::fs::remove_file(&path);
-        let a = add(&path, "checkout", "checkout-service", &["region-a".into()]).unwrap();
-        let b = add(&path, "billing", "billing", &[]).unwrap();
+        let a = add(
+            &path,
+            "checkout",
+            "checkout-service",
+            &["region-a".into()],
+            Limits::default(),
+        )
+        .unwrap();
+        let b = add(&path, "billing", "billing", &[], Limits::default()).unwrap();
         assert_ne!(a, b);
         assert!(
-            add(&path, "checkout", "x", &[]).is_err(),
+            add(&path, "checkout", "x", &[], Limits::default()).is_err(),
             "a name used twice"
         );
         let text = std::fs::read_to_string(&path).unwrap();

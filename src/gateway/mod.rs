@@ -17,6 +17,7 @@ pub mod auth;
 pub mod conn;
 pub mod encoding;
 pub mod events;
+pub mod quota;
 pub mod route;
 pub mod send;
 pub mod tls;
@@ -34,6 +35,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use route::Router;
 use send::Regions;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +77,10 @@ struct State {
     in_flight: AtomicUsize,
     /// With `auth = "tokens"`.
     tokens: Option<auth::Tokens>,
+    /// Each token's buckets, by name.
+    quotas: Mutex<HashMap<String, quota::Quota>>,
+    /// Each token's events in flight, by name.
+    token_in_flight: Mutex<HashMap<String, usize>>,
 }
 
 /// A running gateway.
@@ -183,6 +189,8 @@ pub fn start(file: GatewayFile, metrics: Metrics) -> Result<Gateway, GatewayErro
         metrics,
         in_flight: AtomicUsize::new(0),
         tokens,
+        quotas: Mutex::new(HashMap::new()),
+        token_in_flight: Mutex::new(HashMap::new()),
         file,
     });
     let probes = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -504,6 +512,78 @@ enum Outcome {
     },
 }
 
+/// A token's events in flight, given back when the request ends.
+struct Share<'a> {
+    st: &'a State,
+    name: String,
+    events: usize,
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .st
+            .token_in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.name) {
+            *n = n.saturating_sub(self.events);
+        }
+    }
+}
+
+/// Admits a request of `events` and `bytes` for token `t` (its rates, then its share of the
+/// events in flight), or answers 429 with `Retry-After`.
+fn admit<'a>(
+    st: &'a State,
+    t: &auth::Token,
+    events: usize,
+    bytes: usize,
+) -> Result<Share<'a>, Reply> {
+    let throttled = |limit: &str, wait: Duration, message: String| {
+        st.metrics
+            .gateway_token_throttled
+            .with_label_values(&[&t.name, limit])
+            .inc();
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "", message);
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        r
+    };
+    let rates = (t.events_per_second, t.bytes_per_second);
+    if rates != (None, None) {
+        let mut quotas = st.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        let q = quotas
+            .entry(t.name.clone())
+            .or_insert_with(|| quota::Quota::new(rates.0, rates.1));
+        // Rates changed in the token file: buckets of the new rates.
+        if !q.is_for(rates.0, rates.1) {
+            *q = quota::Quota::new(rates.0, rates.1);
+        }
+        if let Err((wait, limit)) = q.admit(events, bytes) {
+            let message = format!("token \"{}\" is over its {limit}; retry later", t.name);
+            return Err(throttled(limit, wait, message));
+        }
+    }
+    let cap = st.file.gateway.token_in_flight_cap();
+    let mut map = st.token_in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    let n = map.entry(t.name.clone()).or_default();
+    if events > 0 && *n + events > cap {
+        let message = format!(
+            "token \"{}\" has {n} events in flight, and {cap} at most; retry later",
+            t.name
+        );
+        let wait = st.file.gateway.retry_after.as_duration();
+        return Err(throttled("in_flight", wait, message));
+    }
+    *n += events;
+    Ok(Share {
+        st,
+        name: t.name.clone(),
+        events,
+    })
+}
+
 /// 401 or 403 for a request its token does not allow, counted by `reason`.
 fn refused(st: &State, status: StatusCode, reason: &str, message: String) -> Reply {
     st.metrics
@@ -688,6 +768,7 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
             }
         }
     };
+    let body_bytes = body.len();
     let items = match events::items(&body, framing) {
         Ok(items) => items,
         Err(e) => return error(StatusCode::BAD_REQUEST, "", e.0),
@@ -701,6 +782,13 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
         .map(|i| i.and_then(|v| events::prepare(v, &st.format, now)))
         .collect();
     let valid = prepared.iter().filter(|p| p.is_ok()).count();
+    let _share = match &token {
+        Some(t) => match admit(st, t, valid, body_bytes) {
+            Ok(share) => Some(share),
+            Err(r) => return r,
+        },
+        None => None,
+    };
 
     // Back-pressure: take the whole request or none of it.
     let before = st.in_flight.fetch_add(valid, Ordering::SeqCst);

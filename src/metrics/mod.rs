@@ -225,6 +225,10 @@ families! {
     /// token (401), `region` or `producer` the token may not use (403).
     gateway_auth_refused: IntCounterVec = "tidemark_gateway_auth_refused_total",
         "Requests refused for their token: missing, unknown, region, producer", ["reason"];
+    /// `tidemark_gateway_token_throttled_total{token,limit}`: requests answered 429, by token
+    /// name and the limit they hit: `events_per_second`, `bytes_per_second`, `in_flight`.
+    gateway_token_throttled: IntCounterVec = "tidemark_gateway_token_throttled_total",
+        "Requests answered 429, by API token name and the limit hit", ["token", "limit"];
     /// `tidemark_gateway_tls_handshake_failures_total`: TLS handshakes that failed (a client
     /// that does not trust the certificate, or whose own is refused under mutual TLS).
     gateway_tls_failures: IntCounter = "tidemark_gateway_tls_handshake_failures_total",

@@ -146,6 +146,9 @@ fn metrics_doc_lists_exactly_the_declared_series() {
         .inc();
     m.gateway_token_events.with_label_values(&["t"]).inc();
     m.gateway_auth_refused.with_label_values(&["missing"]).inc();
+    m.gateway_token_throttled
+        .with_label_values(&["t", "in_flight"])
+        .inc();
     m.gateway_region_healthy
         .with_label_values(&["region-a"])
         .set(1);

@@ -852,7 +852,7 @@ fn tokens_say_who_may_write_where() {
     let file = dir.join("tokens.toml");
     let add = |name: &str, producer: &str, regions: &[&str]| {
         let regions: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
-        tidemark::gateway::auth::add(&file, name, producer, &regions).unwrap()
+        tidemark::gateway::auth::add(&file, name, producer, &regions, Default::default()).unwrap()
     };
     let checkout = add("checkout", "checkout-service", &[]);
     let billing = add("billing", "billing-service", &["region-b"]);
@@ -940,5 +940,101 @@ fn tokens_say_who_may_write_where() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(gone, "a removed token still writes");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn ndjson(n: usize, tag: &str) -> String {
+    (0..n)
+        .map(|i| format!("{{\"message\":\"{tag} {i}\"}}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A token over its events/s gets 429 with Retry-After while another token still gets 200;
+/// so does one over its share of the events in flight.
+#[test]
+fn a_noisy_token_is_throttled_and_the_others_are_not() {
+    let dir = std::env::temp_dir().join(format!("tidemark-gateway-quota-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens.toml");
+    let limits = tidemark::gateway::auth::Limits {
+        events_per_second: Some(20.0),
+        bytes_per_second: None,
+    };
+    let noisy = tidemark::gateway::auth::add(&file, "noisy", "noisy", &[], limits).unwrap();
+    let quiet =
+        tidemark::gateway::auth::add(&file, "quiet", "quiet", &[], Default::default()).unwrap();
+    let mut s = setup(&format!(
+        "auth = \"tokens\"\ntoken_file = \"{}\"\ntoken_max_in_flight = 5\nprobe_timeout = \"5s\"\nsend_timeout = \"10s\"",
+        file.display()
+    ));
+    let send = |addr: &str, token: &str, n: usize| {
+        let bearer = format!("Bearer {token}");
+        let mut c = HttpClient::connect(addr).unwrap();
+        let h = [
+            ("Content-Type", "application/x-ndjson"),
+            ("Authorization", bearer.as_str()),
+        ];
+        c.request("POST", "/v1/logs", &h, ndjson(n, token).as_bytes())
+            .unwrap()
+    };
+    // Requests of 5 events at once: the bucket of 20 lets about four through (five when the
+    // time between them has earned a little), then answers 429.
+    let mut admitted = 0;
+    let r = loop {
+        let r = send(&s.addr, &noisy, 5);
+        if r.status != 200 || admitted == 10 {
+            break r;
+        }
+        admitted += 1;
+    };
+    assert!(
+        (4..=5).contains(&admitted),
+        "{admitted} requests of 5 events admitted at 20/s"
+    );
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("events_per_second"));
+    assert_eq!(send(&s.addr, &quiet, 5).status, 200);
+    let throttled = |token: &str, limit: &str| {
+        s.metrics
+            .gateway_token_throttled
+            .with_label_values(&[token, limit])
+            .get()
+    };
+    assert_eq!(throttled("noisy", "events_per_second"), 1);
+    // A second later the bucket has earned enough again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(send(&s.addr, &noisy, 1).status, 200);
+
+    // The share in flight: with every write held 500 ms by the broker, quiet's 5 events in
+    // flight are all its share, and a sixth waits; noisy's writes are its own share.
+    s.a.broker_round_trip_time(1, Duration::from_millis(500))
+        .unwrap();
+    s.b.broker_round_trip_time(1, Duration::from_millis(500))
+        .unwrap();
+    let addr = s.addr.clone();
+    let quiet2 = quiet.clone();
+    let held = std::thread::spawn(move || send(&addr, &quiet2, 5));
+    std::thread::sleep(Duration::from_millis(150));
+    let r = send(&s.addr, &quiet, 1);
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"].as_str().unwrap().contains("in flight"));
+    let other = send(&s.addr, &noisy, 1);
+    assert_eq!(
+        other.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&other.body)
+    );
+    assert_eq!(held.join().unwrap().status, 200);
+    assert_eq!(throttled("quiet", "in_flight"), 1);
+    // Given back: quiet may send again.
+    assert_eq!(send(&s.addr, &quiet, 5).status, 200);
+    let _ = s.gateway.take();
     let _ = std::fs::remove_dir_all(&dir);
 }
