@@ -33,7 +33,8 @@
 //! Outside the engine:
 //!
 //! - [`gateway`]: the HTTP ingestion gateway: routes producers to their region's Kafka and
-//!   answers only once Kafka has the write.
+//!   answers only once Kafka has the write; TLS, API tokens, per-token quotas and slow-client
+//!   deadlines in front of it.
 //! - [`analysis`]: what happens after the pipeline: `tidemark late-report` (a differential
 //!   dataflow over the late topic: distributions, bursts, a watermark advisor) and
 //!   `tidemark reconcile` (late events of closed windows into a corrections topic).

@@ -6,6 +6,11 @@
 //! - [`route`]: `X-Region`, sticky producers (`X-Producer-Id`, else the `service` field), health
 //!   fallback and return after recovery, as pure logic.
 //! - [`send`]: one idempotent `acks=all` producer per region, delivery reports to requests.
+//! - [`conn`]: read deadlines for heads, bodies and idle connections (slow clients).
+//! - [`tls`]: HTTPS with rustls, the certificate re-read when renewed ([`watch`]).
+//! - [`auth`]: API tokens, their file of hashes, and who each may write as and where.
+//! - [`quota`]: per-token token buckets in events/s and bytes/s.
+//! - [`encoding`]: gzip and zstd bodies, inflated up to the body limit and no further.
 //! - this module: the HTTP server (hyper on tokio), health probes, back-pressure and metrics.
 //!
 //! A write that fails or is not acknowledged within `send_timeout` marks its region unhealthy and
