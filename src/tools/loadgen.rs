@@ -90,6 +90,14 @@ pub struct LoadgenOptions {
     /// With `--gateway`: send as fast as the gateway answers, ignoring the rate.
     #[arg(long)]
     pub unpaced: bool,
+    /// With `--gateway`: speak HTTPS, trusting the CA certificates of this PEM file.
+    #[arg(long)]
+    pub gateway_ca: Option<std::path::PathBuf>,
+    /// With `--gateway`: a file holding an API token, sent as `Authorization: Bearer`. The
+    /// token is then the one producer (no `X-Producer-Id` or `X-Region` is sent), and a 429 is
+    /// waited out as a 503 is.
+    #[arg(long)]
+    pub gateway_token_file: Option<std::path::PathBuf>,
 }
 
 /// Counts acknowledged copies per record index.
@@ -374,6 +382,10 @@ struct GatewayLoad {
     /// Events sent, every attempt counted.
     sent: std::sync::atomic::AtomicU64,
     started: Instant,
+    /// `--gateway-ca`.
+    tls: Option<crate::tools::http::ClientTls>,
+    /// `Authorization: Bearer ...`, from `--gateway-token-file`.
+    authorization: Option<String>,
 }
 
 impl GatewayLoad {
@@ -402,12 +414,16 @@ impl GatewayLoad {
             };
             let body = self.body(range.clone(), home, &mut rng);
             let pid = format!("producer-{producer}");
-            let mut headers = vec![
-                ("Content-Type", "application/json"),
-                ("X-Producer-Id", pid.as_str()),
-            ];
-            if !self.homed[producer].swap(true, Ordering::Relaxed) {
-                headers.push(("X-Region", home));
+            let mut headers = vec![("Content-Type", "application/json")];
+            match &self.authorization {
+                // The token says who the producer is, and where it may write.
+                Some(a) => headers.push(("Authorization", a.as_str())),
+                None => {
+                    headers.push(("X-Producer-Id", pid.as_str()));
+                    if !self.homed[producer].swap(true, Ordering::Relaxed) {
+                        headers.push(("X-Region", home));
+                    }
+                }
             }
             // A retry after a lost answer re-sends the same events; dedup keeps one copy.
             let copies = if rng.next_f64() < self.o.retries {
@@ -468,8 +484,11 @@ impl GatewayLoad {
             let attempt = Instant::now();
             let result = match client.as_mut() {
                 Some(c) => c.request("POST", "/v1/logs", headers, body),
-                None => crate::tools::http::HttpClient::connect(&self.addr)
-                    .and_then(|c| client.insert(c).request("POST", "/v1/logs", headers, body)),
+                None => match &self.tls {
+                    Some(tls) => crate::tools::http::HttpClient::connect_tls(&self.addr, tls),
+                    None => crate::tools::http::HttpClient::connect(&self.addr),
+                }
+                .and_then(|c| client.insert(c).request("POST", "/v1/logs", headers, body)),
             };
             self.sent.fetch_add(range.len() as u64, Ordering::Relaxed);
             match result {
@@ -482,7 +501,7 @@ impl GatewayLoad {
                     let us = attempt.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                     return Ok(Some(us));
                 }
-                Ok(r) if r.status == 503 => {
+                Ok(r) if r.status == 503 || r.status == 429 => {
                     let wait = r
                         .header("retry-after")
                         .and_then(|v| v.parse().ok())
@@ -520,6 +539,21 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
     );
     let n = events as usize;
     let requests = n.div_ceil(o.batch);
+    let tls = o
+        .gateway_ca
+        .as_deref()
+        .map(|ca| crate::tools::http::ClientTls::new(ca, None))
+        .transpose()
+        .context("--gateway-ca")?;
+    let authorization = o
+        .gateway_token_file
+        .as_deref()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--gateway-token-file {}", path.display()))
+                .map(|t| format!("Bearer {}", t.trim()))
+        })
+        .transpose()?;
     let load = Arc::new(GatewayLoad {
         o: o.clone(),
         addr: addr.to_string(),
@@ -532,6 +566,8 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
         homed: (0..o.producers).map(|_| Default::default()).collect(),
         sent: Default::default(),
         started: Instant::now(),
+        tls,
+        authorization,
     });
     let threads: Vec<_> = (0..o.connections)
         .map(|t| {

@@ -351,6 +351,8 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
         connections: 3,
         producers: 4,
         unpaced: true,
+        gateway_ca: None,
+        gateway_token_file: None,
     };
     let summary = tidemark::tools::loadgen::run(&options).unwrap();
     assert_eq!((summary.acked_unique, summary.unacked_unique), (300, 0));
@@ -1027,4 +1029,58 @@ fn a_noisy_token_is_throttled_and_the_others_are_not() {
     // Given back: quiet may send again.
     assert_eq!(send(&s.addr, &quiet, 5).status, 200);
     let _ = s.gateway.take();
+}
+
+/// loadgen over HTTPS with a token: every event acknowledged, all written as the token's
+/// producer, counted under its name.
+#[test]
+fn loadgen_over_tls_with_a_token() {
+    let scratch = tls_dir("loadgen");
+    let dir = &scratch.0;
+    let tokens = dir.join("tokens.toml");
+    let token =
+        tidemark::gateway::auth::add(&tokens, "load", "loadgen", &[], Default::default()).unwrap();
+    std::fs::write(dir.join("token"), &token).unwrap();
+    let s = setup(&format!(
+        "auth = \"tokens\"\ntoken_file = \"{}\"\n[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        tokens.display(),
+        dir.join("server1.pem").display(),
+        dir.join("server1.key").display()
+    ));
+    let out = dir.join("ids.tsv");
+    let options = tidemark::tools::loadgen::LoadgenOptions {
+        region_a: String::new(),
+        region_b: String::new(),
+        topic: "log-events".into(),
+        events: Some(200),
+        rate: None,
+        duration: Duration::from_secs(1),
+        seed: 5,
+        failover: 0.0,
+        retries: 0.0,
+        jitter: Duration::from_millis(500),
+        late: 0.0,
+        late_by: Duration::from_secs(30),
+        invalid: 0.0,
+        payload_bytes: 200,
+        oversized: Vec::new(),
+        out: out.clone(),
+        gateway: Some(s.addr.clone()),
+        batch: 10,
+        connections: 2,
+        producers: 4,
+        unpaced: true,
+        gateway_ca: Some(dir.join("ca1.pem")),
+        gateway_token_file: Some(dir.join("token")),
+    };
+    let summary = tidemark::tools::loadgen::run(&options).unwrap();
+    assert_eq!((summary.acked_unique, summary.unacked_unique), (200, 0));
+    let events = s
+        .metrics
+        .gateway_token_events
+        .with_label_values(&["load"])
+        .get();
+    assert_eq!(events, 200);
+    // One producer, the token's: its home is the local region, and nothing moved.
+    assert_eq!(read_ids(&s.a.bootstrap_servers()).len(), 200);
 }
