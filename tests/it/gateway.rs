@@ -330,29 +330,10 @@ fn loadgen_through_the_gateway_records_what_was_acknowledged() {
     let dir = crate::support::Scratch::new("gateway-loadgen");
     let out = dir.path("ids.tsv");
     let options = tidemark::tools::loadgen::LoadgenOptions {
-        region_a: String::new(),
-        region_b: String::new(),
-        topic: "log-events".into(),
-        events: Some(300),
-        rate: None,
-        duration: Duration::from_secs(1),
-        seed: 3,
-        failover: 0.0,
         retries: 0.1,
-        jitter: Duration::from_millis(500),
-        late: 0.0,
-        late_by: Duration::from_secs(30),
-        invalid: 0.0,
-        payload_bytes: 200,
-        oversized: Vec::new(),
-        out: out.clone().into(),
-        gateway: Some(s.addr.clone()),
         batch: 7,
         connections: 3,
-        producers: 4,
-        unpaced: true,
-        gateway_ca: None,
-        gateway_token_file: None,
+        ..gateway_load(&s.addr, out.clone().into(), 300, 3)
     };
     let summary = tidemark::tools::loadgen::run(&options).unwrap();
     assert_eq!((summary.acked_unique, summary.unacked_unique), (300, 0));
@@ -1049,29 +1030,11 @@ fn loadgen_over_tls_with_a_token() {
     ));
     let out = dir.join("ids.tsv");
     let options = tidemark::tools::loadgen::LoadgenOptions {
-        region_a: String::new(),
-        region_b: String::new(),
-        topic: "log-events".into(),
-        events: Some(200),
-        rate: None,
-        duration: Duration::from_secs(1),
-        seed: 5,
-        failover: 0.0,
-        retries: 0.0,
-        jitter: Duration::from_millis(500),
-        late: 0.0,
-        late_by: Duration::from_secs(30),
-        invalid: 0.0,
-        payload_bytes: 200,
-        oversized: Vec::new(),
-        out: out.clone(),
-        gateway: Some(s.addr.clone()),
         batch: 10,
         connections: 2,
-        producers: 4,
-        unpaced: true,
         gateway_ca: Some(dir.join("ca1.pem")),
         gateway_token_file: Some(dir.join("token")),
+        ..gateway_load(&s.addr, out.clone(), 200, 5)
     };
     let summary = tidemark::tools::loadgen::run(&options).unwrap();
     assert_eq!((summary.acked_unique, summary.unacked_unique), (200, 0));
@@ -1083,4 +1046,38 @@ fn loadgen_over_tls_with_a_token() {
     assert_eq!(events, 200);
     // One producer, the token's: its home is the local region, and nothing moved.
     assert_eq!(read_ids(&s.a.bootstrap_servers()).len(), 200);
+}
+
+/// loadgen through the gateway at `addr`: `events` unpaced, recorded in `out`.
+fn gateway_load(
+    addr: &str,
+    out: std::path::PathBuf,
+    events: u64,
+    seed: u64,
+) -> tidemark::tools::loadgen::LoadgenOptions {
+    tidemark::tools::loadgen::LoadgenOptions {
+        region_a: String::new(),
+        region_b: String::new(),
+        topic: "log-events".into(),
+        events: Some(events),
+        rate: None,
+        duration: Duration::from_secs(1),
+        seed,
+        failover: 0.0,
+        retries: 0.0,
+        jitter: Duration::from_millis(500),
+        late: 0.0,
+        late_by: Duration::from_secs(30),
+        invalid: 0.0,
+        payload_bytes: 200,
+        oversized: Vec::new(),
+        out,
+        gateway: Some(addr.to_string()),
+        batch: 1,
+        connections: 1,
+        producers: 4,
+        unpaced: true,
+        gateway_ca: None,
+        gateway_token_file: None,
+    }
 }
