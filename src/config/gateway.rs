@@ -90,6 +90,10 @@ pub struct GatewayConfig {
     /// The token file (`tidemark gateway token add`), with `auth = "tokens"`.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// OTLP logs: the record attribute that holds an event's id (a string). Records without
+    /// it get a UUIDv7.
+    #[serde(default = "default_otlp_id_attribute")]
+    pub otlp_id_attribute: String,
     /// Events in flight at most for one API token, so that one producer cannot take all of
     /// `max_in_flight` from the others: over it, 429. Default: a quarter of `max_in_flight`.
     #[serde(default)]
@@ -137,6 +141,10 @@ fn default_topic() -> String {
 }
 fn default_max_body() -> u64 {
     8 << 20
+}
+fn default_otlp_id_attribute() -> String {
+    // OpenTelemetry's semantic convention for a log record's unique id.
+    "log.record.uid".into()
 }
 fn default_header_timeout() -> Millis {
     Millis(10_000)

@@ -11,6 +11,7 @@
 //! - [`auth`]: API tokens, their file of hashes, and who each may write as and where.
 //! - [`quota`]: per-token token buckets in events/s and bytes/s.
 //! - [`encoding`]: gzip and zstd bodies, inflated up to the body limit and no further.
+//! - [`otlp`]: OTLP/HTTP logs (protobuf and OTLP JSON) to events, and OTLP's answer.
 //! - this module: the HTTP server (hyper on tokio), health probes, back-pressure and metrics.
 //!
 //! A write that fails or is not acknowledged within `send_timeout` marks its region unhealthy and
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod conn;
 pub mod encoding;
 pub mod events;
+pub mod otlp;
 pub mod quota;
 pub mod route;
 pub mod send;
@@ -627,14 +629,19 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
             }
         }
     };
-    let Some(framing) =
-        Framing::from_content_type(headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()))
-    else {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type",
-            "send application/json (an event or an array of events) or application/x-ndjson",
-        );
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let protobuf = otlp::is_protobuf(content_type);
+    let framing = match Framing::from_content_type(content_type) {
+        Some(f) => f,
+        // Protobuf is OTLP's; its body is read whole, not framed.
+        None if protobuf => Framing::Json,
+        None => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type",
+                "send application/json (an event, an array of events, or OTLP JSON), application/x-ndjson, or application/x-protobuf (OTLP)",
+            )
+        }
     };
     let requested = match headers.get("x-region").map(|v| v.to_str()) {
         None => None,
@@ -774,11 +781,31 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
         }
     };
     let body_bytes = body.len();
-    let items = match events::items(&body, framing) {
-        Ok(items) => items,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "", e.0),
+    let otlp = if protobuf {
+        Some(otlp::Encoding::Protobuf)
+    } else if framing == Framing::Json && otlp::is_otlp_json(&body) {
+        Some(otlp::Encoding::Json)
+    } else {
+        None
+    };
+    let items = match otlp {
+        Some(encoding) => match otlp::decode(&body, encoding) {
+            Ok(request) => otlp::events(&request, &st.format, &g.otlp_id_attribute)
+                .into_iter()
+                .map(|e| Ok(events::Item::from_object(e)))
+                .collect(),
+            Err(message) => return error(StatusCode::BAD_REQUEST, "", message),
+        },
+        None => match events::items(&body, framing) {
+            Ok(items) => items,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "", e.0),
+        },
     };
     if items.is_empty() {
+        // An OTLP export with no records is a valid, empty one.
+        if let Some(encoding) = otlp {
+            return respond_otlp(st, encoding, &[]);
+        }
         return error(StatusCode::BAD_REQUEST, "", "no events in the body");
     }
     let now = crate::runtime::wall_ms();
@@ -823,7 +850,90 @@ async fn logs(st: &State, req: Request<Incoming>) -> Reply {
     }
     let left = st.in_flight.fetch_sub(valid, Ordering::SeqCst) - valid;
     st.metrics.gateway_in_flight.set(left as i64);
-    respond(st, outcomes)
+    match otlp {
+        Some(encoding) => respond_otlp(st, encoding, &outcomes),
+        None => respond(st, outcomes),
+    }
+}
+
+/// OTLP's answer: 200 with `partialSuccess` counting what was not written and why; 503 (which
+/// an exporter retries) only when nothing was written and nothing was the records' fault.
+fn respond_otlp(st: &State, encoding: otlp::Encoding, outcomes: &[Outcome]) -> Reply {
+    let c = count(st, outcomes);
+    let why = outcomes.iter().find_map(|o| match o {
+        Outcome::Written { .. } => None,
+        Outcome::Refused(e) if e.field.is_empty() => Some(e.message.clone()),
+        Outcome::Refused(e) => Some(format!("{}: {}", e.field, e.message)),
+        Outcome::TooLarge { error, .. } | Outcome::Unwritten { error, .. } => Some(error.clone()),
+    });
+    let rejected = c.refused + c.too_large + c.unwritten;
+    let message = match why {
+        Some(first) => format!(
+            "{rejected} of {} log records not written ({} invalid, {} too large, {} unavailable); the first: {first}",
+            outcomes.len(),
+            c.refused,
+            c.too_large,
+            c.unwritten
+        ),
+        None => String::new(),
+    };
+    let retry = c.written == 0 && c.unwritten > 0 && c.refused + c.too_large == 0;
+    let mut r = Response::new(Full::new(Bytes::from(otlp::answer(
+        encoding, rejected, message,
+    ))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
+    if retry {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return with_retry_after(st, r);
+    }
+    r
+}
+
+/// What happened to a request's items, each counted in the metrics.
+struct Counts {
+    written: usize,
+    refused: usize,
+    too_large: usize,
+    unwritten: usize,
+}
+
+fn count(st: &State, outcomes: &[Outcome]) -> Counts {
+    let mut c = Counts {
+        written: 0,
+        refused: 0,
+        too_large: 0,
+        unwritten: 0,
+    };
+    for o in outcomes {
+        let rejected = match o {
+            Outcome::Written { region, .. } => {
+                c.written += 1;
+                let name = &st.regions.names[*region];
+                st.metrics.gateway_events.with_label_values(&[name]).inc();
+                continue;
+            }
+            Outcome::Refused(_) => {
+                c.refused += 1;
+                "invalid"
+            }
+            Outcome::TooLarge { .. } => {
+                c.too_large += 1;
+                "too_large"
+            }
+            Outcome::Unwritten { .. } => {
+                c.unwritten += 1;
+                "unavailable"
+            }
+        };
+        st.metrics
+            .gateway_rejected
+            .with_label_values(&[rejected])
+            .inc();
+    }
+    c
 }
 
 /// Routes and writes every prepared item: all sends are queued first, then awaited, so a
@@ -967,39 +1077,27 @@ fn count_fallback(st: &State, from: usize, to: usize) {
 }
 
 fn respond(st: &State, outcomes: Vec<Outcome>) -> Reply {
-    let (mut written, mut refused, mut too_large, mut unwritten) = (0, 0, 0, 0);
+    let Counts {
+        written,
+        refused,
+        too_large,
+        unwritten,
+    } = count(st, &outcomes);
     let results: Vec<Value> = outcomes
         .iter()
         .enumerate()
         .map(|(index, o)| match o {
             Outcome::Written { id, region } => {
-                written += 1;
                 let name = &st.regions.names[*region];
-                st.metrics.gateway_events.with_label_values(&[name]).inc();
                 json!({"index": index, "status": "ok", "eventId": id, "region": name})
             }
             Outcome::Refused(e) => {
-                refused += 1;
-                st.metrics
-                    .gateway_rejected
-                    .with_label_values(&["invalid"])
-                    .inc();
                 json!({"index": index, "status": "invalid", "field": e.field, "error": e.message})
             }
             Outcome::TooLarge { id, error } => {
-                too_large += 1;
-                st.metrics
-                    .gateway_rejected
-                    .with_label_values(&["too_large"])
-                    .inc();
                 json!({"index": index, "status": "too_large", "eventId": id, "error": error})
             }
             Outcome::Unwritten { id, error } => {
-                unwritten += 1;
-                st.metrics
-                    .gateway_rejected
-                    .with_label_values(&["unavailable"])
-                    .inc();
                 json!({"index": index, "status": "unavailable", "eventId": id, "error": error})
             }
         })

@@ -1081,3 +1081,118 @@ fn gateway_load(
         gateway_token_file: None,
     }
 }
+
+/// OTLP/HTTP on /v1/logs: protobuf and OTLP JSON records are written as events with their
+/// fields mapped; a record the pipelines would refuse is counted in `partialSuccess`;
+/// malformed protobuf is 400 with a message, and the gateway goes on serving.
+#[test]
+fn otlp_logs_in_protobuf_and_json() {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value as Any, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    let s = setup("");
+    let string = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Any::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let record = |uid: &str, body: &str| LogRecord {
+        time_unix_nano: 1_764_000_000_000_000_000,
+        severity_text: "WARN".into(),
+        body: Some(AnyValue {
+            value: Some(Any::StringValue(body.into())),
+        }),
+        attributes: vec![string("log.record.uid", uid)],
+        trace_id: vec![0x11; 16],
+        ..Default::default()
+    };
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![string("service.name", "payments")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![
+                    record("otlp-p1", "one"),
+                    record("otlp-p2", "two"),
+                    // An id longer than the pipelines take: refused, counted.
+                    record(&"x".repeat(200), "too long an id"),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let send = |content_type: &str, body: &[u8]| {
+        let mut c = HttpClient::connect(&s.addr).unwrap();
+        let h = [("Content-Type", content_type), ("X-Region", "region-a")];
+        c.request("POST", "/v1/logs", &h, body).unwrap()
+    };
+    let r = send("application/x-protobuf", &request.encode_to_vec());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    let answer = ExportLogsServiceResponse::decode(&r.body[..]).unwrap();
+    let partial = answer.partial_success.unwrap();
+    assert_eq!(partial.rejected_log_records, 1);
+    assert!(
+        partial.error_message.contains("longer than 128"),
+        "{}",
+        partial.error_message
+    );
+
+    // OTLP JSON as the specification writes it, by hand.
+    let json = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"payments"}}]},
+      "scopeLogs":[{"logRecords":[{"observedTimeUnixNano":"1764000001000000000","severityNumber":13,
+      "body":{"stringValue":"three"},"spanId":"0102030405060708",
+      "attributes":[{"key":"log.record.uid","value":{"stringValue":"otlp-j1"}}]}]}]}]}"#;
+    let r = send("application/json", json.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        answer.get("partialSuccess").is_none_or(|p| p.is_null()),
+        "{answer}"
+    );
+
+    // What Kafka has, read back with serde_json.
+    let written: std::collections::HashMap<String, serde_json::Value> =
+        tidemark::tools::topic::read_topic(&s.a.bootstrap_servers(), "log-events")
+            .unwrap()
+            .into_iter()
+            .map(|(_, payload, _)| {
+                let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                (v["eventId"].as_str().unwrap().to_string(), v)
+            })
+            .collect();
+    assert_eq!(written.len(), 3, "{written:?}");
+    let p1 = &written["otlp-p1"];
+    assert_eq!(p1["timestamp"], 1_764_000_000_000u64);
+    assert_eq!(p1["service"], "payments");
+    assert_eq!(p1["message"], "one");
+    assert_eq!(p1["severity"], "WARN");
+    assert_eq!(p1["traceId"], "11".repeat(16));
+    assert_eq!(p1["region"], "region-a");
+    let j1 = &written["otlp-j1"];
+    assert_eq!(j1["timestamp"], 1_764_000_001_000u64);
+    assert_eq!(j1["spanId"], "0102030405060708");
+    assert_eq!(j1["severityNumber"], 13);
+
+    // Malformed protobuf: 400 with a message, never a panic; the next request is served.
+    let r = send(
+        "application/x-protobuf",
+        b"\x0a\xff\xff\xff\xff\x0f garbage",
+    );
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"].as_str().unwrap().contains("not an OTLP"));
+    let r = send(
+        "application/x-protobuf",
+        &ExportLogsServiceRequest::default().encode_to_vec(),
+    );
+    assert_eq!(r.status, 200);
+}
