@@ -61,7 +61,14 @@
 #   gateway          load through the ingestion gateway (sticky producers on both regions);
 #                    region-b's broker stopped mid-load: its producers fall back to region-a,
 #                    and return once region-b has been healthy for 3 s (a second, short load
-#                    after the recovery makes sure they have traffic to return with)
+#                    after the recovery makes sure they have traffic to return with). Then a
+#                    second gateway with TLS and API tokens: the attacks curl can make (no
+#                    token, a bad one, another region's, an untrusted certificate) get their
+#                    answers, and the unmodified OpenTelemetry Python SDK (OTLP/HTTP exporter,
+#                    gzip, from PyPI) logs through it with one token per region; every record
+#                    must be on both regions' ordered topics exactly once, mapped as documented,
+#                    and every partition in event-time order (tests/real/otel_check.py, with
+#                    kafka-python)
 #   secure           the regions on SASL_SSL with SCRAM users and ACLs (infra/regions up
 #                    --secure), MM2 over SASL_SSL, both pipelines (pipelines/REGION.secure.toml;
 #                    region-a's with SCRAM-SHA-512, region-b's with SCRAM-SHA-256) and the
@@ -121,6 +128,7 @@ REGIONS=$ROOT/infra/regions
 declare -A PIPELINE_PID=()
 LOADGEN_PID=
 GATEWAY_PID=
+OTLP_GATEWAY_PID=
 GATEWAY_LOAD_PID=
 MM2_START_PID=
 SAMPLER_PID=
@@ -145,6 +153,7 @@ cleanup() {
   stop_pid "$SAMPLER_PID"
   stop_pid "$LOADGEN_PID"
   stop_pid "$GATEWAY_PID"
+  stop_pid "$OTLP_GATEWAY_PID"
   stop_pid "$GATEWAY_LOAD_PID"
   stop_pid "$MM2_START_PID"
   for r in "${!PIPELINE_PID[@]}"; do
@@ -635,6 +644,9 @@ scenario() {
   fi
   "$BIN" "${tools[@]}" verify --bootstrap "$a" --bootstrap "$b" \
     "${ids[@]}" --wait 180s $flags | tee "$out" || ok=no
+  if [ "$fault" = gateway ]; then
+    otel_through_gateway || ok=no
+  fi
   if [ "$name" = secure ]; then
     secure_refusals || ok=no
     stop_pid "$GATEWAY_PID"
@@ -771,6 +783,102 @@ scenario() {
     cp "$ROOT/infra/state/mm2.log" "$WORK/$name.mm2.log" 2>/dev/null || true
     return 1
   fi
+}
+
+# otel_venv: the OpenTelemetry Python SDK, its OTLP/HTTP exporter and kafka-python from PyPI, in
+# a virtual environment kept under infra/.cache (lz4: the pipelines compress their output).
+otel_venv() {
+  local venv=$ROOT/infra/.cache/otel-venv
+  local want="opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2 kafka-python==3.0.12 lz4==4.4.5"
+  if [ "$(cat "$venv/.wants" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv" || return 1
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install -q --disable-pip-version-check $want >"$WORK/pip.log" 2>&1 || {
+      cat "$WORK/pip.log"
+      return 1
+    }
+    echo "$want" >"$venv/.wants"
+  fi
+  OTEL_PYTHON=$venv/bin/python
+}
+
+# answer_is CODE WHAT CURL-ARGS...: the gateway's status for one request must be CODE.
+answer_is() {
+  local want=$1 what=$2 got
+  shift 2
+  got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@") || true
+  if [ "$got" != "$want" ]; then
+    log "$what: HTTP $got, expected $want"
+    return 1
+  fi
+  log "$what: $got"
+}
+
+# otel_through_gateway: the gateway with TLS and API tokens on the real regions (see the
+# header): curl's attacks, then the OpenTelemetry SDK's logs checked on both ordered topics.
+otel_through_gateway() {
+  otel_venv || return 1
+  local dir=$WORK/otlp url=https://127.0.0.1:8443/v1/logs
+  # A CA, and a server certificate for 127.0.0.1 signed by it; a second CA nobody trusts.
+  "$ROOT/infra/gateway-tls" "$dir" gateway.toml 127.0.0.1:8443 || return 1
+  local token_a token_b
+  token_a=$("$BIN" gateway token add --file "$dir/tokens.toml" --name otel-a --producer otel-a \
+    --region region-a) || return 1
+  token_b=$("$BIN" gateway token add --file "$dir/tokens.toml" --name otel-b --producer otel-b \
+    --region region-b) || return 1
+  "$BIN" gateway --config "$dir/gateway.toml" >"$WORK/otlp-gateway.log" 2>&1 &
+  OTLP_GATEWAY_PID=$!
+  local deadline=$((SECONDS + 30))
+  until curl -s -o /dev/null --cacert "$dir/ca.pem" https://127.0.0.1:8443/readyz; do
+    [ $SECONDS -lt $deadline ] && kill -0 "$OTLP_GATEWAY_PID" 2>/dev/null || {
+      log "the TLS gateway did not come up"
+      cat "$WORK/otlp-gateway.log"
+      return 1
+    }
+    sleep 0.5
+  done
+  local ok=yes body='{"resourceLogs":[]}' tls=(--cacert "$dir/ca.pem" -H 'Content-Type: application/json')
+  answer_is 401 "no token" "${tls[@]}" -d "$body" "$url" || ok=no
+  answer_is 401 "a made-up token" "${tls[@]}" -H "Authorization: Bearer tdm_${token_a:4:8}" -d "$body" "$url" || ok=no
+  answer_is 403 "region-a's token asking for region-b" "${tls[@]}" -H "Authorization: Bearer $token_a" \
+    -H 'X-Region: region-b' -d "$body" "$url" || ok=no
+  answer_is 200 "region-a's token, an empty export" "${tls[@]}" -H "Authorization: Bearer $token_a" -d "$body" "$url" || ok=no
+  answer_is 000 "a client that trusts another CA" --cacert "$dir/other.pem" -d "$body" "$url" || ok=no
+  # Each region's producer logs through the gateway, side by side, configured only as the
+  # OpenTelemetry documentation says (requests would let a CA bundle variable override the
+  # exporter's certificate, hence the env -u).
+  local records=500 r token pids=()
+  for r in a b; do
+    [ $r = a ] && token=$token_a || token=$token_b
+    env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE \
+      OTEL_EXPORTER_OTLP_LOGS_ENDPOINT="$url" \
+      OTEL_EXPORTER_OTLP_LOGS_HEADERS="Authorization=Bearer%20$token,X-Region=region-$r" \
+      OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE="$dir/ca.pem" \
+      OTEL_EXPORTER_OTLP_LOGS_COMPRESSION=gzip \
+      OTEL_SERVICE_NAME=checkout \
+      OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=scenario,service.version=1.4.2 \
+      "$OTEL_PYTHON" tests/real/otel_emit.py --records $records --tag region-$r \
+      --expect "$dir/expect-$r.jsonl" >"$WORK/otel-emit-$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for r in "${pids[@]}"; do
+    wait "$r" || {
+      log "the OpenTelemetry SDK's run failed"
+      cat "$WORK"/otel-emit-*.log
+      ok=no
+    }
+  done
+  local accepted
+  accepted=$(curl -s --max-time 2 --cacert "$dir/ca.pem" https://127.0.0.1:8443/metrics |
+    awk 'index($1, "tidemark_gateway_token_events_total{") == 1 {s += $2} END {printf "%d", s}')
+  log "OpenTelemetry SDK: $(cat "$dir"/expect-*.jsonl | wc -l) records emitted; the TLS gateway counted $accepted events for the two tokens"
+  stop_pid "$OTLP_GATEWAY_PID"
+  OTLP_GATEWAY_PID=
+  "$OTEL_PYTHON" tests/real/otel_check.py --bootstrap 127.0.0.1:19092 --bootstrap 127.0.0.1:29092 \
+    --expect "$dir/expect-a.jsonl" --expect "$dir/expect-b.jsonl" --service checkout \
+    --resource deployment.environment.name=scenario --resource service.version=1.4.2 --wait 120 || ok=no
+  [ $ok = yes ]
 }
 
 # refused WHAT EXPECT COMMAND...: COMMAND must exit non-zero within 30 s, and its output must
