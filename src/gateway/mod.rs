@@ -430,8 +430,44 @@ fn reply(status: StatusCode, body: Value) -> Reply {
     r
 }
 
+/// An error answer. `code` and `message` make the body OTLP JSON's `google.rpc.Status` as well;
+/// the message is also kept as an extension, for an OTLP protobuf request's answer.
 fn error(status: StatusCode, field: &str, message: impl Into<String>) -> Reply {
-    reply(status, json!({"error": message.into(), "field": field}))
+    let message = message.into();
+    let code = otlp::grpc_code(status.as_u16());
+    let mut r = reply(
+        status,
+        json!({"error": message, "field": field, "code": code, "message": message}),
+    );
+    r.extensions_mut().insert(Problem(message));
+    r
+}
+
+/// The text of an error answer.
+#[derive(Clone)]
+struct Problem(String);
+
+/// An OTLP protobuf request's error answer as OTLP/HTTP says it must be: a protobuf
+/// `google.rpc.Status`, with the same status and headers.
+fn as_otlp_status(mut r: Reply) -> Reply {
+    let message = match r.extensions().get::<Problem>() {
+        Some(Problem(m)) => m.clone(),
+        None => r
+            .status()
+            .canonical_reason()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let status = otlp::Status {
+        code: otlp::grpc_code(r.status().as_u16()),
+        message,
+    };
+    *r.body_mut() = Full::new(Bytes::from(prost::Message::encode_to_vec(&status)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(otlp::Encoding::Protobuf.content_type()),
+    );
+    r
 }
 
 fn unavailable(st: &State, message: &str) -> Reply {
@@ -448,7 +484,13 @@ fn with_retry_after(st: &State, mut r: Reply) -> Reply {
 async fn handle(st: &State, req: Request<Incoming>) -> Reply {
     let started = std::time::Instant::now();
     let path = req.uri().path().to_string();
-    let r = match (req.method(), path.as_str()) {
+    let protobuf = path == "/v1/logs"
+        && otlp::is_protobuf(
+            req.headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
+    let mut r = match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/logs") => logs(st, req).await,
         (&Method::GET, "/healthz") => reply(StatusCode::OK, json!({"status": "up"})),
         (&Method::GET, "/readyz") => {
@@ -489,6 +531,9 @@ async fn handle(st: &State, req: Request<Incoming>) -> Reply {
         }
         _ => error(StatusCode::NOT_FOUND, "", format!("no such path: {path}")),
     };
+    if protobuf && (r.status().is_client_error() || r.status().is_server_error()) {
+        r = as_otlp_status(r);
+    }
     if path == "/v1/logs" {
         st.metrics
             .gateway_requests
@@ -877,7 +922,10 @@ fn respond_otlp(st: &State, encoding: otlp::Encoding, outcomes: &[Outcome]) -> R
         ),
         None => String::new(),
     };
-    let retry = c.written == 0 && c.unwritten > 0 && c.refused + c.too_large == 0;
+    if c.written == 0 && c.unwritten > 0 && c.refused + c.too_large == 0 {
+        // Nothing written, through no fault of the records: an error OTLP's exporters retry.
+        return unavailable(st, &message);
+    }
     let mut r = Response::new(Full::new(Bytes::from(otlp::answer(
         encoding, rejected, message,
     ))));
@@ -885,10 +933,6 @@ fn respond_otlp(st: &State, encoding: otlp::Encoding, outcomes: &[Outcome]) -> R
         CONTENT_TYPE,
         HeaderValue::from_static(encoding.content_type()),
     );
-    if retry {
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        return with_retry_after(st, r);
-    }
     r
 }
 

@@ -79,6 +79,32 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportLogsServiceReques
     }
 }
 
+/// `google.rpc.Status`, the body OTLP/HTTP gives every 4xx and 5xx answer. It is googleapis'
+/// message, not OTLP's, so opentelemetry-proto does not carry it; `details` (field 3) is left out.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Status {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// The gRPC code of an HTTP error status, as gRPC's own HTTP mapping pairs them.
+pub fn grpc_code(status: u16) -> i32 {
+    match status {
+        400 | 413 | 415 => 3, // INVALID_ARGUMENT
+        401 => 16,            // UNAUTHENTICATED
+        403 => 7,             // PERMISSION_DENIED
+        404 => 5,             // NOT_FOUND
+        405 => 12,            // UNIMPLEMENTED
+        408 => 4,             // DEADLINE_EXCEEDED
+        429 => 8,             // RESOURCE_EXHAUSTED
+        503 => 14,            // UNAVAILABLE
+        500 => 13,            // INTERNAL
+        _ => 2,               // UNKNOWN
+    }
+}
+
 /// The answer: `rejected` records not written, and why.
 pub fn answer(encoding: Encoding, rejected: usize, message: String) -> Vec<u8> {
     let response = ExportLogsServiceResponse {

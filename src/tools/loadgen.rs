@@ -98,6 +98,25 @@ pub struct LoadgenOptions {
     /// waited out as a 503 is.
     #[arg(long)]
     pub gateway_token_file: Option<std::path::PathBuf>,
+    /// With `--gateway`: the body's format. `otlp-protobuf` and `otlp-json` carry the same
+    /// events as OTLP/HTTP `ExportLogsServiceRequest`s (id in `log.record.uid`, service, region
+    /// and message as record fields), for comparing the two with tidemark's own JSON. A request
+    /// then counts as acknowledged when OTLP's answer rejected none of it. The gateway's OTLP
+    /// mapping writes other payloads than the JSON in the ids file, so `verify` cannot check
+    /// such a load's payloads: it is a load for measuring.
+    #[arg(long, value_enum, default_value_t = GatewayFormat::Json)]
+    pub gateway_format: GatewayFormat,
+}
+
+/// The body format of `loadgen --gateway`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GatewayFormat {
+    /// tidemark's JSON: an object, or an array of them.
+    Json,
+    /// OTLP/HTTP logs as protobuf (`application/x-protobuf`).
+    OtlpProtobuf,
+    /// OTLP/HTTP logs as OTLP JSON.
+    OtlpJson,
 }
 
 /// Counts acknowledged copies per record index.
@@ -178,6 +197,8 @@ pub struct LoadgenSummary {
     pub latency_ms: [f64; 3],
     /// Seconds from the first send to the last acknowledgement.
     pub elapsed_s: f64,
+    /// With `--gateway`: request body bytes sent, every attempt counted.
+    pub body_bytes: u64,
 }
 
 /// `tidemark loadgen`: sends the load, writes the ids file and prints what happened.
@@ -195,14 +216,15 @@ pub fn main(o: &LoadgenOptions) -> anyhow::Result<()> {
     );
     if o.gateway.is_some() {
         println!(
-            "gateway: {} requests of up to {} events in {:.1} s: {:.0} acknowledged events/s; latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
+            "gateway: {} requests of up to {} events in {:.1} s: {:.0} acknowledged events/s; latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms; {:.0} body bytes/event",
             s.requests,
             o.batch,
             s.elapsed_s,
             s.acked_unique as f64 / s.elapsed_s.max(1e-9),
             s.latency_ms[0],
             s.latency_ms[1],
-            s.latency_ms[2]
+            s.latency_ms[2],
+            s.body_bytes as f64 / s.sent.max(1) as f64
         );
     }
     Ok(())
@@ -379,8 +401,9 @@ struct GatewayLoad {
     next: std::sync::atomic::AtomicU64,
     /// Per producer: whether it has named its home region yet.
     homed: Vec<std::sync::atomic::AtomicBool>,
-    /// Events sent, every attempt counted.
+    /// Events sent, and their body bytes, every attempt counted.
     sent: std::sync::atomic::AtomicU64,
+    body_bytes: std::sync::atomic::AtomicU64,
     started: Instant,
     /// `--gateway-ca`.
     tls: Option<crate::tools::http::ClientTls>,
@@ -414,7 +437,11 @@ impl GatewayLoad {
             };
             let body = self.body(range.clone(), home, &mut rng);
             let pid = format!("producer-{producer}");
-            let mut headers = vec![("Content-Type", "application/json")];
+            let content_type = match self.o.gateway_format {
+                GatewayFormat::OtlpProtobuf => "application/x-protobuf",
+                GatewayFormat::Json | GatewayFormat::OtlpJson => "application/json",
+            };
+            let mut headers = vec![("Content-Type", content_type)];
             match &self.authorization {
                 // The token says who the producer is, and where it may write.
                 Some(a) => headers.push(("Authorization", a.as_str())),
@@ -447,27 +474,33 @@ impl GatewayLoad {
         if array {
             body.push(b'[');
         }
+        let mut records = Vec::new();
         for i in range.clone() {
             let id = rng.next_u128();
             let time = event_time(&self.o, rng);
-            generate_event(
-                &mut buf,
-                id,
-                time,
-                region,
-                (i % 20) as u32,
-                self.o.payload_bytes,
-            );
-            if i > range.start {
-                body.push(b',');
+            let service = (i % 20) as u32;
+            generate_event(&mut buf, id, time, region, service, self.o.payload_bytes);
+            let id = format!("{id:032x}");
+            if self.o.gateway_format == GatewayFormat::Json {
+                if i > range.start {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&buf);
+            } else {
+                records.push(otlp::record(&id, time, region, service, &buf));
             }
-            body.extend_from_slice(&buf);
-            let _ = self.slots[i].set((format!("{id:032x}"), time, buf.clone()));
+            let _ = self.slots[i].set((id, time, buf.clone()));
         }
-        if array {
-            body.push(b']');
+        match self.o.gateway_format {
+            GatewayFormat::Json => {
+                if array {
+                    body.push(b']');
+                }
+                body
+            }
+            GatewayFormat::OtlpProtobuf => otlp::protobuf(records),
+            GatewayFormat::OtlpJson => otlp::json(records),
         }
-        body
     }
 
     /// Posts `body` until the gateway answers 200 or a minute has passed, waiting out 503s and
@@ -491,11 +524,22 @@ impl GatewayLoad {
                 .and_then(|c| client.insert(c).request("POST", "/v1/logs", headers, body)),
             };
             self.sent.fetch_add(range.len() as u64, Ordering::Relaxed);
+            self.body_bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
             match result {
                 Ok(r) if r.status == 200 => {
-                    for item in r.json()["results"].as_array().into_iter().flatten() {
-                        if let (true, Some(k)) = (item["status"] == "ok", item["index"].as_u64()) {
-                            self.ok[range.start + k as usize].fetch_add(1, Ordering::Relaxed);
+                    if self.o.gateway_format == GatewayFormat::Json {
+                        for item in r.json()["results"].as_array().into_iter().flatten() {
+                            if let (true, Some(k)) =
+                                (item["status"] == "ok", item["index"].as_u64())
+                            {
+                                self.ok[range.start + k as usize].fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    } else if otlp::rejected(self.o.gateway_format, &r.body) == Some(0) {
+                        // OTLP does not say which records it rejected: all or none count.
+                        for k in range.clone() {
+                            self.ok[k].fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     let us = attempt.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
@@ -565,6 +609,7 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
         next: Default::default(),
         homed: (0..o.producers).map(|_| Default::default()).collect(),
         sent: Default::default(),
+        body_bytes: Default::default(),
         started: Instant::now(),
         tls,
         authorization,
@@ -585,6 +630,7 @@ fn run_gateway(o: &LoadgenOptions, addr: &str) -> anyhow::Result<LoadgenSummary>
     latencies.sort_unstable();
     let mut summary = LoadgenSummary {
         sent: load.sent.load(Ordering::Relaxed),
+        body_bytes: load.body_bytes.load(Ordering::Relaxed),
         requests: latencies.len() as u64,
         elapsed_s: load.started.elapsed().as_secs_f64(),
         latency_ms: [0.5, 0.99, 0.999].map(|q| quantile_ms(&latencies, q)),
@@ -722,5 +768,86 @@ mod tests {
         }
         let distinct: std::collections::HashSet<_> = records.iter().collect();
         assert_eq!(distinct.len(), records.len());
+    }
+}
+
+/// The OTLP/HTTP bodies of `--gateway-format otlp-*`.
+mod otlp {
+    use super::GatewayFormat;
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+
+    fn string(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The LogRecord of one generated event: its id, time, region, service and message (taken
+    /// from `event`, the JSON that `generate_event` wrote), so both formats carry the same.
+    pub(super) fn record(
+        id: &str,
+        time: u64,
+        region: &str,
+        service: u32,
+        event: &[u8],
+    ) -> LogRecord {
+        let message = serde_json::from_slice::<serde_json::Value>(event)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        LogRecord {
+            time_unix_nano: time * 1_000_000,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(message)),
+            }),
+            attributes: vec![
+                string("log.record.uid", id),
+                string("region", region),
+                string("service", &format!("svc-{service:02}")),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: None,
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    pub(super) fn protobuf(records: Vec<LogRecord>) -> Vec<u8> {
+        request(records).encode_to_vec()
+    }
+
+    pub(super) fn json(records: Vec<LogRecord>) -> Vec<u8> {
+        serde_json::to_vec(&request(records)).unwrap_or_default()
+    }
+
+    /// The records an OTLP answer says were rejected (0 without a `partialSuccess`), or None when
+    /// it cannot be read.
+    pub(super) fn rejected(format: GatewayFormat, body: &[u8]) -> Option<i64> {
+        let answer = match format {
+            GatewayFormat::OtlpProtobuf => ExportLogsServiceResponse::decode(body).ok()?,
+            _ => serde_json::from_slice(body).ok()?,
+        };
+        Some(answer.partial_success.map_or(0, |p| p.rejected_log_records))
     }
 }

@@ -1079,7 +1079,57 @@ fn gateway_load(
         unpaced: true,
         gateway_ca: None,
         gateway_token_file: None,
+        gateway_format: tidemark::tools::loadgen::GatewayFormat::Json,
     }
+}
+
+/// loadgen's OTLP bodies: every event of a protobuf and an OTLP JSON load is acknowledged and
+/// lands once, its id from `log.record.uid` and its time from `timeUnixNano`, as in the ids file.
+#[test]
+fn loadgen_speaks_otlp() {
+    use tidemark::tools::loadgen::GatewayFormat;
+    let s = setup("");
+    let dir = crate::support::Scratch::new("loadgen-otlp");
+    let mut sent = std::collections::HashMap::new();
+    for (n, format) in [GatewayFormat::OtlpProtobuf, GatewayFormat::OtlpJson]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.0.join(format!("ids-{n}.tsv"));
+        let options = tidemark::tools::loadgen::LoadgenOptions {
+            batch: 5,
+            gateway_format: format,
+            ..gateway_load(&s.addr, out.clone(), 100, 11 + n as u64)
+        };
+        let summary = tidemark::tools::loadgen::run(&options).unwrap();
+        assert_eq!(
+            (summary.acked_unique, summary.unacked_unique),
+            (100, 0),
+            "{format:?}"
+        );
+        for line in std::fs::read_to_string(&out).unwrap().lines() {
+            if let [id, time, acks, ..] = line.split('\t').collect::<Vec<_>>()[..] {
+                if !id.starts_with('#') {
+                    assert_eq!(acks, "1");
+                    sent.insert(id.to_string(), time.parse::<u64>().unwrap());
+                }
+            }
+        }
+    }
+    assert_eq!(sent.len(), 200);
+    let mut found = 0;
+    for bootstrap in [s.a.bootstrap_servers(), s.b.bootstrap_servers()] {
+        for (_, payload, _) in tidemark::tools::topic::read_topic(&bootstrap, "log-events").unwrap()
+        {
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            let id = v["eventId"].as_str().unwrap();
+            assert_eq!(v["attributes"]["log.record.uid"], id);
+            assert_eq!(v["timestamp"].as_u64(), sent.get(id).copied(), "{v}");
+            assert_eq!(v["severity"], "INFO");
+            found += 1;
+        }
+    }
+    assert_eq!(found, 200);
 }
 
 /// OTLP/HTTP on /v1/logs: protobuf and OTLP JSON records are written as events with their
@@ -1189,7 +1239,28 @@ fn otlp_logs_in_protobuf_and_json() {
         b"\x0a\xff\xff\xff\xff\x0f garbage",
     );
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
-    assert!(r.json()["error"].as_str().unwrap().contains("not an OTLP"));
+    // OTLP/HTTP's error body: a protobuf google.rpc.Status, read here from the wire format
+    // itself: field 1 (varint) the gRPC code, 3 for INVALID_ARGUMENT; field 2 (bytes) the
+    // message.
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(&r.body[..3], &[0x08, 3, 0x12], "{:?}", r.body);
+    let (mut len, mut at) = (0usize, 3);
+    while r.body[at] & 0x80 != 0 {
+        len |= ((r.body[at] & 0x7f) as usize) << (7 * (at - 3));
+        at += 1;
+    }
+    len |= (r.body[at] as usize) << (7 * (at - 3));
+    let message = &r.body[at + 1..];
+    assert_eq!(message.len(), len, "{:?}", r.body);
+    assert!(String::from_utf8_lossy(message).contains("not an OTLP"));
+    // The same request as OTLP JSON's answer names the code and message too.
+    let r = send("application/json", b"{\"resourceLogs\": 7}");
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], 3);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("not an OTLP"));
     let r = send(
         "application/x-protobuf",
         &ExportLogsServiceRequest::default().encode_to_vec(),
