@@ -45,9 +45,15 @@ enum Command {
         /// Read up to the end offsets taken at start, flush everything, print a summary, exit.
         #[arg(long)]
         bounded: bool,
-        /// Override `metrics.listen` (process i listens on this port plus i).
+        /// Override `metrics.listen`. A process listens on this port plus the number of
+        /// processes before it in the hostfile on the same host: ports of their own on one
+        /// machine, the same port on hosts of their own.
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// With --processes above 1: give up, with an error naming the peers, when they have not
+        /// all connected within this long.
+        #[arg(long, default_value = "60s", value_parser = tidemark::component::parse_duration_flag)]
+        connect_timeout: std::time::Duration,
         /// Exactly-once: start with empty dedup state and the watermark at zero instead of
         /// restoring them from the committed output (when that output cannot be read back).
         #[arg(long)]
@@ -247,6 +253,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hostfile,
             bounded,
             metrics_listen,
+            connect_timeout,
             reset_state,
         } => {
             let options = tidemark::pipeline::RunOptions {
@@ -256,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 hosts: Vec::new(),
                 bounded,
                 reset_state,
+                connect_timeout,
             };
             run_pipeline(&file, options, hostfile.as_deref(), metrics_listen)?;
             Ok(ExitCode::SUCCESS)
@@ -385,7 +393,8 @@ fn run_pipeline(
     let metrics = tidemark::metrics::Metrics::new();
     let _server = match metrics_listen.or(config.metrics.listen) {
         Some(mut addr) => {
-            addr.set_port(addr.port() + process as u16);
+            let offset = tidemark::pipeline::metrics_port_offset(&options.hosts, process);
+            addr.set_port(addr.port() + offset);
             Some(
                 tidemark::metrics::serve(addr, metrics.clone())
                     .with_context(|| format!("metrics endpoint {addr}"))?,

@@ -1,5 +1,8 @@
 //! Where the graph is wired: a checked pipeline file becomes a timely dataflow on every worker,
-//! and the worker loop drives it until it drains (bounded mode) or is told to stop.
+//! and the worker loop drives it until it drains (bounded mode) or is told to stop. [`cluster`]:
+//! what a process of a cluster does when a peer is lost or never comes.
+
+pub mod cluster;
 
 use crate::component::{concat_events, concat_invalid, AnyStream, Port};
 use crate::config::Delivery;
@@ -85,6 +88,8 @@ pub struct RunOptions {
     pub bounded: bool,
     /// Exactly-once: start with empty state instead of restoring it from the committed output.
     pub reset_state: bool,
+    /// With more than one process: how long to wait for every peer to connect before giving up.
+    pub connect_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -96,6 +101,7 @@ impl Default for RunOptions {
             hosts: Vec::new(),
             bounded: true,
             reset_state: false,
+            connect_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -134,6 +140,18 @@ pub fn read_hostfile(path: &str) -> Result<Vec<String>, RunError> {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect())
+}
+
+/// How far above the configured metrics port process `process` listens: the number of processes
+/// before it in `hosts` on the same host (as the hostfile writes it). Processes that share a
+/// machine get ports of their own; processes of their own hosts (a StatefulSet's pods, one unit
+/// per machine) all listen on the configured port, which their probes and scrapes can then name.
+pub fn metrics_port_offset(hosts: &[String], process: usize) -> u16 {
+    let host = |line: &str| line.rsplit_once(':').map_or(line, |(h, _)| h).to_string();
+    let Some(mine) = hosts.get(process).map(|l| host(l)) else {
+        return 0;
+    };
+    hosts[..process].iter().filter(|l| host(l) == mine).count() as u16
 }
 
 /// What one process saw, from its metrics.
@@ -243,6 +261,9 @@ pub fn run(
     // waiting forever for progress from a worker that is gone.
     let aborted = Arc::new(AtomicBool::new(false));
     metrics.up.set(1.0);
+    let watch = (options.processes > 1).then(|| {
+        cluster::ClusterWatch::start(&options.hosts, options.process, options.connect_timeout)
+    });
     let guards = timely::execute(timely_config(options), move |worker| {
         let config = &config_for_workers;
         let index = worker.index();
@@ -317,6 +338,14 @@ pub fn run(
         Ok(())
     })
     .map_err(RunError::Timely)?;
+    if let Some(watch) = &watch {
+        watch.formed();
+        tracing::info!(
+            processes = options.processes,
+            process = options.process,
+            "cluster formed: every process connected"
+        );
+    }
     let first_error = first_failure(guards.join(), options);
     metrics.up.set(0.0);
     match first_error {
@@ -674,5 +703,27 @@ fn put_outputs<'s>(
     }
     for (port, stream) in outputs {
         streams.insert(at(port), stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_port_offset;
+
+    #[test]
+    fn metrics_ports_are_offset_only_among_processes_of_one_host() {
+        let hosts = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let loopback = hosts(&["127.0.0.1:2101", "127.0.0.1:2102", "127.0.0.1:2103"]);
+        assert_eq!(
+            (0..3)
+                .map(|p| metrics_port_offset(&loopback, p))
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        let pods = hosts(&["t-0.t.ns.svc:2101", "t-1.t.ns.svc:2101"]);
+        assert_eq!(metrics_port_offset(&pods, 1), 0);
+        let mixed = hosts(&["10.0.0.1:2101", "10.0.0.2:2101", "10.0.0.1:2102"]);
+        assert_eq!(metrics_port_offset(&mixed, 2), 1);
+        assert_eq!(metrics_port_offset(&[], 0), 0);
     }
 }
