@@ -6,31 +6,45 @@ use crate::support::Scratch;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Starts `tidemark run file` (unbounded) and returns once the ordered topic has output. Fails
-/// the test if none comes within 60 s, or if the process has already exited.
-fn start_until_output(file: &str, bootstrap: &str) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", file, "--workers", "2"])
+/// Starts `tidemark run file ARGS` (unbounded), its output discarded.
+fn spawn(file: &str, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", file])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Returns once the ordered topic holds more than `after` records. Fails the test if that does
+/// not happen within 60 s, or if one of `running` has already exited.
+fn wait_for_output(bootstrap: &str, after: usize, running: &mut [std::process::Child]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline
         && tidemark::tools::topic::read_topic(bootstrap, "log-events-ordered")
             .unwrap()
-            .is_empty()
+            .len()
+            <= after
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
         Instant::now() < deadline,
-        "no output within 60 s: the fault would hit a run that never started"
+        "no new output within 60 s: the fault would hit a run that never started"
     );
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the job exited on its own before the fault"
-    );
+    for child in running {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job exited on its own before the fault"
+        );
+    }
+}
+
+/// Starts `tidemark run file` (unbounded) and returns once the ordered topic has output.
+fn start_until_output(file: &str, bootstrap: &str) -> std::process::Child {
+    let mut child = spawn(file, &["--workers", "2"]);
+    wait_for_output(bootstrap, 0, std::slice::from_mut(&mut child));
     child
 }
 
@@ -126,4 +140,71 @@ fn sigterm_drains_and_commits() {
         report.invalid, report.invalid_expected,
         "a drained run re-reads nothing: {report}"
     );
+}
+
+/// Rescaling keeps every guarantee: a run on 1 process of 2 workers is SIGKILLed mid-way, the job
+/// resumes on 2 processes of 1 worker each, one of which is SIGKILLed (the other must then stop
+/// on its own), and it finishes on 1 process of 2 workers. Strict verify: nothing lost, nothing
+/// duplicated, every partition in order, late means late.
+#[test]
+fn rescaling_between_processes_keeps_every_guarantee() {
+    let t = tidemark::tools::demo::traffic(60_000, 5, 65_536);
+    let (_region_a, _region_b, ba, bb) = loaded_regions(&t, 4, 8);
+    let dir = Scratch::new("rescale");
+    let file = dir.path("pipeline.toml");
+    let text = tidemark::tools::demo::pipeline_text(&ba, &bb, 8)
+        .unwrap()
+        .replace("commit_interval = \"1s\"", "commit_interval = \"50ms\"");
+    std::fs::write(&file, &text).unwrap();
+    let written = || read_outputs(&ba).len();
+
+    let mut one = start_until_output(&file, &ba);
+    one.kill().unwrap();
+    one.wait().unwrap();
+    let after_one = written();
+
+    let hostfile = dir.path("hosts");
+    tidemark::tools::cluster::loopback_hostfile(hostfile.as_ref(), 2).unwrap();
+    let mut two: Vec<_> = (0..2)
+        .map(|i| {
+            let i = i.to_string();
+            let args = ["--processes", "2", "--process", &i, "--hostfile", &hostfile];
+            spawn(&file, &args)
+        })
+        .collect();
+    wait_for_output(&ba, after_one, &mut two);
+    two[1].kill().unwrap();
+    two[1].wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let survivor = loop {
+        if let Some(status) = two[0].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process 0 still ran 10 s after process 1 was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!survivor.success(), "process 0 lost its peer and exited 0");
+    let after_two = written();
+    let total = t.expected.events.len() + t.expected.invalid as usize;
+    assert!(
+        after_one < after_two && after_two < total,
+        "{after_one} records after 1x2, {after_two} after 2x1, of at least {total}: each run must have written, and not finished"
+    );
+
+    let last = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", &file, "--workers", "2", "--bounded"])
+        .output()
+        .unwrap();
+    assert!(
+        last.status.success(),
+        "the last run failed: {}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    let (config, _) = tidemark::config::parse(&text).unwrap();
+    let report = tidemark::tools::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
+    eprintln!("{after_one} records after 1x2, {after_two} after 2x1; at the end:\n{report}");
+    assert!(report.ok(), "{report}");
 }
