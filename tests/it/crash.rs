@@ -77,22 +77,31 @@ fn kill_and_restart_loses_nothing() {
         "killed with {written_before} of at least {total} records written: not mid-run"
     );
 
-    let second = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", &file, "--workers", "2", "--bounded"])
+    let report = finish_and_verify(&file, &text, &t.expected, &ba);
+    eprintln!("killed with {written_before} records written; after restart:\n{report}");
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.invalid_expected, t.expected.invalid);
+}
+
+/// Runs the job in `file` (whose text is `text`) to the end on 1 process of 2 workers, then
+/// verifies the outputs on `bootstrap` against what was sent.
+fn finish_and_verify(
+    file: &str,
+    text: &str,
+    expected: &tidemark::tools::verify::Expected,
+    bootstrap: &str,
+) -> tidemark::tools::verify::Report {
+    let last = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", file, "--workers", "2", "--bounded"])
         .output()
         .unwrap();
     assert!(
-        second.status.success(),
-        "restart failed: {}",
-        String::from_utf8_lossy(&second.stderr)
+        last.status.success(),
+        "the run to the end failed: {}",
+        String::from_utf8_lossy(&last.stderr)
     );
-    let (config, _) = tidemark::config::parse(&text).unwrap();
-    let report = tidemark::tools::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
-    eprintln!("killed with {written_before} records written; after restart:\n{report}");
-    assert_eq!(report.lost, 0, "{report}");
-    assert_eq!(report.foreign, 0, "{report}");
-    assert_eq!(report.late_violations, 0, "{report}");
-    assert_eq!(report.invalid_expected, t.expected.invalid);
+    let (config, _) = tidemark::config::parse(text).unwrap();
+    tidemark::tools::verify::verify(expected, &read_outputs(bootstrap), &config.event)
 }
 
 #[test]
@@ -194,17 +203,7 @@ fn rescaling_between_processes_keeps_every_guarantee() {
         "{after_one} records after 1x2, {after_two} after 2x1, of at least {total}: each run must have written, and not finished"
     );
 
-    let last = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", &file, "--workers", "2", "--bounded"])
-        .output()
-        .unwrap();
-    assert!(
-        last.status.success(),
-        "the last run failed: {}",
-        String::from_utf8_lossy(&last.stderr)
-    );
-    let (config, _) = tidemark::config::parse(&text).unwrap();
-    let report = tidemark::tools::verify::verify(&t.expected, &read_outputs(&ba), &config.event);
+    let report = finish_and_verify(&file, &text, &t.expected, &ba);
     eprintln!("{after_one} records after 1x2, {after_two} after 2x1; at the end:\n{report}");
     assert!(report.ok(), "{report}");
 }
