@@ -189,12 +189,7 @@ fn main() -> ExitCode {
     // quietly with success instead of printing a panic.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or_default();
+        let message = tidemark::runtime::panic_text(info).unwrap_or_default();
         if message.contains("Broken pipe") {
             std::process::exit(0);
         }

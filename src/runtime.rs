@@ -98,6 +98,15 @@ impl SplitMix {
     }
 }
 
+/// A panic's message, when it is text (`panic!` with a format or a literal).
+pub fn panic_text<'a>(info: &'a std::panic::PanicHookInfo<'_>) -> Option<&'a str> {
+    let payload = info.payload();
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
 /// Peak resident memory of this process (VmHWM).
 pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_kb("VmHWM:").map(|kb| kb * 1024)

@@ -82,11 +82,7 @@ fn peer_lost(info: &std::panic::PanicHookInfo<'_>) -> Option<String> {
         .or_else(|| name.strip_prefix("timely:send-"))?
         .parse()
         .ok()?;
-    let message = info
-        .payload()
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| info.payload().downcast_ref::<&str>().copied())?;
+    let message = crate::runtime::panic_text(info)?;
     let cause = message.strip_prefix("timely communication error: ")?;
     let members = MEMBERS.get()?;
     let host = members.hosts.get(peer).map_or("?", String::as_str);
