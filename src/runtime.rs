@@ -18,12 +18,19 @@ pub struct WorkerContext {
     pub splits: Arc<Splits>,
     /// Frontier of every sink's acknowledged output: what is durable.
     pub probe: ProbeHandle<u64>,
+    /// Frontier of what has left the queues between operators and processes: every
+    /// operator's output except a reorder's (whose buffered events wait for the watermark, which
+    /// only more reading moves), and each reorder's input once exchanged. Flow control settles
+    /// in-flight records by it.
+    pub flow_probe: ProbeHandle<u64>,
     /// The first fatal error of this worker; the worker loop stops on it.
     pub failure: Rc<RefCell<Option<String>>>,
     /// Set on SIGINT/SIGTERM: sources stop and everything drains.
     pub shutdown: Arc<AtomicBool>,
     /// Milliseconds between checkpoints.
     pub commit_interval: u64,
+    /// What each watermark node of this worker may have in flight.
+    pub flow: FlowBudget,
     /// What an exactly-once pipeline read back from its committed output at start.
     pub restored: Arc<Restored>,
     /// The largest record each Kafka sink can write (its topic's and its producer's limits),
@@ -32,6 +39,15 @@ pub struct WorkerContext {
     /// The largest event every events sink can take, with room for its key and headers: a
     /// larger valid event is a dead letter (`too_large_for_output`), never a stopped job.
     pub output_limit: Option<usize>,
+}
+
+/// How much one worker's sources may have in flight (`[pipeline] max_in_flight_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowBudget {
+    /// Records read and not yet out of the queues.
+    pub records: u64,
+    /// Their bytes, as read.
+    pub bytes: u64,
 }
 
 /// The state an exactly-once pipeline resumes from, read from its committed output

@@ -95,6 +95,17 @@ pub enum AnyStream<'s> {
     Invalid(Stream<'s, u64, Vec<Invalid>>),
 }
 
+impl<'s> AnyStream<'s> {
+    /// The same stream, watched by `probe` too.
+    pub fn probed(self, probe: &timely::dataflow::operators::probe::Handle<u64>) -> AnyStream<'s> {
+        use timely::dataflow::operators::Probe;
+        match self {
+            AnyStream::Events(s) => AnyStream::Events(s.probe_with(probe)),
+            AnyStream::Invalid(s) => AnyStream::Invalid(s.probe_with(probe)),
+        }
+    }
+}
+
 /// The events of `streams` as one stream.
 pub fn concat_events<'s>(
     scope: Scope<'s, u64>,

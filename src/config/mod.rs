@@ -61,6 +61,40 @@ pub struct PipelineSection {
     /// What a restart may do to the output.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Flow control, per worker: records read and not yet passed by the sinks, at most.
+    #[serde(default = "default_max_in_flight_records")]
+    pub max_in_flight_records: u64,
+    /// Flow control, per worker: the bytes of those records, at most.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: u64,
+}
+
+impl PipelineSection {
+    fn check(&self, errors: &mut Vec<ConfigError>) {
+        let budgets = [
+            ("max_in_flight_records", self.max_in_flight_records),
+            ("max_in_flight_bytes", self.max_in_flight_bytes),
+        ];
+        for (field, value) in budgets {
+            if value == 0 {
+                errors.push(ConfigError {
+                    node: "pipeline".into(),
+                    field: field.into(),
+                    message: "must be above zero".into(),
+                });
+            }
+        }
+    }
+}
+
+// Enough to keep a worker busy across a round trip of progress messages between processes
+// (tens of milliseconds at a million events per second), small enough that the queues of a
+// one-worker process stay well inside 256 MiB whatever the input's size.
+fn default_max_in_flight_records() -> u64 {
+    100_000
+}
+fn default_max_in_flight_bytes() -> u64 {
+    32 << 20
 }
 
 fn default_commit_interval() -> Millis {
@@ -73,6 +107,8 @@ impl Default for PipelineSection {
             name: "tidemark".into(),
             commit_interval: default_commit_interval(),
             delivery: Delivery::default(),
+            max_in_flight_records: default_max_in_flight_records(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
         }
     }
 }
@@ -244,6 +280,7 @@ pub fn parse(text: &str) -> Result<(PipelineConfig, Graph), Vec<ConfigError>> {
         match key.as_str() {
             "pipeline" => {
                 if let Some(v) = deserialize::<PipelineSection>("pipeline", value, &mut errors) {
+                    v.check(&mut errors);
                     config.pipeline = v;
                 }
             }

@@ -139,6 +139,17 @@ families! {
     /// `tidemark_watermark_lag_seconds{node,worker}`: wall clock minus watermark.
     watermark_lag: GaugeVec = "tidemark_watermark_lag_seconds", "Wall clock minus the watermark",
         ["node", "worker"];
+    /// `tidemark_source_throttled_seconds_total{node,worker}`: time a watermark node's reading
+    /// was held back by flow control.
+    throttled_seconds: CounterVec = "tidemark_source_throttled_seconds_total",
+        "Time reading was held back because the records in flight reached the budget",
+        ["node", "worker"];
+    /// `tidemark_in_flight_records{node,worker}`: records read and not yet passed by the sinks.
+    in_flight_records: IntGaugeVec = "tidemark_in_flight_records",
+        "Records read and not yet passed by the sinks", ["node", "worker"];
+    /// `tidemark_in_flight_bytes{node,worker}`: their bytes.
+    in_flight_bytes: IntGaugeVec = "tidemark_in_flight_bytes",
+        "Bytes of the records read and not yet passed by the sinks", ["node", "worker"];
     /// `tidemark_reorder_buffer_events`: events held for ordering, all workers.
     reorder_buffered: IntGauge = "tidemark_reorder_buffer_events",
         "Events held by reorder until the watermark passes them", [];

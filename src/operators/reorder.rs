@@ -20,9 +20,9 @@ use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
-use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, Exchange, Probe};
 use timely::dataflow::Stream;
 
 /// Event-time order per output partition.
@@ -238,9 +238,13 @@ pub fn reorder<'scope>(
     if colocated {
         reorder_with(input, name, partitioner, Pipeline, ctx)
     } else {
+        // The exchange as an operator of its own, so that flow control can watch its output:
+        // what has crossed it is no longer in flight, although reorder holds it.
         let route = partitioner.clone();
-        let pact = Exchange::new(move |e: &Event| u64::from(route.partition(e)));
-        reorder_with(input, name, partitioner, pact, ctx)
+        let exchanged = input
+            .exchange(move |e: &Event| u64::from(route.partition(e)))
+            .probe_with(&ctx.flow_probe);
+        reorder_with(exchanged, name, partitioner, Pipeline, ctx)
     }
 }
 

@@ -173,6 +173,8 @@ pub struct Summary {
     pub written: BTreeMap<String, u64>,
     /// Wall time of the run, ms.
     pub elapsed_ms: u64,
+    /// Milliseconds the sources were held back by flow control, summed over workers.
+    pub throttled_ms: u64,
 }
 
 impl Summary {
@@ -201,6 +203,16 @@ impl Summary {
                 .map(|s| (s.clone(), m.events_out.with_label_values(&[s]).get()))
                 .collect(),
             elapsed_ms: elapsed.as_millis() as u64,
+            throttled_ms: {
+                use prometheus::core::Collector;
+                let seconds: f64 = m
+                    .throttled_seconds
+                    .collect()
+                    .iter()
+                    .flat_map(|mf| mf.get_metric().iter().map(|m| m.get_counter().value()))
+                    .sum();
+                (seconds * 1000.0).round() as u64
+            },
         }
     }
 }
@@ -222,6 +234,11 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(f, "late        {:>12}", self.late)?;
         writeln!(f, "invalid     {:>12}", self.invalid)?;
+        writeln!(
+            f,
+            "throttled   {:>12.3} s",
+            self.throttled_ms as f64 / 1000.0
+        )?;
         for (sink, n) in &self.written {
             writeln!(f, "sink {sink:<14} {n:>8} written")?;
         }
@@ -272,9 +289,14 @@ pub fn run(
             metrics: worker_metrics.clone(),
             splits: Arc::clone(&splits),
             probe: ProbeHandle::new(),
+            flow_probe: ProbeHandle::new(),
             failure: Rc::new(RefCell::new(None)),
             shutdown: Arc::clone(&shutdown),
             commit_interval: config.pipeline.commit_interval.0,
+            flow: crate::runtime::FlowBudget {
+                records: config.pipeline.max_in_flight_records,
+                bytes: config.pipeline.max_in_flight_bytes,
+            },
             restored: Arc::clone(&restored),
             sink_limits: Arc::clone(&sink_limits),
             output_limit,
@@ -658,7 +680,13 @@ fn build<'s>(
                     .collect(),
                 handles: &mut handles,
             };
-            let outputs = op.node().build(name, inputs, &mut cx)?;
+            let mut outputs = op.node().build(name, inputs, &mut cx)?;
+            if !matches!(op, OperatorConfig::Reorder(_)) {
+                outputs = outputs
+                    .into_iter()
+                    .map(|(port, s)| (port, s.probed(&ctx.flow_probe)))
+                    .collect();
+            }
             put_outputs(scope, graph, name, outputs, &mut streams);
         } else if let Some(sink) = config.sinks.get(name) {
             let input = if matches!(inputs.first(), Some(AnyStream::Invalid(_))) {

@@ -114,6 +114,11 @@ fn metrics_doc_lists_exactly_the_declared_series() {
     m.late_events.with_label_values(&["r"]).inc();
     m.watermark_ms.with_label_values(&["n", "0"]).set(1);
     m.watermark_lag.with_label_values(&["n", "0"]).set(1.0);
+    m.throttled_seconds
+        .with_label_values(&["n", "0"])
+        .inc_by(0.5);
+    m.in_flight_records.with_label_values(&["n", "0"]).set(1);
+    m.in_flight_bytes.with_label_values(&["n", "0"]).set(1);
     m.consumer_lag.with_label_values(&["c", "t", "0"]).set(1);
     m.committed_offset
         .with_label_values(&["c", "t", "0"])

@@ -586,3 +586,19 @@ fn an_included_file_is_laid_under_the_variant() {
     assert!(e.to_string().contains("nowhere.toml"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn in_flight_budgets_must_be_above_zero() {
+    let text = format!(
+        "[pipeline]\nname = \"p\"\nmax_in_flight_records = 0\nmax_in_flight_bytes = 0\n{}",
+        base()
+    );
+    let errs = errors(&text);
+    has(&errs, "pipeline", "max_in_flight_records", "above zero");
+    has(&errs, "pipeline", "max_in_flight_bytes", "above zero");
+    let fine = format!(
+        "[pipeline]\nname = \"p\"\nmax_in_flight_records = 1\n{}",
+        base()
+    );
+    assert!(parse(&fine).is_ok(), "{:#?}", errors(&fine));
+}

@@ -28,6 +28,58 @@ fn two_processes_match_the_reference() {
     assert_partitions_sorted(&observed, 4);
 }
 
+/// With an in-flight budget far below what the sources could read ahead, both processes are
+/// held back again and again, and still deliver everything once, in order: flow control
+/// neither deadlocks nor drops. The budget is what makes them wait, so the time held back must
+/// show. With 4 output partitions reorder shares dedup's exchange; with 3 it has its own.
+#[test]
+fn a_tight_in_flight_budget_holds_sources_back_and_loses_nothing() {
+    for partitions in [4, 3] {
+        let dir = Scratch::new(&format!("flow{partitions}"));
+        let stream = seeded_stream(12, 4, 3_000);
+        let inputs = write_partitions(&dir, &stream);
+        let pipeline = dir.path("pipeline.toml");
+        let text = file_pipeline(&inputs, &dir, partitions).replace(
+            "[pipeline]\n",
+            "[pipeline]\nmax_in_flight_records = 64\nmax_in_flight_bytes = 65536\n",
+        );
+        assert!(text.contains("max_in_flight_records = 64"));
+        std::fs::write(&pipeline, text).unwrap();
+        let hostfile = dir.path("hosts");
+        tidemark::tools::cluster::loopback_hostfile(hostfile.as_ref(), 2).unwrap();
+        let mut throttled = 0.0;
+        for (i, (status, out)) in fixture::run_two_processes_printing(&pipeline, &hostfile)
+            .into_iter()
+            .enumerate()
+        {
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{partitions} partitions: process {i} did not finish cleanly: {status:?}\n{out}"
+            );
+            let line = out
+                .lines()
+                .find(|l| l.starts_with("throttled"))
+                .unwrap_or_else(|| panic!("process {i} printed no throttled line:\n{out}"));
+            throttled += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("unreadable: {line}"));
+        }
+        assert!(
+            throttled > 0.0,
+            "{partitions} partitions: the sources were never held back"
+        );
+        let (config, _) =
+            tidemark::config::parse(&std::fs::read_to_string(&pipeline).unwrap()).unwrap();
+        let expected = canonical(&reference(&stream));
+        let observed = read_envelopes(&dir);
+        let report = tidemark::tools::verify::verify(&expected, &observed, &config.event);
+        assert!(report.ok(), "{partitions} partitions: {report}");
+        assert_partitions_sorted(&observed, partitions);
+    }
+}
+
 /// Starts process `i` of a 2-process cluster on `hostfile`, running `pipeline` unbounded, with
 /// its standard error collected line by line.
 fn start_process(

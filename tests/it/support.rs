@@ -303,32 +303,56 @@ partitions = {partitions}
         pipeline: &str,
         hostfile: &str,
     ) -> Vec<Option<std::process::ExitStatus>> {
+        run_two_processes_printing(pipeline, hostfile)
+            .into_iter()
+            .map(|(status, _)| status)
+            .collect()
+    }
+
+    /// [`run_two_processes`], keeping what each process printed on its standard output (the
+    /// run's summary).
+    pub fn run_two_processes_printing(
+        pipeline: &str,
+        hostfile: &str,
+    ) -> Vec<(Option<std::process::ExitStatus>, String)> {
         let exe = std::path::Path::new(env!("CARGO_BIN_EXE_tidemark"));
-        let mut children: Vec<_> =
+        let children: Vec<_> =
             tidemark::tools::cluster::commands(exe, pipeline.as_ref(), hostfile.as_ref(), 2)
                 .into_iter()
                 .map(|mut c| {
                     c.stdout(std::process::Stdio::piped())
-                        .stderr(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::null())
                         .spawn()
                         .expect("starting a process")
                 })
                 .collect();
-        // Bounded wait: a hung cluster fails the test instead of hanging it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        let mut statuses = vec![None; children.len()];
-        while statuses.iter().any(|s| s.is_none()) && std::time::Instant::now() < deadline {
-            for (i, c) in children.iter_mut().enumerate() {
-                if statuses[i].is_none() {
-                    statuses[i] = c.try_wait().expect("waiting for a process");
+        let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+        // Bounded: a hung cluster is killed by pid after two minutes, which ends the waits.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if rx
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .is_err()
+            {
+                for pid in pids {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
                 }
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        for c in &mut children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        statuses
+        });
+        let outputs: Vec<_> = children
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().expect("waiting for a process");
+                (
+                    Some(out.status),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                )
+            })
+            .collect();
+        let _ = tx.send(());
+        watchdog.join().unwrap();
+        outputs
     }
 }

@@ -8,6 +8,7 @@
 //! the sinks' probe shows everything emitted up to them is durable (`committer.rs`).
 
 mod committer;
+pub mod flow;
 pub mod state;
 
 use super::{BuildContext, OperatorError, OperatorNode};
@@ -17,13 +18,14 @@ use crate::runtime::{wall_ms, WorkerContext};
 use crate::sources::heartbeat::LinkSpec;
 use crate::sources::{self, Polled, SourceError, SplitReader};
 use committer::Committer;
+use flow::FlowControl;
 use serde::Deserialize;
 use state::{Capability, LinkView, Verdict, WatermarkPolicy, WatermarkState};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -520,6 +522,9 @@ struct Outputs {
 enum Next {
     /// At once: a reader had more than one activation's budget.
     Now,
+    /// Very soon: reading is held back until the sinks pass what is in flight, which only
+    /// other operators and peers can do; a worker spinning on it would take their core.
+    Soon,
     /// After a tick: without new data the watermark can still move (idleness, the wall clock),
     /// and offsets still need committing.
     Later,
@@ -534,12 +539,21 @@ struct Shell {
     links: Vec<Link>,
     views: Vec<LinkView>,
     probe: ProbeHandle<u64>,
+    flow_probe: ProbeHandle<u64>,
     shutdown: Arc<AtomicBool>,
     failure: Rc<RefCell<Option<String>>>,
     commit_interval: u64,
     start: u64,
     wm_gauge: prometheus::IntGauge,
     lag_gauge: prometheus::Gauge,
+    flow: FlowControl,
+    flow_gauges: FlowGauges,
+}
+
+struct FlowGauges {
+    throttled: prometheus::Counter,
+    records: prometheus::IntGauge,
+    bytes: prometheus::IntGauge,
 }
 
 impl Shell {
@@ -592,6 +606,7 @@ impl Shell {
             views: Vec::with_capacity(links.len()),
             links,
             probe: ctx.probe.clone(),
+            flow_probe: ctx.flow_probe.clone(),
             shutdown: Arc::clone(&ctx.shutdown),
             failure: Rc::clone(&ctx.failure),
             commit_interval: ctx.commit_interval,
@@ -601,6 +616,21 @@ impl Shell {
                 .metrics
                 .watermark_lag
                 .with_label_values(&[name, &worker]),
+            flow: FlowControl::new(ctx.flow),
+            flow_gauges: FlowGauges {
+                throttled: ctx
+                    .metrics
+                    .throttled_seconds
+                    .with_label_values(&[name, &worker]),
+                records: ctx
+                    .metrics
+                    .in_flight_records
+                    .with_label_values(&[name, &worker]),
+                bytes: ctx
+                    .metrics
+                    .in_flight_bytes
+                    .with_label_values(&[name, &worker]),
+            },
         };
         (shell, source)
     }
@@ -616,7 +646,22 @@ impl Shell {
         }
         let now = wall_ms();
         let cap_time = *caps[0].time();
-        let (read, more) = match self.read(caps, out, now) {
+        let frontier = self.flow_probe.with_frontier(|f| f.iter().next().copied());
+        self.flow.settle(frontier);
+        let (hold, ended) = self.flow.hold_back(cap_time, Instant::now());
+        if let Some(d) = ended {
+            self.flow_gauges.throttled.inc_by(d.as_secs_f64());
+        }
+        if hold {
+            // Nothing is read, so the watermark stays: moving it now could only come from a
+            // partition turning idle, and whether one is idle is not known while it is not read.
+            // Links and offsets are still followed.
+            self.commit(cap_time, now);
+            self.observe_links(now);
+            self.show_flow();
+            return Next::Soon;
+        }
+        let (read, bytes, more) = match self.read(caps, out, now) {
             Ok(r) => r,
             Err(e) => {
                 *self.failure.borrow_mut() = Some(e.to_string());
@@ -624,6 +669,8 @@ impl Shell {
                 return Next::Done;
             }
         };
+        self.flow.emitted(cap_time, read as u64, bytes);
+        self.show_flow();
         self.commit(cap_time, now);
         if read > 0 {
             self.intake.counts.flush();
@@ -651,15 +698,21 @@ impl Shell {
         }
     }
 
+    fn show_flow(&self) {
+        let (records, bytes) = self.flow.in_flight();
+        self.flow_gauges.records.set(records as i64);
+        self.flow_gauges.bytes.set(bytes as i64);
+    }
+
     /// Polls every reader once, with records going straight into timely's output buffers at
     /// the capability held while reading: that is the commit point of every offset read now.
-    /// Returns how many records were read, and whether a reader had more.
+    /// Returns how many records and bytes were read, and whether a reader had more.
     fn read(
         &mut self,
         caps: &[TimelyCapability<u64>],
         out: &mut Outputs,
         now: u64,
-    ) -> Result<(usize, bool), SourceError> {
+    ) -> Result<(usize, u64, bool), SourceError> {
         let mut on_handle = out.on_time.activate();
         let mut late_handle = out.late.activate();
         let mut invalid_handle = out.invalid.activate();
@@ -667,7 +720,7 @@ impl Shell {
         let mut late = late_handle.session(&caps[1]);
         let mut invalid = invalid_handle.session(&caps[2]);
         let intake = &mut self.intake;
-        let (mut read, mut more) = (0, false);
+        let (mut read, mut read_bytes, mut more) = (0, 0u64, false);
         for reader in self.source.borrow_mut().readers.iter_mut() {
             let n = reader.poll(BUDGET, &mut |polled| match polled {
                 Polled::Record {
@@ -675,18 +728,21 @@ impl Shell {
                     offset,
                     bytes,
                     timestamp,
-                } => match intake.record(split, offset, bytes, timestamp, now) {
-                    Routed::OnTime(e) => on_time.give(e),
-                    Routed::Late(e) => late.give(e),
-                    Routed::Invalid(r) => invalid.give(r),
-                    Routed::Written => {}
-                },
+                } => {
+                    read_bytes += bytes.len() as u64;
+                    match intake.record(split, offset, bytes, timestamp, now) {
+                        Routed::OnTime(e) => on_time.give(e),
+                        Routed::Late(e) => late.give(e),
+                        Routed::Invalid(r) => invalid.give(r),
+                        Routed::Written => {}
+                    }
+                }
                 other => intake.progress(other, now),
             })?;
             read += n;
             more |= n >= BUDGET;
         }
-        Ok((read, more))
+        Ok((read, read_bytes, more))
     }
 
     /// Queues the offsets read at `cap_time`, and commits what the probe allows once per
@@ -763,6 +819,7 @@ pub fn watermark<'scope>(
         }
         move |_frontiers| match shell.activate(&mut caps, &mut outputs) {
             Next::Now => activator.activate(),
+            Next::Soon => activator.activate_after(Duration::from_millis(1)),
             Next::Later => activator.activate_after(tick),
             Next::Done => {}
         }
