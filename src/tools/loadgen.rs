@@ -323,7 +323,7 @@ pub fn run(o: &LoadgenOptions) -> anyhow::Result<LoadgenSummary> {
             while next_invalid < invalid
                 && (next_invalid as u64 + 1) * events <= sent_events * invalid as u64
             {
-                let payload = invalid_record(next_invalid, time);
+                let payload = invalid_record(next_invalid, o.seed, time);
                 let p = if next_invalid % 2 == 0 { &a } else { &b };
                 send(p, &o.topic, None, &payload, first_invalid + next_invalid)?;
                 summary.sent += 1;
@@ -733,17 +733,18 @@ fn event_time(o: &LoadgenOptions, rng: &mut SplitMix) -> u64 {
     time
 }
 
-/// The n-th invalid record: every kind of bad input a producer can send, each one distinct so
-/// a verifier can count them even when MM2 delivers one twice.
-fn invalid_record(n: usize, now: u64) -> Vec<u8> {
+/// The n-th invalid record of the load with `seed`: every kind of bad input a producer can send,
+/// each one distinct, within a load and across loads of different seeds, so a verifier can
+/// count them even when MM2 delivers one twice or several loads are checked together.
+fn invalid_record(n: usize, seed: u64, now: u64) -> Vec<u8> {
     match n % 6 {
-        0 => format!("not json at all #{n}").into_bytes(),
-        1 => format!(r#"{{"timestamp":{now},"n":{n}}}"#).into_bytes(),
-        2 => format!(r#"{{"eventId":"bad-time-{n}","timestamp":"yesterday"}}"#).into_bytes(),
-        3 => format!(r#"{{"eventId":"trunc-{n}","timestamp":{now}"#).into_bytes(),
-        4 => format!(r#"{{"eventId":"","timestamp":{now},"n":{n}}}"#).into_bytes(),
+        0 => format!("not json at all #{seed}-{n}").into_bytes(),
+        1 => format!(r#"{{"timestamp":{now},"n":"{seed}-{n}"}}"#).into_bytes(),
+        2 => format!(r#"{{"eventId":"bad-time-{seed}-{n}","timestamp":"yesterday"}}"#).into_bytes(),
+        3 => format!(r#"{{"eventId":"trunc-{seed}-{n}","timestamp":{now}"#).into_bytes(),
+        4 => format!(r#"{{"eventId":"","timestamp":{now},"n":"{seed}-{n}"}}"#).into_bytes(),
         _ => {
-            let mut b = format!(r#"{{"eventId":"latin1-{n}","m":""#).into_bytes();
+            let mut b = format!(r#"{{"eventId":"latin1-{seed}-{n}","m":""#).into_bytes();
             b.extend_from_slice(b"\xff\xfe\"}");
             b
         }
@@ -758,7 +759,10 @@ mod tests {
     fn every_invalid_record_is_rejected_with_a_reason_and_distinct() {
         let format = crate::event::EventFormat::default();
         let now = 1_700_000_000_000;
-        let records: Vec<Vec<u8>> = (0..12).map(|n| invalid_record(n, now)).collect();
+        // Two loads of different seeds, sent at the same moment.
+        let records: Vec<Vec<u8>> = (0..24)
+            .map(|n| invalid_record(n % 12, 7 + (n / 12) as u64, now))
+            .collect();
         for r in &records {
             assert!(
                 crate::event::decode(r, &format).is_err(),

@@ -33,6 +33,17 @@
 #                    (infra/regions up --netns) for 15 s, left running: the pipelines must see
 #                    the split, MM2 must replicate again by itself after the heal, and with a
 #                    hold of 180 s no event is late
+#   hosts            the global pipeline (pipelines/global.toml) as a cluster of two processes,
+#                    each in a network namespace of its own made here (tm-host0, tm-host1),
+#                    joined to each other by a veth pair that carries the cluster's traffic
+#                    (10.79.0.1, 10.79.0.2: the hostfile's addresses) and to this host by one
+#                    each, over which they reach both regions' brokers (their LINK listeners,
+#                    infra/regions up --netns). Half the load, then a strict verify; then the
+#                    other half, with tm-host1's process SIGKILLed in the middle of it: its pid
+#                    must be gone, and tm-host0's process must stop by itself within 10 s,
+#                    non-zero, naming its lost peer; both restart, restore their state, and a
+#                    strict verify of the whole load must find nothing lost or duplicated. The
+#                    bytes the two hosts exchanged per event read are printed
 #   beyond-horizon   pipelines with a 15 s dedup horizon and no hold, MM2 frozen (SIGSTOP) for
 #                    30 s: the copies that cross after it are past the horizon, so each goes to
 #                    the late topic marked tidemark-beyond-horizon; verify allows marked copies
@@ -119,7 +130,7 @@ done
   exit 2
 }
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(split-hold-off split-advised split-hold-on kill-mm2
-  partition beyond-horizon kill-pipeline restart-broker kill-broker disk-full oversized-gap gateway
+  partition hosts beyond-horizon kill-pipeline restart-broker kill-broker disk-full oversized-gap gateway
   secure)
 
 BIN=$ROOT/target/release/tidemark
@@ -159,6 +170,7 @@ cleanup() {
   for r in "${!PIPELINE_PID[@]}"; do
     stop_pid "${PIPELINE_PID[$r]}"
   done
+  hosts_down
   "$REGIONS" down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -1138,6 +1150,166 @@ oversized_gap() {
   fi
 }
 
+# The two "hosts" of the hosts scenario: network namespaces, each joined to this host by a veth
+# pair (10.78.I.1 here, 10.78.I.2 there, with a route to the brokers' LINK listeners on
+# 10.77.0.1) and to each other by a third pair (10.79.0.1 and 10.79.0.2), which carries the
+# cluster's own traffic.
+HOST_NS=(tm-host0 tm-host1)
+hosts_up() {
+  local i ns
+  hosts_down
+  for i in 0 1; do
+    ns=${HOST_NS[$i]}
+    ip netns add "$ns"
+    ip link add "tm-h$i" type veth peer name "tm-h$i-ns"
+    ip link set "tm-h$i-ns" netns "$ns"
+    ip addr add "10.78.$i.1/30" dev "tm-h$i"
+    ip link set "tm-h$i" up
+    ip -n "$ns" addr add "10.78.$i.2/30" dev "tm-h$i-ns"
+    ip -n "$ns" link set "tm-h$i-ns" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" route add 10.77.0.0/30 via "10.78.$i.1"
+  done
+  ip link add tm-hx0 netns tm-host0 type veth peer name tm-hx1 netns tm-host1
+  ip -n tm-host0 addr add 10.79.0.1/30 dev tm-hx0
+  ip -n tm-host1 addr add 10.79.0.2/30 dev tm-hx1
+  ip -n tm-host0 link set tm-hx0 up
+  ip -n tm-host1 link set tm-hx1 up
+  # Each host reaches both regions, and not the other's loopback.
+  for i in 0 1; do
+    ip netns exec "${HOST_NS[$i]}" bash -c 'exec 3<>/dev/tcp/10.77.0.1/19095 && exec 4<>/dev/tcp/10.77.0.1/29095' || {
+      log "${HOST_NS[$i]} cannot reach the brokers' LINK listeners"
+      return 1
+    }
+  done
+  log "hosts: tm-host0 (10.79.0.1) and tm-host1 (10.79.0.2), brokers at 10.77.0.1:19095 and :29095"
+}
+
+hosts_down() {
+  local ns
+  for ns in "${HOST_NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  ip link del tm-h0 2>/dev/null || true
+  ip link del tm-h1 2>/dev/null || true
+}
+
+# start_host I: process I of the global pipeline's cluster, in host I's namespace. `ip netns
+# exec` execs the pipeline itself, so the pid is the pipeline's.
+start_host() {
+  ip netns exec "${HOST_NS[$1]}" "$BIN" run "$WORK/global.toml" --workers 1 --processes 2 \
+    --process "$1" --hostfile "$WORK/hosts" >>"$WORK/host$1.log" 2>&1 &
+  PIPELINE_PID[host$1]=$!
+}
+
+# cross_bytes: bytes host 0 sent to and received from host 1.
+cross_bytes() {
+  ip netns exec tm-host0 cat /sys/class/net/tm-hx0/statistics/tx_bytes \
+    /sys/class/net/tm-hx0/statistics/rx_bytes | awk '{s += $1} END {print s}'
+}
+
+# hosts_scenario: see the list at the top.
+hosts_scenario() {
+  local started=$SECONDS ok=yes out=$WORK/hosts.verify half=$((EVENTS / 2)) pid0 pid1 status
+  local load_s=$((DURATION / 2))
+  log "== hosts: the global pipeline on two processes in namespaces of their own; $EVENTS events"
+  fresh_regions hosts --netns || return 1
+  hosts_up || return 1
+  sed -e 's/127\.0\.0\.1:19092/10.77.0.1:19095/' -e 's/127\.0\.0\.1:29092/10.77.0.1:29095/' \
+    pipelines/global.toml >"$WORK/global.toml"
+  grep -q '"10.77.0.1:19095"' "$WORK/global.toml" && grep -q '"10.77.0.1:29095"' "$WORK/global.toml" || {
+    log "pipelines/global.toml has no bootstrap to point at the LINK listeners"
+    return 1
+  }
+  printf '10.79.0.1:2101\n10.79.0.2:2101\n' >"$WORK/hosts"
+  : >"$WORK/host0.log"
+  : >"$WORK/host1.log"
+  start_host 0
+  start_host 1
+  wait_restored host0 1 && wait_restored host1 1 || return 1
+  local bytes0 bytes1 read1 read2 seed=$RANDOM
+  bytes0=$(cross_bytes)
+  # Two seeds, so that the two loads' invalid records differ too.
+  "$BIN" loadgen --events "$half" --duration "${load_s}s" --jitter 1s --seed "$seed" \
+    --out "$WORK/hosts-1.ids" >"$WORK/hosts-1.loadgen.log" 2>&1 || {
+    cat "$WORK/hosts-1.loadgen.log"
+    return 1
+  }
+  tail -n1 "$WORK/hosts-1.loadgen.log"
+  "$BIN" verify --bootstrap 127.0.0.1:19092 --ids "$WORK/hosts-1.ids" --wait 120s | tee "$out.1" || ok=no
+  bytes1=$(cross_bytes)
+  read1=$(ip netns exec tm-host0 curl -s 127.0.0.1:9464/metrics | awk '/^tidemark_events_in_total/ {s += $2} END {print s + 0}')
+  read2=$(ip netns exec tm-host1 curl -s 127.0.0.1:9464/metrics | awk '/^tidemark_events_in_total/ {s += $2} END {print s + 0}')
+  log "hosts: $((bytes1 - bytes0)) bytes between the hosts for $((read1 + read2)) records read:" \
+    "$(awk -v b=$((bytes1 - bytes0)) -v n=$((read1 + read2)) 'BEGIN {printf "%.0f", n ? b / n : 0}') bytes per record"
+  # The second half, with host 1's process SIGKILLed in the middle of it.
+  "$BIN" loadgen --events "$half" --duration "${load_s}s" --jitter 1s --seed "$((seed + 1))" \
+    --out "$WORK/hosts-2.ids" >"$WORK/hosts-2.loadgen.log" 2>&1 &
+  LOADGEN_PID=$!
+  sleep $((load_s / 2))
+  pid0=${PIPELINE_PID[host0]}
+  pid1=${PIPELINE_PID[host1]}
+  [ "$(cat "/proc/$pid1/comm")" = tidemark ] || {
+    log "pid $pid1 is not the pipeline"
+    return 1
+  }
+  log "kill -9 tm-host1's process (pid $pid1)"
+  kill -KILL "$pid1"
+  wait "$pid1" 2>/dev/null || true
+  ! kill -0 "$pid1" 2>/dev/null || {
+    log "pid $pid1 is still alive after SIGKILL"
+    return 1
+  }
+  # A child of this shell: `wait` reaps it and says how it ended, or a timeout says it did not.
+  local deadline=$((SECONDS + 10))
+  while [ "$(ps -o stat= -p "$pid0" 2>/dev/null | cut -c1)" != Z ] && kill -0 "$pid0" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || {
+      log "tm-host0's process (pid $pid0) still runs 10 s after its peer's death"
+      return 1
+    }
+    sleep 0.2
+  done
+  status=0
+  wait "$pid0" 2>/dev/null || status=$?
+  [ "$status" != 0 ] || {
+    log "tm-host0's process exited 0 after its peer's death"
+    ok=no
+  }
+  if grep -q "cluster process 1 (10.79.0.2:2101) is gone" "$WORK/host0.log"; then
+    log "tm-host0 stopped with status $status: $(grep -m1 'is gone' "$WORK/host0.log")"
+  else
+    log "tm-host0's log does not name its lost peer:"
+    tail -n 5 "$WORK/host0.log"
+    ok=no
+  fi
+  if grep -qi "panicked\|backtrace" "$WORK/host0.log"; then
+    log "tm-host0's log has a panic or a backtrace"
+    ok=no
+  fi
+  start_host 0
+  start_host 1
+  wait_restored host0 2 && wait_restored host1 2 || return 1
+  wait "$LOADGEN_PID" || {
+    cat "$WORK/hosts-2.loadgen.log"
+    return 1
+  }
+  LOADGEN_PID=
+  tail -n1 "$WORK/hosts-2.loadgen.log"
+  "$BIN" verify --bootstrap 127.0.0.1:19092 --ids "$WORK/hosts-1.ids" --ids "$WORK/hosts-2.ids" \
+    --wait 180s | tee "$out" || ok=no
+  stop_pid "${PIPELINE_PID[host0]}"
+  stop_pid "${PIPELINE_PID[host1]}"
+  unset "PIPELINE_PID[host0]" "PIPELINE_PID[host1]"
+  hosts_down
+  local line
+  line=$(printf '%-15s %-4s %6s/%-6s %7s/%-7s %8ss  %-3s %5ds' hosts "$ok" - - - - - - \
+    $((SECONDS - started)))
+  echo "$line" >>"$WORK/results"
+  log "$line"
+  if [ $ok = no ]; then
+    tail -n 30 "$WORK/host0.log" "$WORK/host1.log" || true
+    return 1
+  fi
+}
+
 # analyse_late: late-report on both regions' late topics after the split-hold-off run (while
 # Prometheus still has the run's metrics), then reconcile twice. Writes the advised hold to
 # $WORK/advised-hold.
@@ -1207,6 +1379,7 @@ for s in "${SCENARIOS[@]}"; do
     kill-mm2) run_scenario scenario kill-mm2 60s kill-mm2 ;;
     # As long as split-hold-on's: the split lasts the cut plus MM2's own recovery.
     partition) run_scenario scenario partition 180s partition ;;
+    hosts) run_scenario hosts_scenario ;;
     beyond-horizon) run_scenario scenario beyond-horizon 0s beyond-horizon --allow-beyond-horizon ;;
     kill-pipeline) run_scenario scenario kill-pipeline 60s kill-pipeline ;;
     restart-broker) run_scenario scenario restart-broker 60s restart-broker ;;
