@@ -24,15 +24,19 @@ use std::time::{Duration, Instant};
 /// Options of `tidemark bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// Events per configuration.
-    #[arg(long, default_value_t = 4_000_000)]
-    pub events: u64,
+    /// Events per configuration; several (comma-separated) run every configuration at each.
+    #[arg(long, default_value = "4000000", value_delimiter = ',')]
+    pub events: Vec<u64>,
     /// Runs per configuration; the median is reported, with the slowest and fastest.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Skip the two-process configuration.
     #[arg(long)]
     pub no_processes: bool,
+    /// Also run the two processes as two hosts: each in a network namespace of its own, made
+    /// for the run and joined by a veth pair (needs root and `ip`).
+    #[arg(long)]
+    pub netns: bool,
     /// Live ids for the dedup memory measurement (comma-separated).
     #[arg(long, default_value = "1000000,10000000", value_delimiter = ',')]
     pub ids: Vec<u64>,
@@ -78,6 +82,10 @@ pub struct Figures {
     pub rss_at_peak_ids: u64,
     /// Events dedup let through as first copies.
     pub unique: u64,
+    /// Bytes that crossed between processes (both ways, with TCP/IP headers).
+    pub exchanged: u64,
+    /// Time the sources were held back by flow control, summed over workers, ms.
+    pub throttled_ms: u64,
 }
 
 impl Figures {
@@ -87,7 +95,7 @@ impl Figures {
 
     fn line(&self) -> String {
         format!(
-            "RESULT\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "RESULT\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.config,
             self.cores,
             self.events,
@@ -96,7 +104,9 @@ impl Figures {
             self.peak_bytes,
             self.peak_rss,
             self.rss_at_peak_ids,
-            self.unique
+            self.unique,
+            self.exchanged,
+            self.throttled_ms
         )
     }
 
@@ -112,6 +122,8 @@ impl Figures {
             peak_rss: f.get(6)?.parse().ok()?,
             rss_at_peak_ids: f.get(7)?.parse().ok()?,
             unique: f.get(8)?.parse().ok()?,
+            exchanged: f.get(9)?.parse().ok()?,
+            throttled_ms: f.get(10)?.parse().ok()?,
         })
     }
 }
@@ -189,6 +201,8 @@ fn in_process(events: u64, workers: usize, horizon: Option<&str>) -> anyhow::Res
         peak_rss: peak_rss_bytes().unwrap_or(0),
         rss_at_peak_ids,
         unique: summary.unique,
+        exchanged: 0,
+        throttled_ms: summary.throttled_ms,
     })
 }
 
@@ -215,20 +229,113 @@ fn child(events: u64, workers: usize, horizon: Option<&str>) -> anyhow::Result<F
         .context("bench child printed no result")
 }
 
-fn two_processes(events: u64) -> anyhow::Result<Figures> {
+/// The two network namespaces of `--netns`, removed when dropped.
+struct Hosts;
+
+const HOSTS: [(&str, &str, &str); 2] = [
+    ("tm-bench0", "tm-bx0", "10.79.1.1"),
+    ("tm-bench1", "tm-bx1", "10.79.1.2"),
+];
+
+impl Hosts {
+    fn up() -> anyhow::Result<Hosts> {
+        let hosts = Hosts;
+        let ip = |args: &[&str]| -> anyhow::Result<()> {
+            let status = Command::new("ip")
+                .args(args)
+                .status()
+                .context("running ip")?;
+            anyhow::ensure!(status.success(), "ip {} failed", args.join(" "));
+            Ok(())
+        };
+        let [(ns0, if0, _), (ns1, if1, _)] = HOSTS;
+        ip(&["netns", "add", ns0])?;
+        ip(&["netns", "add", ns1])?;
+        ip(&[
+            "link", "add", if0, "netns", ns0, "type", "veth", "peer", "name", if1, "netns", ns1,
+        ])?;
+        for (ns, dev, addr) in HOSTS {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/30"), "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(hosts)
+    }
+
+    /// Bytes host 0 sent and received over the pair.
+    fn bytes(&self) -> anyhow::Result<u64> {
+        let (ns, dev, _) = HOSTS[0];
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat"])
+            .arg(format!("/sys/class/net/{dev}/statistics/tx_bytes"))
+            .arg(format!("/sys/class/net/{dev}/statistics/rx_bytes"))
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum())
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for (ns, _, _) in HOSTS {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Bytes through the loopback interface so far (both directions count once each way).
+fn loopback_bytes() -> u64 {
+    std::fs::read_to_string("/proc/net/dev")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.trim_start().strip_prefix("lo:").map(str::to_string))
+        })
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn two_processes(events: u64, hosts: Option<&Hosts>) -> anyhow::Result<Figures> {
     let dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pipeline = dir.join("bench.toml");
     std::fs::write(&pipeline, bench_pipeline(events, None)?)?;
     let hostfile = dir.join("hosts");
-    super::cluster::loopback_hostfile(&hostfile, 2)?;
+    match hosts {
+        None => super::cluster::loopback_hostfile(&hostfile, 2)?,
+        Some(_) => std::fs::write(
+            &hostfile,
+            HOSTS.map(|(_, _, addr)| format!("{addr}:2101\n")).concat(),
+        )?,
+    }
     let exe = std::env::current_exe()?;
+    let bytes = || match hosts {
+        None => Ok(loopback_bytes()),
+        Some(h) => h.bytes(),
+    };
+    let bytes_before = bytes()?;
     let started = Instant::now();
     let children: Vec<_> = super::cluster::commands(&exe, &pipeline, &hostfile, 2)
         .into_iter()
-        .map(|mut c| c.stdout(Stdio::piped()).spawn())
+        .enumerate()
+        .map(|(i, c)| {
+            let mut c = match hosts {
+                None => c,
+                Some(_) => {
+                    let mut wrapped = Command::new("ip");
+                    wrapped
+                        .args(["netns", "exec", HOSTS[i].0])
+                        .arg(c.get_program())
+                        .args(c.get_args());
+                    wrapped
+                }
+            };
+            c.stdout(Stdio::piped()).spawn()
+        })
         .collect::<Result<_, _>>()?;
-    let (mut read, mut rss) = (0, 0);
+    let (mut read, mut rss, mut throttled) = (0, 0, 0.0);
     for child in children {
         let out = child.wait_with_output()?;
         anyhow::ensure!(out.status.success(), "a bench process failed");
@@ -244,15 +351,22 @@ fn two_processes(events: u64) -> anyhow::Result<Figures> {
         };
         read += field("read") as u64;
         rss = rss.max((field("peak RSS") * (1 << 20) as f64) as u64);
+        throttled += field("throttled");
     }
     let seconds = started.elapsed().as_secs_f64();
+    let exchanged = bytes()?.saturating_sub(bytes_before);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Figures {
-        config: "2 processes x 1 worker".into(),
+        config: match hosts {
+            None => "2 processes x 1 worker".into(),
+            Some(_) => "2 x 1, namespace hosts".into(),
+        },
         cores: 2,
         events: read,
         seconds,
         peak_rss: rss,
+        exchanged,
+        throttled_ms: (throttled * 1000.0).round() as u64,
         ..Figures::default()
     })
 }
@@ -296,7 +410,8 @@ fn dedup_memory(ids: u64) -> (f64, f64, f64) {
 pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
     if let Some(workers) = options.only_workers {
         let horizon = options.only_horizon.as_deref();
-        println!("{}", in_process(options.events, workers, horizon)?.line());
+        let events = options.events.first().copied().unwrap_or(4_000_000);
+        println!("{}", in_process(events, workers, horizon)?.line());
         return Ok(());
     }
     if !options.state.is_empty() {
@@ -305,29 +420,52 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    println!(
-        "tidemark bench: {} events per configuration, ~300-byte JSON events, 5% duplicates, 500 ms disorder; {cores} cores; median of {} runs",
-        options.events, options.runs.max(1)
-    );
-    println!(
-        "{:<26} {:>12} {:>10} {:>15} {:>10} {:>10} {:>9}",
-        "configuration",
-        "events/s",
-        "ns/event",
-        "events/s/core",
-        "peak ids",
-        "table B/id",
-        "peak RSS"
-    );
-    let mut all = Vec::new();
-    for workers in [1, 2] {
-        all.push(median(options.runs, || {
-            child(options.events, workers, None)
-        })?);
+    let hosts = if options.netns {
+        Some(Hosts::up().context("making the namespace hosts (--netns needs root)")?)
+    } else {
+        None
+    };
+    let mut first = Vec::new();
+    for &events in &options.events {
+        println!(
+            "tidemark bench: {events} events per configuration, ~300-byte JSON events, 5% duplicates, 500 ms disorder; {cores} cores; median of {} runs",
+            options.runs.max(1)
+        );
+        println!(
+            "{:<26} {:>12} {:>10} {:>15} {:>10} {:>10} {:>9} {:>10} {:>10}",
+            "configuration",
+            "events/s",
+            "ns/event",
+            "events/s/core",
+            "peak ids",
+            "table B/id",
+            "peak RSS",
+            "exch B/ev",
+            "throttled"
+        );
+        let mut all = Vec::new();
+        for workers in [1, 2] {
+            all.push(median(options.runs, || child(events, workers, None))?);
+        }
+        if !options.no_processes {
+            all.push(median(options.runs, || two_processes(events, None))?);
+        }
+        if let Some(h) = &hosts {
+            all.push(median(options.runs, || two_processes(events, Some(h)))?);
+        }
+        if let [one, two, pair, ..] = all.as_slice() {
+            println!(
+                "2 processes x 1 worker at {:.0}% of 1 process x 2 workers (1 worker: {:.0}%)",
+                100.0 * pair.rate() / two.rate(),
+                100.0 * one.rate() / two.rate()
+            );
+        }
+        println!();
+        if first.is_empty() {
+            first = all;
+        }
     }
-    if !options.no_processes {
-        all.push(median(options.runs, || two_processes(options.events))?);
-    }
+    let all = first;
     println!();
     println!(
         "{:<14} {:>14} {:>16} {:>14}",
@@ -418,14 +556,20 @@ fn print_row(f: &Figures) {
         "-".into()
     };
     println!(
-        "{:<26} {:>12.0} {:>10.1} {:>15.0} {:>10} {:>10} {:>6.0} MiB",
+        "{:<26} {:>12.0} {:>10.1} {:>15.0} {:>10} {:>10} {:>6.0} MiB {:>10} {:>9.1}s",
         f.config,
         f.rate(),
         1e9 / f.rate(),
         f.rate() / f.cores as f64,
         f.peak_ids,
         table,
-        f.peak_rss as f64 / (1 << 20) as f64
+        f.peak_rss as f64 / (1 << 20) as f64,
+        if f.exchanged > 0 {
+            format!("{:.0}", f.exchanged as f64 / f.events.max(1) as f64)
+        } else {
+            "-".into()
+        },
+        f.throttled_ms as f64 / 1000.0
     );
 }
 
