@@ -361,11 +361,13 @@ pub fn run(
     })
     .map_err(RunError::Timely)?;
     if let Some(watch) = &watch {
-        watch.formed();
+        let watched = watch.formed();
         tracing::info!(
             processes = options.processes,
             process = options.process,
-            "cluster formed: every process connected"
+            peer_connections = watched,
+            silence_s = cluster::PEER_SILENCE.as_secs(),
+            "cluster formed: every process connected; a peer silent for silence_s is taken as gone"
         );
     }
     let first_error = first_failure(guards.join(), options);

@@ -42,8 +42,10 @@
 #                    other half, with tm-host1's process SIGKILLed in the middle of it: its pid
 #                    must be gone, and tm-host0's process must stop by itself within 10 s,
 #                    non-zero, naming its lost peer; both restart, restore their state, and a
-#                    strict verify of the whole load must find nothing lost or duplicated. The
-#                    bytes the two hosts exchanged per event read are printed
+#                    strict verify of the whole load must find nothing lost or duplicated. Then
+#                    the link between the hosts goes down, silently (no process dies, nothing
+#                    is reset): each process must stop by itself within 10 s, naming the other.
+#                    The bytes the two hosts exchanged per event read are printed
 #   beyond-horizon   pipelines with a 15 s dedup horizon and no hold, MM2 frozen (SIGSTOP) for
 #                    30 s: the copies that cross after it are past the horizon, so each goes to
 #                    the late topic marked tidemark-beyond-horizon; verify allows marked copies
@@ -1200,6 +1202,41 @@ start_host() {
   PIPELINE_PID[host$1]=$!
 }
 
+# stops_alone I J [NTH [SINCE]]: host I's process must stop by itself within 10 s of losing
+# host J (at SINCE, in $SECONDS; now by default), not zero, with its NTHth (default first)
+# "is gone" line naming J, and no panic or backtrace.
+stops_alone() {
+  local i=$1 j=$2 nth=${3:-1} pid=${PIPELINE_PID[host$1]} status=0 deadline=$((${4:-$SECONDS} + 10))
+  # A child of this shell: `wait` reaps it and says how it ended; until then it is a zombie.
+  while [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ] && kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || {
+      log "tm-host$i's process (pid $pid) still runs 10 s after losing tm-host$j"
+      return 1
+    }
+    sleep 0.2
+  done
+  wait "$pid" 2>/dev/null || status=$?
+  [ "$status" != 0 ] || {
+    log "tm-host$i's process exited 0 after losing tm-host$j"
+    return 1
+  }
+  local line
+  line=$(grep "^error: cluster process" "$WORK/host$i.log" | sed -n "${nth}p")
+  case $line in
+    *"cluster process $j (10.79.0.$((j + 1)):2101) is gone"*)
+      log "tm-host$i stopped with status $status: $line" ;;
+    *)
+      log "tm-host$i's log does not name tm-host$j as gone:"
+      tail -n 5 "$WORK/host$i.log"
+      return 1
+      ;;
+  esac
+  if grep -qi "panicked\|backtrace" "$WORK/host$i.log"; then
+    log "tm-host$i's log has a panic or a backtrace"
+    return 1
+  fi
+}
+
 # cross_bytes: bytes host 0 sent to and received from host 1.
 cross_bytes() {
   ip netns exec tm-host0 cat /sys/class/net/tm-hx0/statistics/tx_bytes \
@@ -1258,32 +1295,7 @@ hosts_scenario() {
     log "pid $pid1 is still alive after SIGKILL"
     return 1
   }
-  # A child of this shell: `wait` reaps it and says how it ended, or a timeout says it did not.
-  local deadline=$((SECONDS + 10))
-  while [ "$(ps -o stat= -p "$pid0" 2>/dev/null | cut -c1)" != Z ] && kill -0 "$pid0" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || {
-      log "tm-host0's process (pid $pid0) still runs 10 s after its peer's death"
-      return 1
-    }
-    sleep 0.2
-  done
-  status=0
-  wait "$pid0" 2>/dev/null || status=$?
-  [ "$status" != 0 ] || {
-    log "tm-host0's process exited 0 after its peer's death"
-    ok=no
-  }
-  if grep -q "cluster process 1 (10.79.0.2:2101) is gone" "$WORK/host0.log"; then
-    log "tm-host0 stopped with status $status: $(grep -m1 'is gone' "$WORK/host0.log")"
-  else
-    log "tm-host0's log does not name its lost peer:"
-    tail -n 5 "$WORK/host0.log"
-    ok=no
-  fi
-  if grep -qi "panicked\|backtrace" "$WORK/host0.log"; then
-    log "tm-host0's log has a panic or a backtrace"
-    ok=no
-  fi
+  stops_alone 0 1 || ok=no
   start_host 0
   start_host 1
   wait_restored host0 2 && wait_restored host1 2 || return 1
@@ -1295,8 +1307,14 @@ hosts_scenario() {
   tail -n1 "$WORK/hosts-2.loadgen.log"
   "$BIN" verify --bootstrap 127.0.0.1:19092 --ids "$WORK/hosts-1.ids" --ids "$WORK/hosts-2.ids" \
     --wait 180s | tee "$out" || ok=no
-  stop_pid "${PIPELINE_PID[host0]}"
-  stop_pid "${PIPELINE_PID[host1]}"
+  # A silent peer: the link between the hosts goes down, so every packet between them is lost
+  # and nothing is closed or reset. Both processes still run, and each must stop by itself
+  # within 10 s, naming the other.
+  log "the link between the hosts goes down (tm-hx1 in tm-host1)"
+  local cut=$SECONDS
+  ip -n tm-host1 link set tm-hx1 down
+  stops_alone 0 1 2 "$cut" || ok=no
+  stops_alone 1 0 1 "$cut" || ok=no
   unset "PIPELINE_PID[host0]" "PIPELINE_PID[host1]"
   hosts_down
   local line
