@@ -199,6 +199,29 @@ def restore_section(path):
             + "\n".join(lines))
 
 
+def throttled_section(path):
+    """How long tidemark's flow control held its sources back in each S2 run."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                scenario, system, run, held, elapsed = line.rstrip("\n").split("\t")
+                if scenario == "S2":
+                    rows.append((system, int(run), float(held), float(elapsed)))
+    except OSError:
+        return ""
+    if not rows:
+        return ""
+    body = "\n".join(
+        f"| {system} | {run} | {held:.3f} | {elapsed:.3f} | {held / (2 * elapsed):.1%} |"
+        for system, run, held, elapsed in sorted(rows))
+    return (
+        "Flow control in S2: the time tidemark's sources were held back because their records in "
+        "flight had reached `max_in_flight_records` or `max_in_flight_bytes` (the run summary's "
+        "`throttled`, summed over the 2 workers; the share is of 2 × the run's time).\n\n"
+        "| system | run | throttled, worker-s | run, s | share |\n|---|---|---|---|---|\n" + body)
+
+
 def cdf_plot(path, curves):
     """One CDF line per (label, [(overhead ms, fraction)], line style, colour), on a log axis."""
     import matplotlib
@@ -246,6 +269,7 @@ def main():
     p.add_argument("--state", required=True)
     p.add_argument("--invocations", required=True)
     p.add_argument("--restore", default="")
+    p.add_argument("--throttled", default="")
     p.add_argument("--previous", help="an earlier report: sections not run here are carried from it")
     a = p.parse_args()
     old_sections, old_heads, old_invocations = previous_sections(a.previous) if a.previous else ({}, {}, "")
@@ -287,6 +311,7 @@ def main():
         return f"{a / b:.1f}×" if a and b else "n/a"
 
     s0, floor = cell(("S0", "floor"))
+    throttled = throttled_section(a.throttled) if a.throttled else ""
     bad = ", ".join(f"{s} {sys}: {n}" for (s, sys), n in failed.items()) or "none"
     os.makedirs(a.figures, exist_ok=True)
     rel = os.path.relpath(a.figures, os.path.dirname(os.path.abspath(a.out)))
@@ -420,6 +445,8 @@ count. Runs that failed: {bad}.
 {s2_rows}
 
 ![S2 throughput]({rel}/s2-throughput.png)
+
+{throttled}
 
 Where the peers cannot do what tidemark does, they do what their framework allows:
 
