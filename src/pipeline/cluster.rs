@@ -14,7 +14,7 @@
 //! and a user timeout ([`PEER_SILENCE`]): a peer that acknowledges nothing for that long is
 //! gone, its connection fails, and the line above follows.
 
-use std::net::SocketAddr;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -75,13 +75,9 @@ impl ClusterWatch {
         ClusterWatch { formed }
     }
 
-    /// Every peer connected: the deadline no longer applies, and a silent peer is now one that
-    /// says nothing for [`PEER_SILENCE`]. Returns how many peer connections are watched.
-    pub fn formed(&self) -> usize {
+    /// Every peer connected: the deadline no longer applies.
+    pub fn formed(&self) {
         self.formed.store(true, Ordering::SeqCst);
-        MEMBERS
-            .get()
-            .map_or(0, |m| watch_connections(&m.hosts, m.process))
     }
 }
 
@@ -89,67 +85,96 @@ impl ClusterWatch {
 /// Well inside the 10 s in which the rest of the cluster must stop.
 pub const PEER_SILENCE: Duration = Duration::from_secs(6);
 
-/// Sets keepalive probes and a user timeout on this process's TCP connections to its peers,
-/// found among its open sockets: those to another process's address (the ones this process
-/// opened), and those accepted on its own cluster port.
-fn watch_connections(hosts: &[String], process: usize) -> usize {
-    use std::net::ToSocketAddrs;
-    let resolve = |h: &String| {
-        h.to_socket_addrs()
-            .map(Iterator::collect::<Vec<_>>)
-            .unwrap_or_default()
+/// How long to wait before dialling a peer again, or polling for one to dial in. timely's own
+/// start-up waits a whole second each time, so a cluster took a second to form, which every
+/// restart paid again.
+const RETRY: Duration = Duration::from_millis(10);
+
+/// Connects this process to every other one the way timely's start-up does, so timely's
+/// network threads can take the sockets over: it dials the processes before it and sends its
+/// index (a big-endian u64), and accepts the ones after it, which say theirs. Returns one
+/// socket per process, `None` at its own index, each with keepalive probes and a user timeout
+/// of [`PEER_SILENCE`], so a peer that goes silent later fails its connection.
+///
+/// It returns once every peer is connected; the [`ClusterWatch`] deadline ends the process if
+/// that takes too long. A connection that does not say a valid index within a second (a port
+/// scanner, a health check at the wrong port) is closed and ignored.
+pub fn connect(hosts: &[String], process: usize) -> std::io::Result<Vec<Option<TcpStream>>> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let n = hosts.len();
+    let listeners = hosts[process]
+        .split_whitespace()
+        .map(|a| {
+            let l = TcpListener::bind(a)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut sockets: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+    let ready = |s: &TcpStream| -> std::io::Result<()> {
+        s.set_nodelay(true)?;
+        keep_alive(s.as_raw_fd())
     };
-    let own_ports: Vec<u16> = hosts
-        .get(process)
-        .map(resolve)
-        .unwrap_or_default()
-        .iter()
-        .map(SocketAddr::port)
-        .collect();
-    let peers: Vec<SocketAddr> = hosts
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != process)
-        .flat_map(|(_, h)| resolve(h))
-        .collect();
-    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return 0;
-    };
-    let mut watched = 0;
-    for entry in fds.flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
-            continue;
-        };
-        let is_socket = std::fs::read_link(entry.path())
-            .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
-        let Some((local, peer)) = is_socket.then(|| tcp_ends(fd)).flatten() else {
-            continue;
-        };
-        if peers.contains(&peer) || own_ports.contains(&local.port()) {
-            if let Err(e) = keep_alive(fd) {
-                tracing::warn!(error = %e, %peer, "cannot watch a peer connection for silence");
+    let mut waiting = n - 1;
+    while waiting > 0 {
+        let mut progressed = false;
+        for (peer, host) in hosts.iter().enumerate().take(process) {
+            if sockets[peer].is_some() {
                 continue;
             }
-            watched += 1;
+            let Some(mut stream) = dial(host) else {
+                continue;
+            };
+            ready(&stream)?;
+            stream.write_all(&(process as u64).to_be_bytes())?;
+            tracing::debug!(peer, %host, "connected to a cluster peer");
+            sockets[peer] = Some(stream);
+            waiting -= 1;
+            progressed = true;
+        }
+        for listener in &listeners {
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            progressed = true;
+            stream.set_nonblocking(false)?;
+            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let mut index = [0u8; 8];
+            let peer = match stream.read_exact(&mut index) {
+                Ok(()) => u64::from_be_bytes(index) as usize,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a connection to the cluster port said no process index; closed");
+                    continue;
+                }
+            };
+            if peer <= process || peer >= n || sockets[peer].is_some() {
+                tracing::warn!(peer, "a connection to the cluster port gave an index no peer of this process has; closed");
+                continue;
+            }
+            stream.set_read_timeout(None)?;
+            ready(&stream)?;
+            tracing::debug!(peer, "a cluster peer connected");
+            sockets[peer] = Some(stream);
+            waiting -= 1;
+        }
+        if !progressed {
+            std::thread::sleep(RETRY);
         }
     }
-    watched
+    Ok(sockets)
 }
 
-/// The local and remote address of a connected TCP socket, or None for anything else.
-#[allow(unsafe_code)]
-fn tcp_ends(fd: RawFd) -> Option<(SocketAddr, SocketAddr)> {
-    use std::os::fd::FromRawFd;
-    // A duplicate, so that dropping the stream closes only it; the socket is shared.
-    // SAFETY: dup only reads the descriptor table; a stale number fails with EBADF.
-    let dup = unsafe { libc::dup(fd) };
-    if dup < 0 {
-        return None;
-    }
-    // SAFETY: `dup` is a descriptor this function owns; a socket that is not TCP makes the
-    // address calls below fail, and the stream only closes the duplicate when dropped.
-    let stream = unsafe { std::net::TcpStream::from_raw_fd(dup) };
-    Some((stream.local_addr().ok()?, stream.peer_addr().ok()?))
+/// A connection to `host`, or None if it does not resolve or answer yet.
+fn dial(host: &str) -> Option<TcpStream> {
+    use std::net::ToSocketAddrs;
+    // Resolved each time: a peer's name may only appear once it is up (a StatefulSet's pods).
+    let addrs = host.to_socket_addrs().ok()?;
+    addrs
+        .into_iter()
+        .find_map(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok())
 }
 
 /// Keepalive probes after 2 s of quiet, every second, and a user timeout of [`PEER_SILENCE`]:

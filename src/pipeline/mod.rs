@@ -173,12 +173,20 @@ pub struct Summary {
     pub written: BTreeMap<String, u64>,
     /// Wall time of the run, ms.
     pub elapsed_ms: u64,
+    /// Of `elapsed_ms`, the time before this process's workers started: planning, restoring
+    /// state, and in a cluster, connecting to the other processes.
+    pub startup_ms: u64,
     /// Milliseconds the sources were held back by flow control, summed over workers.
     pub throttled_ms: u64,
 }
 
 impl Summary {
-    fn from_metrics(m: &Metrics, config: &PipelineConfig, elapsed: Duration) -> Summary {
+    fn from_metrics(
+        m: &Metrics,
+        config: &PipelineConfig,
+        elapsed: Duration,
+        startup: Duration,
+    ) -> Summary {
         let sum = |v: &prometheus::IntCounterVec| -> u64 {
             use prometheus::core::Collector;
             v.collect()
@@ -203,6 +211,7 @@ impl Summary {
                 .map(|s| (s.clone(), m.events_out.with_label_values(&[s]).get()))
                 .collect(),
             elapsed_ms: elapsed.as_millis() as u64,
+            startup_ms: startup.as_millis() as u64,
             throttled_ms: {
                 use prometheus::core::Collector;
                 let seconds: f64 = m
@@ -242,6 +251,7 @@ impl std::fmt::Display for Summary {
         for (sink, n) in &self.written {
             writeln!(f, "sink {sink:<14} {n:>8} written")?;
         }
+        writeln!(f, "start-up    {:>12.3} s", self.startup_ms as f64 / 1000.0)?;
         write!(f, "elapsed     {:>12.3} s", secs)
     }
 }
@@ -281,7 +291,22 @@ pub fn run(
     let watch = (options.processes > 1).then(|| {
         cluster::ClusterWatch::start(&options.hosts, options.process, options.connect_timeout)
     });
-    let guards = timely::execute(timely_config(options), move |worker| {
+    let startup = Arc::new(std::sync::OnceLock::new());
+    let worker_startup = Arc::clone(&startup);
+    let (allocators, network) = allocators(options)?;
+    if let Some(watch) = &watch {
+        watch.formed();
+        tracing::info!(
+            processes = options.processes,
+            process = options.process,
+            ms = started.elapsed().as_millis() as u64,
+            silence_s = cluster::PEER_SILENCE.as_secs(),
+            "cluster formed: every process connected; a peer silent for silence_s is taken as gone"
+        );
+    }
+    let worker_config = timely::WorkerConfig::default();
+    let guards = timely::execute::execute_from(allocators, network, worker_config, move |worker| {
+        worker_startup.get_or_init(|| started.elapsed());
         let config = &config_for_workers;
         let index = worker.index();
         let peers = worker.peers();
@@ -360,16 +385,6 @@ pub fn run(
         Ok(())
     })
     .map_err(RunError::Timely)?;
-    if let Some(watch) = &watch {
-        let watched = watch.formed();
-        tracing::info!(
-            processes = options.processes,
-            process = options.process,
-            peer_connections = watched,
-            silence_s = cluster::PEER_SILENCE.as_secs(),
-            "cluster formed: every process connected; a peer silent for silence_s is taken as gone"
-        );
-    }
     let first_error = first_failure(guards.join(), options);
     metrics.up.set(0.0);
     match first_error {
@@ -378,6 +393,7 @@ pub fn run(
             metrics,
             &shared_config,
             started.elapsed(),
+            startup.get().copied().unwrap_or_default(),
         )),
     }
 }
@@ -410,22 +426,37 @@ pub fn preflight(config: &PipelineConfig) -> Result<(), RunError> {
 }
 
 /// One process of `options.processes`, each with `options.workers` threads.
-fn timely_config(options: &RunOptions) -> timely::Config {
-    if options.processes > 1 {
-        timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: options.workers,
-                process: options.process,
-                addresses: options.hosts.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        }
-    } else {
-        timely::Config::process(options.workers)
+/// timely's channels between this process's workers and, in a cluster, to the other processes
+/// over connections made by [`cluster::connect`] (with the guard of timely's network threads).
+fn allocators(options: &RunOptions) -> Result<Allocators, RunError> {
+    use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+    use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+    if options.processes <= 1 {
+        return timely::CommunicationConfig::Process(options.workers)
+            .try_build()
+            .map_err(RunError::Timely);
     }
+    let failed = |e: std::io::Error| RunError::Timely(format!("cluster connections: {e}"));
+    let sockets = cluster::connect(&options.hosts, options.process).map_err(failed)?;
+    let hooks = timely::communication::Hooks::default();
+    let local = ProcessBuilder::new_typed_vector(
+        options.workers,
+        hooks.refill.clone(),
+        hooks.spill.clone(),
+    );
+    let (builders, guard) =
+        initialize_networking_from_sockets(local, sockets, options.process, options.workers, hooks)
+            .map_err(failed)?;
+    Ok((
+        builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+        Box::new(guard),
+    ))
 }
+
+type Allocators = (
+    Vec<timely::communication::allocator::AllocatorBuilder>,
+    Box<dyn std::any::Any + Send>,
+);
 
 /// The first worker failure of this process, numbered across the cluster. A worker that
 /// stopped because a peer failed (`Err(None)`) is not one.
