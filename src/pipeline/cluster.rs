@@ -10,9 +10,12 @@
 //!
 //! A peer can also go silent without closing anything: its host loses power, a link or a
 //! firewall drops every packet. TCP would then wait for minutes before it calls the connection
-//! broken. So once the cluster has formed, every connection to a peer gets keepalive probes
-//! and a user timeout ([`PEER_SILENCE`]): a peer that acknowledges nothing for that long is
-//! gone, its connection fails, and the line above follows.
+//! broken. So every connection to a peer gets keepalive probes and a user timeout
+//! ([`PEER_SILENCE`]): a peer that acknowledges nothing for that long is gone, its connection
+//! fails, and the line above follows.
+//!
+//! The connections themselves are made here ([`connect`]) rather than by timely, whose start-up
+//! polls once a second: a cluster took a second to form, and every restart paid it again.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::RawFd;
