@@ -425,7 +425,6 @@ pub fn preflight(config: &PipelineConfig) -> Result<(), RunError> {
     Ok(crate::kafka::preflight_all(&clusters)?)
 }
 
-/// One process of `options.processes`, each with `options.workers` threads.
 /// timely's channels between this process's workers and, in a cluster, to the other processes
 /// over connections made by [`cluster::connect`] (with the guard of timely's network threads).
 fn allocators(options: &RunOptions) -> Result<Allocators, RunError> {
@@ -453,6 +452,8 @@ fn allocators(options: &RunOptions) -> Result<Allocators, RunError> {
     ))
 }
 
+/// What timely's `execute_from` starts workers from: their channels' builders, and what must
+/// live as long as the workers (the network threads' guard).
 type Allocators = (
     Vec<timely::communication::allocator::AllocatorBuilder>,
     Box<dyn std::any::Any + Send>,

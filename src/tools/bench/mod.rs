@@ -440,7 +440,7 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
     let mut first = Vec::new();
     for &events in &options.events {
         println!(
-            "tidemark bench: {events} events per configuration, ~300-byte JSON events, 5% duplicates, 500 ms disorder; {cores} cores; median of {} runs; events/s timed from the workers' start, the start-up before it shown apart",
+            "tidemark bench: {events} events per configuration, ~300-byte JSON events, 5% duplicates, 500 ms disorder; {cores} cores; median of {} runs, the configurations taking turns; events/s timed from the workers' start, the start-up before it shown apart",
             options.runs.max(1)
         );
         println!(
@@ -456,16 +456,26 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
             "throttled",
             "start-up"
         );
-        let mut all = Vec::new();
-        for workers in [1, 2] {
-            all.push(median(options.runs, || child(events, workers, None))?);
-        }
+        type Once<'h> = Box<dyn Fn() -> anyhow::Result<Figures> + 'h>;
+        let mut configurations: Vec<Once<'_>> = vec![
+            Box::new(|| child(events, 1, None)),
+            Box::new(|| child(events, 2, None)),
+        ];
         if !options.no_processes {
-            all.push(median(options.runs, || two_processes(events, None))?);
+            configurations.push(Box::new(|| two_processes(events, None)));
         }
         if let Some(h) = &hosts {
-            all.push(median(options.runs, || two_processes(events, Some(h)))?);
+            configurations.push(Box::new(move || two_processes(events, Some(h))));
         }
+        // The configurations take turns within each run, so that a slow spell of the machine
+        // (its second core in particular) falls on all of them, not on the ratios between them.
+        let mut runs: Vec<Vec<Figures>> = configurations.iter().map(|_| Vec::new()).collect();
+        for _ in 0..options.runs.max(1) {
+            for (once, figures) in configurations.iter().zip(&mut runs) {
+                figures.push(once()?);
+            }
+        }
+        let all: Vec<Figures> = runs.into_iter().map(median).collect();
         if let [one, two, pair, ..] = all.as_slice() {
             println!(
                 "2 processes x 1 worker at {:.0}% of 1 process x 2 workers (1 worker: {:.0}%)",
@@ -537,14 +547,9 @@ fn state(sizes: &[u64], runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a configuration `runs` times; prints and returns the median run.
-fn median(
-    runs: usize,
-    mut once: impl FnMut() -> anyhow::Result<Figures>,
-) -> anyhow::Result<Figures> {
-    let mut all = (0..runs.max(1))
-        .map(|_| once())
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// Prints the run with the median rate, with the range over all, and returns it.
+fn median(mut all: Vec<Figures>) -> Figures {
+    let runs = all.len();
     all.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     let (min, max) = (all[0].rate(), all[all.len() - 1].rate());
     let mid = all.swap_remove(all.len() / 2);
@@ -552,14 +557,9 @@ fn median(
     println!(
         "{:<26} {:>12}",
         "",
-        format!(
-            "({:.2}M-{:.2}M over {} runs)",
-            min / 1e6,
-            max / 1e6,
-            runs.max(1)
-        )
+        format!("({:.2}M-{:.2}M over {} runs)", min / 1e6, max / 1e6, runs)
     );
-    Ok(mid)
+    mid
 }
 
 fn print_row(f: &Figures) {
