@@ -44,12 +44,37 @@ def version(cmd):
 
 
 SYSTEMS = [
-    ("tidemark", "tidemark", "`tidemark run bench/sN-tidemark.toml --bounded --workers 2`, exactly-once (transactions every 1 s)"),
+    ("tidemark", "tidemark exactly-once", "`tidemark run bench/sN-tidemark.toml --bounded --workers 2`, exactly-once (transactions every 1 s)"),
     ("tidemark-alo", "tidemark at-least-once", "the same with `delivery = \"at_least_once\"`: its ratio is the price of exactly-once"),
-    ("kstreams", "Kafka Streams 4.1.1", "`KStreamsJob`, 2 stream threads, RocksDB stores with changelogs"),
-    ("flink", "Flink 2.2.0", "`FlinkJob`, local, parallelism 2, heap state, checkpoints every 1 s, at-least-once sinks"),
-    ("flink-eos", "Flink 2.2.0 exactly-once", "the same with `--delivery exactly-once`: transactional sinks committed at each checkpoint"),
+    ("kstreams", "Kafka Streams 4.1.1 in memory", "`KStreamsJob --stores memory`, 2 stream threads, in-memory stores without changelogs, at least once, commits every 30 s"),
+    ("kstreams-eos", "Kafka Streams 4.1.1 exactly-once", "`KStreamsJob --stores durable`, RocksDB stores with changelogs and caching, `exactly_once_v2`, commits every 1 s"),
+    ("flink", "Flink 2.2.0 in memory", "`FlinkJob --checkpoint-interval 0`, local, parallelism 2, heap state, no checkpoints, at-least-once sinks"),
+    ("flink-eos", "Flink 2.2.0 exactly-once", "`FlinkJob --delivery exactly-once`, checkpoints every 1 s, transactional sinks committed at each"),
 ]
+# What each system is compared with: like with like. tidemark at least once is compared with
+# tidemark exactly-once, which gives the price of exactly-once.
+LIKE = {
+    "tidemark": "tidemark",
+    "tidemark-alo": "tidemark",
+    "kstreams": "tidemark-alo",
+    "kstreams-eos": "tidemark",
+    "flink": "tidemark-alo",
+    "flink-eos": "tidemark",
+}
+
+# The client settings all systems use (bench/jvm/common's ClientSettings, tidemark's src/kafka.rs).
+CLIENT_SETTINGS = """| setting | tidemark (librdkafka) | Kafka Streams and Flink (Java client) | the Java default, for comparison |
+|---|---|---|---|
+| acks | `all` | `all` | `all` |
+| idempotence | `enable.idempotence=true` | `enable.idempotence=true` | `true` |
+| batch size | `batch.size=1000000` (librdkafka's default) | `batch.size=1000000` | 16,384 |
+| linger | `linger.ms=5` | `linger.ms=5` | 5 (Kafka Streams: 100) |
+| compression | `compression.type=lz4` | `compression.type=lz4` | none |
+| delivery bound | `message.timeout.ms=120000` | `delivery.timeout.ms=120000` | 120,000 |
+| consumer isolation | `isolation.level=read_committed` | `isolation.level=read_committed` (Kafka Streams at least once: its own default, `read_uncommitted`; the input has no transactions) | `read_uncommitted` |
+| fetch wait | `fetch.wait.max.ms=50` | `fetch.max.wait.ms=50` | 500 |
+| prefetch | `queued.max.messages.kbytes=16384` | no equivalent: the Java defaults (`fetch.max.bytes` 50 MB, `max.partition.fetch.bytes` 1 MB, as librdkafka's) | |
+"""
 
 
 def previous_sections(path):
@@ -255,6 +280,28 @@ def read_cdf(path):
         return []
 
 
+def subtasks_section(path):
+    """Flink's reorder subtasks: how many events each handled, per run."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) == 4:
+                    rows.append(fields)
+    except OSError:
+        return ""
+    if not rows:
+        return ""
+    body = "\n".join(
+        f"| {sc} | {sy} | {run} | {' / '.join(f'{int(n):,}' for n in counts.split())} |"
+        for sc, sy, run, counts in rows)
+    return (
+        "Flink's reorder, events per subtask (keyed so that output partition p goes to subtask "
+        "p mod 2; keyed by the partition number itself, all four partitions hashed to subtask 1):\n\n"
+        "| scenario | system | run | events per subtask |\n|---|---|---|---|\n" + body)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--results", required=True)
@@ -270,6 +317,7 @@ def main():
     p.add_argument("--invocations", required=True)
     p.add_argument("--restore", default="")
     p.add_argument("--throttled", default="")
+    p.add_argument("--subtasks", default="", help="scenario, system, run and Flink's reorder subtask counts")
     p.add_argument("--previous", help="an earlier report: sections not run here are carried from it")
     a = p.parse_args()
     old_sections, old_heads, old_invocations = previous_sections(a.previous) if a.previous else ({}, {}, "")
@@ -311,6 +359,8 @@ def main():
         return f"{a / b:.1f}×" if a and b else "n/a"
 
     s0, floor = cell(("S0", "floor"))
+    js0, jfloor = cell(("S0", "java-floor"))
+    subtasks = subtasks_section(a.subtasks) if a.subtasks else ""
     throttled = throttled_section(a.throttled) if a.throttled else ""
     bad = ", ".join(f"{s} {sys}: {n}" for (s, sys), n in failed.items()) or "none"
     os.makedirs(a.figures, exist_ok=True)
@@ -323,9 +373,10 @@ def main():
         """The table rows and the headline row of one scenario, and its plot."""
         got = {key: cell((name, key)) for key, _, _ in SYSTEMS}
         tm = got["tidemark"][1]
+        alo = got["tidemark-alo"][1]
         rows = "\n".join(
             f"| {name} | {label} | {how} | {got[key][0]} | "
-            + ("1.0×" if key == "tidemark" else ratio(tm, got[key][1]))
+            + ("1.0×" if key == "tidemark" else ratio(got[LIKE[key]][1], got[key][1]))
             + f" | {f'{got[key][1] / floor:.0%}' if floor and got[key][1] else 'n/a'} |"
             for key, label, how in SYSTEMS
             # A system this scenario does not run has no row ("no valid run" is for runs that
@@ -334,13 +385,13 @@ def main():
         )
         share = f"{tm / floor:.0%}" if floor and tm else "n/a"
         head = (
-            f"| {name} {title} | **{ratio(tm, got['kstreams'][1])}** | "
-            f"**{ratio(tm, got['flink'][1])}** | {ratio(tm, got['flink-eos'][1])} | {share} |"
+            f"| {name} {title} | **{ratio(alo, got['kstreams'][1])}** | **{ratio(alo, got['flink'][1])}** | "
+            f"**{ratio(tm, got['kstreams-eos'][1])}** | **{ratio(tm, got['flink-eos'][1])}** | {share} |"
         )
         if not tm and name in old_heads:
             cells = old_heads[name].strip().strip("|").split("|")
-            if len(cells) == 4:  # from before the exactly-once column
-                cells.insert(3, " n/a ")
+            if len(cells) != 6:  # from a harness before the two comparisons: not comparable
+                cells = [cells[0], " n/a ", " n/a ", " n/a ", " n/a ", cells[-1]]
             if "(carried over)" not in cells[0]:
                 cells[0] = cells[0].rstrip() + " (carried over) "
             head = "|" + "|".join(cells) + "|"
@@ -386,7 +437,7 @@ def main():
         run = median_run[(key, load)]
         return os.path.join(a.cdf_dir, f"cdf-{key}-{load}{'-' + run if run else ''}.tsv")
 
-    styles = {"tidemark": "-", "tidemark-alo": "-.", "flink": "--"}
+    styles = {"tidemark": "-", "tidemark-alo": "-.", "flink": "--", "flink-eos": ":"}
     colours = {10: "#9ae6b4", 50: "#4299e1", 80: "#2b6cb0", 95: "#1a202c"}
     if lat:
         cdf_plot(
@@ -413,13 +464,24 @@ shares the two cores with the broker.
 
 ## Headline
 
-Throughput ratios, medians over the runs that passed `tidemark verify`:
+Throughput ratios, medians over the runs that passed `tidemark verify`, in two comparisons of
+like with like: **in memory** (no system makes its state durable: tidemark at least once, Kafka
+Streams with in-memory stores and no changelogs, Flink without checkpoints) and **durable,
+exactly-once** (tidemark exactly-once, Kafka Streams `exactly_once_v2` on RocksDB with
+changelogs, Flink with transactional sinks and checkpoints, all committing every 1 s). Every
+system uses the same Kafka client settings (below).
 
-| | tidemark / Kafka Streams | tidemark / Flink | tidemark / Flink exactly-once | tidemark / S0 floor |
-|---|---|---|---|---|
+| | in memory: tidemark / Kafka Streams | in memory: tidemark / Flink | durable: tidemark / Kafka Streams | durable: tidemark / Flink | tidemark exactly-once / S0 floor |
+|---|---|---|---|---|---|
 {s2_head}
 {s3_head}
 
+## Client settings
+
+The same producer and consumer settings in all three systems (bench/jvm/common's
+`ClientSettings`, tidemark's own `src/kafka.rs`):
+
+{CLIENT_SETTINGS}
 ## S0 floor and S2 Kafka → Kafka, one region
 
 {a.events:,} unique events of about 300 bytes pre-produced into region-a's `log-events` (4
@@ -442,11 +504,14 @@ count. Runs that failed: {bad}.
 | scenario | system | how it runs | events/s, median (min–max) | tidemark / it | of S0 |
 |---|---|---|---|---|---|
 | S0 | floor | rdkafka consume → produce, 2 threads | {s0} | | 100% |
+| S0 | Java-client floor | `JavaFloor`: Java client consume → produce, 2 threads, the same settings | {js0} | | {f"{jfloor / floor:.0%}" if floor and jfloor else "n/a"} |
 {s2_rows}
 
 ![S2 throughput]({rel}/s2-throughput.png)
 
 {throttled}
+
+{subtasks}
 
 Where the peers cannot do what tidemark does, they do what their framework allows:
 
@@ -454,12 +519,18 @@ Where the peers cannot do what tidemark does, they do what their framework allow
   minus the bound. It cannot repartition in memory, so the job relies on the input being keyed
   by `eventId` (every copy of an event in the same partition) rather than pay a repartition
   topic; each ordered partition is owned by the task of the input partition with its number.
-  Dedup is a persistent window store with retention (the Confluent pattern); the order buffer
-  is a persistent key-value store sorted by (time, id), emitted when the watermark moves.
+  Dedup is a `get` of the id in a key-value store, whose ids older than the horizon are purged
+  once per horizon of stream time; the order buffer is a key-value store sorted by (time, id),
+  read with `range()` from the last key emitted when the watermark moves. Both stores are
+  in memory without changelogs in the in-memory comparison, and RocksDB with changelogs and
+  the record cache in the durable one.
 - **Flink** expires dedup state by processing-time TTL (state TTL has no event-time mode), and
   routes late events through a ProcessFunction side output (the job has no windows for
   `sideOutputLateData`). Ordering uses event-time timers keyed by output partition, so each
-  ordered partition has one writer.
+  ordered partition has one writer; the keys are chosen so that the partitions spread over the
+  subtasks (the table above shows what each subtask handled). It runs with object reuse on and
+  `pipeline.generic-types: false` (no Kryo anywhere), and checkpoints at least once when its
+  sinks are at least once.
 
 ## S3 two regions
 
@@ -504,7 +575,8 @@ minute of the machine slows down shows in the range rather than as the figure.
 
 At 80% load the p99 overhead is **{p99_80["tidemark"] or "n/a"} ms for tidemark exactly-once**
 (target: ≤ `commit_interval` + 50 ms = 1,050 ms), {p99_80["tidemark-alo"] or "n/a"} ms for
-tidemark at least once (target: ≤ 50 ms), and {p99_80["flink"] or "n/a"} ms for Flink.
+tidemark at least once (target: ≤ 50 ms), {p99_80["flink"] or "n/a"} ms for Flink without
+checkpoints, and {p99_80["flink-eos"] or "n/a"} ms for Flink exactly-once.
 
 | load | system | target events/s | achieved events/s | p50 ms | p99 ms | p99.9 ms | max ms | p99 of every run, ms | events measured |
 |---|---|---|---|---|---|---|---|---|---|

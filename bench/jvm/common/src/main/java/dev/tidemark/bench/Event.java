@@ -35,9 +35,16 @@ public class Event {
     public String reason;
     /** What exactly was wrong. */
     public String detail;
-    /** Where it was read: the {@code tidemark-region} and {@code tidemark-source} headers. */
+    /** The origin region, the {@code tidemark-region} header (one shared String per input). */
     public String region;
-    public String source;
+    /**
+     * Where it was read, the {@code tidemark-source} header "cluster/topic/partition/offset":
+     * the input's index, partition and offset as numbers, the text built only when the header is
+     * written. A String per record would be an allocation and a copy on every hop.
+     */
+    public int input;
+    public int sourcePartition;
+    public long sourceOffset;
     /** The watermark a late event missed; 0 when it is not late. */
     public long watermark;
     /** Wall-clock time of a late event's arrival. */
@@ -52,11 +59,13 @@ public class Event {
     }
 
     /** Checks one record read at wall-clock time {@code nowMs}. */
-    public static Event check(byte[] bytes, long nowMs, String region, String source) {
+    public static Event check(byte[] bytes, long nowMs, String region, int input, int partition, long offset) {
         Event e = new Event();
         e.payload = bytes;
         e.region = region;
-        e.source = source;
+        e.input = input;
+        e.sourcePartition = partition;
+        e.sourceOffset = offset;
         if (bytes.length > MAX_EVENT_BYTES) {
             return e.invalid("too_large", bytes.length + " bytes, limit " + MAX_EVENT_BYTES);
         }
@@ -164,8 +173,12 @@ public class Event {
         return true;
     }
 
-    /** The headers tidemark writes on an event (ordered or late) and on an invalid record. */
-    public String[][] headers() {
+    /**
+     * The headers tidemark writes on an event (ordered or late) and on an invalid record;
+     * {@code inputs} names each input as "cluster/topic", indexed by {@link #input}.
+     */
+    public String[][] headers(String[] inputs) {
+        String source = inputs[input] + "/" + sourcePartition + "/" + sourceOffset;
         if (!valid()) {
             return new String[][] {
                 {"tidemark-region", region}, {"tidemark-source", source},

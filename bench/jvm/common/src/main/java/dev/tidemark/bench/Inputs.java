@@ -52,6 +52,25 @@ public final class Inputs {
         return clusters.values().iterator().next();
     }
 
+    /** Each input as the {@code tidemark-source} header begins: "cluster/topic", by index. */
+    public String[] names() {
+        String[] n = new String[inputs.size()];
+        for (int i = 0; i < n.length; i++) {
+            n[i] = inputs.get(i).cluster + "/" + inputs.get(i).topic;
+        }
+        return n;
+    }
+
+    /** The index of the input that reads {@code topic} on {@code cluster}, or -1. */
+    public int indexOf(String cluster, String topic) {
+        for (int i = 0; i < inputs.size(); i++) {
+            if (inputs.get(i).cluster.equals(cluster) && inputs.get(i).topic.equals(topic)) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
     /** Inputs of one cluster. */
     public List<Input> of(String cluster) {
         List<Input> l = new ArrayList<>();

@@ -20,6 +20,8 @@ import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.configuration.Configuration;
+import org.apache.flink.core.execution.CheckpointingMode;
+import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.connector.base.DeliveryGuarantee;
 import org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema;
 import org.apache.flink.connector.kafka.sink.KafkaSink;
@@ -44,9 +46,34 @@ import org.apache.kafka.common.header.internals.RecordHeaders;
  * ({@code forBoundedOutOfOrderness(2s).withIdleness(5s)}), invalid records split off to a side
  * output, a dedup keyed by id with TTL'd state, late events (below the operator's watermark) to
  * a side output, and event-time order from event-time timers keyed by output partition, so each
- * ordered partition has one writer. Checkpoints every second (tidemark commits every second) on
- * the default heap state backend; the sinks are at-least-once, acks=all, idempotent, or with
- * {@code --delivery exactly-once} transactional, committed at each checkpoint.
+ * ordered partition has one writer. State is on the default heap backend.
+ *
+ * <p>Two comparisons, as {@code bench/run-all} runs them:
+ * <ul>
+ *   <li>in memory: {@code --checkpoint-interval 0} (no checkpoints) and at-least-once sinks,
+ *   against tidemark's at_least_once;</li>
+ *   <li>durable: {@code --delivery exactly-once}, transactional sinks committed at each
+ *   checkpoint, with {@code --checkpoint-interval} equal to tidemark's commit_interval (1 s),
+ *   against tidemark's exactly_once.</li>
+ * </ul>
+ *
+ * <p>Tuned as Flink's documentation advises:
+ * <ul>
+ *   <li>object reuse on (Flink's "Execution Configuration" page: chained operators pass objects
+ *   without copying them; safe here, as no function keeps or changes an object it has already
+ *   emitted);</li>
+ *   <li>{@code pipeline.generic-types: false} ("Data Types &amp; Serialization": fail rather than
+ *   fall back to Kryo), which proves every type on the wire is a POJO or a basic type;</li>
+ *   <li>checkpoint mode at-least-once when the sinks are at-least-once ("Checkpointing": exactly
+ *   once aligns barriers, which an at-least-once sink gains nothing from);</li>
+ *   <li>the source position as numbers, its text built only in the sink;</li>
+ *   <li>the producers' settings shared with the other systems ({@link ClientSettings}).</li>
+ * </ul>
+ *
+ * <p>Reorder is keyed by a route key per output partition chosen so that the partitions spread
+ * over the subtasks. Keyed by the partition number itself, Flink's key-group hashing put all
+ * four partitions on subtask 1 at parallelism 2 (key groups 94, 86, 127 and 113 of 128). The
+ * job prints how many events each reorder subtask handled.
  *
  * <p>Where Flink differs from tidemark: state TTL runs on processing time, not on the event-time
  * horizon; late routing is a ProcessFunction's side output, since the job has no windows for
@@ -76,6 +103,11 @@ public final class FlinkJob {
             throw new IllegalArgumentException("--delivery must be at-least-once or exactly-once, got " + delivery);
         }
         boolean exactlyOnce = delivery.equals("exactly-once");
+        // 0: no checkpoints at all (the in-memory comparison).
+        long checkpointMs = args.millis("checkpoint-interval", "1s");
+        if (exactlyOnce && checkpointMs == 0) {
+            throw new IllegalArgumentException("--delivery exactly-once commits at checkpoints: it needs --checkpoint-interval");
+        }
 
         System.err.printf("flink: %d records in %s, parallelism %d%n", in.records(), in.clusters.keySet(), parallelism);
 
@@ -85,9 +117,16 @@ public final class FlinkJob {
         // Checkpoints of the reorder buffer outgrow the JobManager's in-memory storage.
         conf.setString("execution.checkpointing.storage", "filesystem");
         conf.setString("execution.checkpointing.dir", "file://" + args.get("checkpoint-dir"));
+        conf.setString("pipeline.generic-types", "false");
+        conf.setString("pipeline.object-reuse", "true");
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment(conf);
         env.setParallelism(parallelism);
-        env.enableCheckpointing(1000);
+        env.setMaxParallelism(MAX_PARALLELISM);
+        if (checkpointMs > 0) {
+            env.enableCheckpointing(checkpointMs,
+                    exactlyOnce ? CheckpointingMode.EXACTLY_ONCE : CheckpointingMode.AT_LEAST_ONCE);
+        }
+        String[] inputNames = in.names();
 
         WatermarkStrategy<Event> watermarks = WatermarkStrategy
                 .<Event>forBoundedOutOfOrderness(Duration.ofMillis(ooo))
@@ -105,7 +144,8 @@ public final class FlinkJob {
                     .setTopics(in.topics(cluster))
                     .setGroupId(name)
                     .setStartingOffsets(OffsetsInitializer.earliest())
-                    .setDeserializer(new Checking(in.of(cluster)));
+                    .setProperties(ClientSettings.consumer())
+                    .setDeserializer(new Checking(in, cluster));
             if (bounded) {
                 // Bounded like tidemark's --bounded: up to the end offsets at start.
                 builder.setBounded(OffsetsInitializer.latest());
@@ -118,38 +158,65 @@ public final class FlinkJob {
         SingleOutputStreamOperator<Event> valid = input.process(new Validate()).name("validate");
         SingleOutputStreamOperator<Event> unique = valid.keyBy(e -> e.id)
                 .process(new Dedup(horizon, partitions)).name("dedup");
-        DataStream<Event> ordered = unique.keyBy(e -> e.partition, Types.INT)
+        int[] route = routeKeys(partitions, parallelism);
+        DataStream<Event> ordered = unique.keyBy(e -> route[e.partition], Types.INT)
                 .process(new Reorder()).name("reorder");
 
-        Properties producer = new Properties();
-        producer.put(ProducerConfig.ACKS_CONFIG, "all");
-        producer.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
-        producer.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        Properties producer = ClientSettings.producer();
         if (exactlyOnce) {
             // Flink's default (1 h) is above the broker's transaction.max.timeout.ms (15 min);
             // tidemark's transactions use 2 min.
             producer.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "120000");
         }
         DeliveryGuarantee guarantee = exactlyOnce ? DeliveryGuarantee.EXACTLY_ONCE : DeliveryGuarantee.AT_LEAST_ONCE;
-        ordered.sinkTo(sink(bootstrap, out + "-ordered", producer, true, guarantee)).name("ordered");
-        unique.getSideOutput(LATE).sinkTo(sink(bootstrap, out + "-late", producer, false, guarantee)).name("late");
-        valid.getSideOutput(INVALID).sinkTo(sink(bootstrap, out + "-invalid", producer, false, guarantee)).name("invalid");
+        ordered.sinkTo(sink(bootstrap, out + "-ordered", producer, true, guarantee, inputNames)).name("ordered");
+        unique.getSideOutput(LATE).sinkTo(sink(bootstrap, out + "-late", producer, false, guarantee, inputNames))
+                .name("late");
+        valid.getSideOutput(INVALID).sinkTo(sink(bootstrap, out + "-invalid", producer, false, guarantee, inputNames))
+                .name("invalid");
 
         JobExecutionResult r = env.execute(name);
         long ms = r.getNetRuntime();
         System.out.printf("flink: ordered %s late %s invalid %s duplicates %s%n",
                 r.getAccumulatorResult("ordered"), r.getAccumulatorResult("late"),
                 r.getAccumulatorResult("invalid"), r.getAccumulatorResult("duplicates"));
+        StringBuilder subtasks = new StringBuilder();
+        for (int i = 0; i < parallelism; i++) {
+            Object n = r.getAccumulatorResult("reorder-subtask-" + i);
+            subtasks.append(i == 0 ? "" : " ").append(n == null ? 0 : n);
+        }
+        System.out.printf("flink: reorder subtasks %s%n", subtasks);
         long read = (Long) r.getAccumulatorResult("read");
         System.out.printf("read %d records in %.2f s (%.0f records/s), job net runtime%n",
                 read, ms / 1e3, read / (ms / 1e3));
     }
 
+    /** Flink's default for a parallelism this small, set so the route keys below are computed for it. */
+    static final int MAX_PARALLELISM = 128;
+
+    /**
+     * A key per output partition such that partition {@code p} goes to reorder subtask
+     * {@code p % parallelism}: the partitions spread evenly over the subtasks, whatever the
+     * key-group hash makes of the numbers 0, 1, 2, ....
+     */
+    static int[] routeKeys(int partitions, int parallelism) {
+        int[] keys = new int[partitions];
+        int candidate = 0;
+        for (int p = 0; p < partitions; p++) {
+            while (KeyGroupRangeAssignment.assignKeyToParallelOperator(candidate, MAX_PARALLELISM, parallelism)
+                    != p % parallelism) {
+                candidate++;
+            }
+            keys[p] = candidate++;
+        }
+        return keys;
+    }
+
     private static KafkaSink<Event> sink(String bootstrap, String topic, Properties producer, boolean fixedPartition,
-            DeliveryGuarantee guarantee) {
+            DeliveryGuarantee guarantee, String[] inputs) {
         KafkaRecordSerializationSchema<Event> schema = (e, ctx, ts) -> {
             RecordHeaders h = new RecordHeaders();
-            for (String[] kv : e.headers()) {
+            for (String[] kv : e.headers(inputs)) {
                 h.add(kv[0], kv[1].getBytes(StandardCharsets.UTF_8));
             }
             byte[] key = e.id == null ? null : e.id.getBytes(StandardCharsets.UTF_8);
@@ -167,19 +234,21 @@ public final class FlinkJob {
 
     /** Bytes to checked events, counted; the source and region headers from where they were read. */
     static final class Checking implements KafkaRecordDeserializationSchema<Event> {
-        private final Map<String, Inputs.Input> topics = new java.util.HashMap<>();
+        /** Per topic of this cluster: its input's index and region. */
+        private final Map<String, Integer> index = new java.util.HashMap<>();
+        private final Map<String, String> region = new java.util.HashMap<>();
 
-        Checking(List<Inputs.Input> inputs) {
-            for (Inputs.Input i : inputs) {
-                topics.put(i.topic, i);
+        Checking(Inputs inputs, String cluster) {
+            for (Inputs.Input i : inputs.of(cluster)) {
+                index.put(i.topic, inputs.indexOf(cluster, i.topic));
+                region.put(i.topic, i.region);
             }
         }
 
         @Override
         public void deserialize(ConsumerRecord<byte[], byte[]> r, Collector<Event> o) {
-            Inputs.Input i = topics.get(r.topic());
             Event e = Event.check(r.value() == null ? new byte[0] : r.value(), System.currentTimeMillis(),
-                    i.region, i.cluster + "/" + r.topic() + "/" + r.partition() + "/" + r.offset());
+                    region.get(r.topic()), index.get(r.topic()), r.partition(), r.offset());
             o.collect(e);
         }
 
@@ -254,20 +323,29 @@ public final class FlinkJob {
         }
     }
 
-    /** Buffers an output partition's events by time; a time's events leave, sorted by id, when the watermark passes it. */
+    /**
+     * Buffers an output partition's events by time; a time's events leave, sorted by id, when the
+     * watermark passes it. It keeps the events it is given across calls, which object reuse allows
+     * here because they arrive over a keyBy: Flink deserializes what comes over the network into
+     * new objects.
+     */
     static final class Reorder extends KeyedProcessFunction<Integer, Event, Event> {
         private transient MapState<Long, List<Event>> buffer;
         private transient LongCounter ordered;
+        private transient LongCounter mine;
 
         @Override
         public void open(OpenContext ctx) {
             buffer = getRuntimeContext().getMapState(new MapStateDescriptor<>("buffer", Types.LONG,
                     Types.LIST(TypeInformation.of(Event.class))));
             ordered = getRuntimeContext().getLongCounter("ordered");
+            mine = getRuntimeContext().getLongCounter(
+                    "reorder-subtask-" + getRuntimeContext().getTaskInfo().getIndexOfThisSubtask());
         }
 
         @Override
         public void processElement(Event e, Context ctx, Collector<Event> o) throws Exception {
+            mine.add(1);
             List<Event> at = buffer.get(e.time);
             if (at == null) {
                 at = new ArrayList<>();

@@ -159,7 +159,7 @@ public final class FlinkStateJob {
                 b[d] = (byte) ('0' + t % 10);
                 t /= 10;
             }
-            return Event.check(b, System.currentTimeMillis(), "region-a", "gen");
+            return Event.check(b, System.currentTimeMillis(), "region-a", 0, 0, i);
         }
 
         private static final byte[] HEX = "0123456789abcdef".getBytes(StandardCharsets.US_ASCII);

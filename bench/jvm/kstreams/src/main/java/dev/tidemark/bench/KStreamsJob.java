@@ -3,7 +3,6 @@ package dev.tidemark.bench;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -14,7 +13,6 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.apache.kafka.clients.consumer.ConsumerConfig;
-import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.Serdes;
@@ -32,16 +30,35 @@ import org.apache.kafka.streams.processor.api.RecordMetadata;
 import org.apache.kafka.streams.state.KeyValueIterator;
 import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.Stores;
-import org.apache.kafka.streams.state.WindowStore;
-import org.apache.kafka.streams.state.WindowStoreIterator;
 
 /**
  * tidemark's job in Kafka Streams, written with the Processor API as a Streams user would:
- * dedup in a persistent window store with retention (the Confluent dedup pattern), event-time
- * order through a persistent key-value buffer sorted by (time, id) and emitted as the task's
- * watermark passes, late events to a side topic, invalid records to another. The stores are
- * Streams' defaults, RocksDB with changelog topics, so the job survives a restart the way a
- * Streams user expects.
+ * dedup by a key-value lookup of the id, event-time order through a key-value buffer sorted by
+ * (time, id) and emitted as the task's watermark passes, late events to a side topic, invalid
+ * records to another.
+ *
+ * <p>Two comparisons, as {@code bench/run-all} runs them ({@code --stores}):
+ * <ul>
+ *   <li>{@code memory}: in-memory stores with logging off and a 30 s commit interval, at least
+ *   once, against tidemark's at_least_once;</li>
+ *   <li>{@code durable}: RocksDB stores with changelogs and caching, {@code exactly_once_v2}, and
+ *   {@code commit.interval.ms} equal to tidemark's commit_interval (1 s), against tidemark's
+ *   exactly_once.</li>
+ * </ul>
+ *
+ * <p>Tuned as the Kafka Streams documentation advises:
+ * <ul>
+ *   <li>dedup is a {@code get} of the id ("Developer Guide: Processor API", key-value stores),
+ *   not a window fetch over the horizon; ids older than the horizon are purged on a stream-time
+ *   punctuation, which runs once per horizon of event time;</li>
+ *   <li>the buffer is read with {@code range()} from the last key emitted, so the deleted keys
+ *   before it (RocksDB tombstones) are never walked again;</li>
+ *   <li>persistent stores have the record cache on ("Memory management": it absorbs writes that
+ *   are overwritten or deleted before a commit);</li>
+ *   <li>the source position as numbers, its text built only for the header;</li>
+ *   <li>the producer and consumer settings shared with the other systems ({@link ClientSettings}),
+ *   so linger.ms is tidemark's 5 ms rather than Streams' 100 ms.</li>
+ * </ul>
  *
  * <p>Where Streams cannot match tidemark:
  * <ul>
@@ -88,6 +105,15 @@ public final class KStreamsJob {
         long horizon = args.millis("horizon", "10m");
         int threads = args.getInt("threads", 2);
         String stateDir = args.get("state-dir");
+        String stores = args.get("stores", "durable");
+        boolean durable;
+        switch (stores) {
+            case "durable" -> durable = true;
+            case "memory" -> durable = false;
+            default -> throw new IllegalArgumentException("--stores must be memory or durable, got " + stores);
+        }
+        long commitMs = args.millis("commit-interval", durable ? "1s" : "30s");
+        String[] inputNames = in.names();
 
         List<String> topics = new ArrayList<>(regions.keySet());
         Bounded bounded = new Bounded(bootstrap, topics);
@@ -101,14 +127,22 @@ public final class KStreamsJob {
         Topology t = new Topology();
         t.addSource("input", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(),
                 topics.toArray(new String[0]));
-        t.addProcessor("job", () -> new Job(cluster, regions, bounded, ooo, idle, horizon), "input");
-        t.addStateStore(Stores.windowStoreBuilder(
-                // Retention covers a lookup of [time - horizon, time + horizon].
-                Stores.persistentWindowStore("dedup", Duration.ofMillis(2 * horizon),
-                        Duration.ofMillis(horizon), false),
-                Serdes.String(), Serdes.Long()), "job");
-        t.addStateStore(Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore("buffer"),
-                Serdes.Bytes(), Serdes.ByteArray()), "job");
+        t.addProcessor("job", () -> new Job(inputNames, in, bounded, ooo, idle, horizon), "input");
+        var seen = Stores.keyValueStoreBuilder(
+                durable ? Stores.persistentKeyValueStore("dedup") : Stores.inMemoryKeyValueStore("dedup"),
+                Serdes.String(), Serdes.Long());
+        var buffer = Stores.keyValueStoreBuilder(
+                durable ? Stores.persistentKeyValueStore("buffer") : Stores.inMemoryKeyValueStore("buffer"),
+                Serdes.Bytes(), Serdes.ByteArray());
+        if (durable) {
+            seen = seen.withCachingEnabled();
+            buffer = buffer.withCachingEnabled();
+        } else {
+            seen = seen.withLoggingDisabled();
+            buffer = buffer.withLoggingDisabled();
+        }
+        t.addStateStore(seen, "job");
+        t.addStateStore(buffer, "job");
         // One sink per ordered partition: a task writes only to the partition it owns.
         for (int p = 0; p < partitions; p++) {
             final int fixed = p;
@@ -120,23 +154,22 @@ public final class KStreamsJob {
         t.addSink("invalid", out + "-invalid", Serdes.ByteArray().serializer(), Serdes.ByteArray().serializer(), "job");
 
         Properties p = new Properties();
+        p.putAll(ClientSettings.prefixed(StreamsConfig.PRODUCER_PREFIX, ClientSettings.producer()));
+        p.putAll(ClientSettings.prefixed(StreamsConfig.CONSUMER_PREFIX, ClientSettings.consumer()));
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, name);
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, threads);
         p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
-        // tidemark's commit_interval in the benchmark pipeline.
-        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 1000);
-        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, commitMs);
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG,
+                durable ? StreamsConfig.EXACTLY_ONCE_V2 : StreamsConfig.AT_LEAST_ONCE);
         // The local regions run with one broker each.
         p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
-        // The same producer guarantees as tidemark's sinks.
-        p.put(StreamsConfig.producerPrefix(ProducerConfig.ACKS_CONFIG), "all");
-        p.put(StreamsConfig.producerPrefix(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG), true);
-        p.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), 5);
 
         long records = bounded.records();
-        System.err.printf("kafka streams: %d records in %s, %d threads%n", records, topics, threads);
+        System.err.printf("kafka streams: %d records in %s, %d threads, %s stores, commit every %d ms%n", records,
+                topics, threads, stores, commitMs);
         KafkaStreams streams = new KafkaStreams(t, p);
         streams.setUncaughtExceptionHandler(ex -> {
             ex.printStackTrace();
@@ -171,14 +204,16 @@ public final class KStreamsJob {
 
     /** Parse, dedup, late routing and event-time order for one task. */
     static final class Job implements Processor<byte[], byte[], byte[], byte[]> {
-        private final String cluster;
-        private final Map<String, String> regions;
+        private final String[] inputNames;
+        private final Inputs inputs;
+        /** Per input topic: its input's index. */
+        private final Map<String, Integer> index = new java.util.HashMap<>();
         private final Bounded bounded;
         private final long ooo;
         private final long idle;
         private final long horizon;
         private ProcessorContext<byte[], byte[]> ctx;
-        private WindowStore<String, Long> seen;
+        private KeyValueStore<String, Long> seen;
         private KeyValueStore<Bytes, byte[]> buffer;
         private final List<TopicPartition> mine = new ArrayList<>();
         private final Map<TopicPartition, Long> position = new java.util.HashMap<>();
@@ -188,9 +223,12 @@ public final class KStreamsJob {
         private long lastRecordMs = System.currentTimeMillis();
         private boolean drained;
 
-        Job(String cluster, Map<String, String> regions, Bounded bounded, long ooo, long idle, long horizon) {
-            this.cluster = cluster;
-            this.regions = regions;
+        Job(String[] inputNames, Inputs inputs, Bounded bounded, long ooo, long idle, long horizon) {
+            this.inputNames = inputNames;
+            this.inputs = inputs;
+            for (int i = 0; i < inputs.inputs.size(); i++) {
+                index.put(inputs.inputs.get(i).topic, i);
+            }
             this.bounded = bounded;
             this.ooo = ooo;
             this.idle = idle;
@@ -204,7 +242,7 @@ public final class KStreamsJob {
             buffer = context.getStateStore("buffer");
             int p = context.taskId().partition();
             orderedSink = "ordered-" + p;
-            for (String topic : regions.keySet()) {
+            for (String topic : index.keySet()) {
                 TopicPartition tp = new TopicPartition(topic, p);
                 mine.add(tp);
                 position.put(tp, bounded.extent.get(tp)[0]);
@@ -217,6 +255,25 @@ public final class KStreamsJob {
                 }
                 checkDrained();
             });
+            // The dedup horizon: ids whose event time the watermark has left `horizon` behind
+            // are forgotten, checked once per horizon of stream time.
+            context.schedule(Duration.ofMillis(horizon), PunctuationType.STREAM_TIME, ts -> purge());
+        }
+
+        private void purge() {
+            long before = watermark() - horizon;
+            List<String> old = new ArrayList<>();
+            try (KeyValueIterator<String, Long> it = seen.all()) {
+                while (it.hasNext()) {
+                    KeyValue<String, Long> kv = it.next();
+                    if (kv.value < before) {
+                        old.add(kv.key);
+                    }
+                }
+            }
+            for (String id : old) {
+                seen.delete(id);
+            }
         }
 
         private long watermark() {
@@ -232,8 +289,9 @@ public final class KStreamsJob {
             RecordMetadata m = ctx.recordMetadata().orElseThrow();
             TopicPartition tp = new TopicPartition(m.topic(), m.partition());
             position.put(tp, m.offset() + 1);
-            String source = cluster + "/" + m.topic() + "/" + m.partition() + "/" + m.offset();
-            Event e = Event.check(r.value() == null ? new byte[0] : r.value(), now, regions.get(m.topic()), source);
+            int input = index.get(m.topic());
+            Event e = Event.check(r.value() == null ? new byte[0] : r.value(), now,
+                    inputs.inputs.get(input).region, input, m.partition(), m.offset());
             if (!e.valid()) {
                 INVALID.incrementAndGet();
                 ctx.forward(new Record<>(null, e.payload, r.timestamp(), headers(e)), "invalid");
@@ -241,15 +299,12 @@ public final class KStreamsJob {
                 return;
             }
             // First copy wins, late copies included.
-            try (WindowStoreIterator<Long> it = seen.fetch(e.id, Instant.ofEpochMilli(Math.max(0, e.time - horizon)),
-                    Instant.ofEpochMilli(e.time + horizon))) {
-                if (it.hasNext()) {
-                    DUPLICATES.incrementAndGet();
-                    checkDrained();
-                    return;
-                }
+            if (seen.get(e.id) != null) {
+                DUPLICATES.incrementAndGet();
+                checkDrained();
+                return;
             }
-            seen.put(e.id, e.time, e.time);
+            seen.put(e.id, e.time);
             long wm = watermark();
             if (e.time < wm) {
                 e.watermark = wm;
@@ -272,9 +327,13 @@ public final class KStreamsJob {
             if (wm <= emittedUpTo) {
                 return;
             }
+            // Everything buffered is at or above the last watermark emitted up to (what was below
+            // it went late), so the range starts there, past the keys already deleted.
+            Bytes from = bufferKey(emittedUpTo, "");
+            Bytes to = bufferKey(wm, "");
             emittedUpTo = wm;
             List<Bytes> done = new ArrayList<>();
-            try (KeyValueIterator<Bytes, byte[]> it = buffer.all()) {
+            try (KeyValueIterator<Bytes, byte[]> it = buffer.range(from, to)) {
                 while (it.hasNext()) {
                     KeyValue<Bytes, byte[]> kv = it.next();
                     ByteBuffer k = ByteBuffer.wrap(kv.key.get());
@@ -284,17 +343,15 @@ public final class KStreamsJob {
                     }
                     byte[] id = Arrays.copyOfRange(kv.key.get(), 8, kv.key.get().length);
                     ByteBuffer v = ByteBuffer.wrap(kv.value);
-                    byte[] src = new byte[v.getInt()];
-                    v.get(src);
-                    byte[] region = new byte[v.getInt()];
-                    v.get(region);
+                    Event e = new Event();
+                    e.input = v.getInt();
+                    e.sourcePartition = v.getInt();
+                    e.sourceOffset = v.getLong();
                     byte[] payload = new byte[v.remaining()];
                     v.get(payload);
-                    Event e = new Event();
                     e.id = new String(id, StandardCharsets.UTF_8);
                     e.time = time;
-                    e.source = new String(src, StandardCharsets.UTF_8);
-                    e.region = new String(region, StandardCharsets.UTF_8);
+                    e.region = inputs.inputs.get(e.input).region;
                     ctx.forward(new Record<>(id, payload, time, headers(e)), orderedSink);
                     ORDERED.incrementAndGet();
                     done.add(kv.key);
@@ -327,15 +384,13 @@ public final class KStreamsJob {
         }
 
         private static byte[] bufferValue(Event e) {
-            byte[] src = e.source.getBytes(StandardCharsets.UTF_8);
-            byte[] region = e.region.getBytes(StandardCharsets.UTF_8);
-            return ByteBuffer.allocate(8 + src.length + region.length + e.payload.length)
-                    .putInt(src.length).put(src).putInt(region.length).put(region).put(e.payload).array();
+            return ByteBuffer.allocate(16 + e.payload.length)
+                    .putInt(e.input).putInt(e.sourcePartition).putLong(e.sourceOffset).put(e.payload).array();
         }
 
-        private static RecordHeaders headers(Event e) {
+        private RecordHeaders headers(Event e) {
             RecordHeaders h = new RecordHeaders();
-            for (String[] kv : e.headers()) {
+            for (String[] kv : e.headers(inputNames)) {
                 h.add(kv[0], kv[1].getBytes(StandardCharsets.UTF_8));
             }
             return h;
