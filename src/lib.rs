@@ -41,10 +41,12 @@
 //! - [`tools`]: [`tools::demo`], the embedded two-region demo; [`tools::loadgen`], which sends
 //!   traffic to real regions and records what Kafka acknowledged, and [`tools::verify`], the
 //!   checker of the guarantees; [`tools::bench`], the engine benchmark behind `tidemark bench`
-//!   (and its dedup-state scenario, `--state`) and two tools of the side-by-side suite run by
-//!   `bench/run-all`: the physical floor (`tidemark bench-floor`) and the latency of any
-//!   system's ordered output (`tidemark latency`); and what they share: [`tools::topic`], the
-//!   Kafka reader, [`tools::cluster`], [`tools::http`] and [`tools::chart`].
+//!   (and its dedup-state scenario, `--state`) and three tools of the side-by-side suite run
+//!   by `bench/run-all`: the physical floor (`tidemark bench-floor`), the one clock every
+//!   system is timed by (`tidemark bench-span`, the broker's append times of its outputs) and
+//!   the latency of any system's ordered output (`tidemark latency`); and what they share:
+//!   [`tools::topic`], the Kafka reader, [`tools::cluster`], [`tools::http`] and
+//!   [`tools::chart`].
 //!
 //! ```no_run
 //! let (config, graph) = tidemark::config::load("pipelines/bench.toml".as_ref()).unwrap();

@@ -87,6 +87,10 @@ enum Command {
     /// How long an exactly-once restart takes to restore its state: writes `--ids` events as
     /// the ordered sink would, then times reading them back.
     BenchRestore(tidemark::tools::bench::restore::RestoreOptions),
+    /// One clock for the side-by-side benchmarks: the first and last broker append time over a
+    /// job's output topics (created with `message.timestamp.type=LogAppendTime`), and the rate
+    /// of the records it read over that span.
+    BenchSpan(tidemark::tools::bench::span::SpanOptions),
     /// Latency of an ordered topic (benchmark S6): when each event was written, less its event
     /// time and the watermark delay, as percentiles and a CDF.
     Latency(tidemark::tools::bench::latency::LatencyOptions),
@@ -270,6 +274,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::BenchFloor(options) => {
             tidemark::tools::bench::floor::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchSpan(options) => {
+            tidemark::tools::bench::span::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Latency(options) => {

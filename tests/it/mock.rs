@@ -282,3 +282,22 @@ fn event_time_skew_is_measured_per_source_against_the_record_timestamp() {
         "the disorder bound alerts compare the skew with"
     );
 }
+
+/// The benchmarks' clock takes only the broker's append times: records stamped by their
+/// producer (the mock broker has no `LogAppendTime`) are refused, not measured by the job's
+/// own clock; an empty output is an error, not a zero.
+#[test]
+fn bench_span_takes_only_append_times() {
+    use tidemark::tools::bench::span::{span, SpanError};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("out", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let topics = vec!["out".to_string()];
+    assert!(matches!(span(&bootstrap, &topics), Err(SpanError::Empty)));
+    let t = tidemark::tools::demo::traffic(200, 1, 65_536);
+    tidemark::tools::demo::produce(&bootstrap, "out", &t.region_a).unwrap();
+    match span(&bootstrap, &topics) {
+        Err(SpanError::NotAppendTime { topic }) => assert_eq!(topic, "out"),
+        other => panic!("producer timestamps must be refused, got {other:?}"),
+    }
+}

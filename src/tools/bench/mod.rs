@@ -12,6 +12,7 @@
 pub mod floor;
 pub mod latency;
 pub mod restore;
+pub mod span;
 
 use crate::metrics::Metrics;
 use crate::runtime::{peak_rss_bytes, rss_bytes};

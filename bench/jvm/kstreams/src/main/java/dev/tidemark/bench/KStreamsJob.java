@@ -261,6 +261,9 @@ public final class KStreamsJob {
         }
 
         private void purge() {
+            if (maxTime == Long.MIN_VALUE) {
+                return; // no valid event yet, so no watermark
+            }
             long before = watermark() - horizon;
             List<String> old = new ArrayList<>();
             try (KeyValueIterator<String, Long> it = seen.all()) {
@@ -305,7 +308,9 @@ public final class KStreamsJob {
                 return;
             }
             seen.put(e.id, e.time);
-            long wm = watermark();
+            // Idleness may have emitted past the stream-time watermark: whatever is below what
+            // was emitted can no longer be ordered, and the buffer's range starts there.
+            long wm = Math.max(watermark(), emittedUpTo);
             if (e.time < wm) {
                 e.watermark = wm;
                 e.arrivalMs = now;
